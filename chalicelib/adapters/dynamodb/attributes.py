@@ -1,0 +1,83 @@
+"""Typed PynamoDB attributes.
+
+Paise must come back as ``int``: PynamoDB's NumberAttribute round-trips through JSON and a float can
+slip in, so money uses :class:`IntegerAttribute`, which refuses anything that is not an exact integer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from pynamodb.attributes import Attribute
+from pynamodb.constants import NUMBER, STRING
+
+from chalicelib.domain.schedule import Instalment
+
+
+class IntegerAttribute(Attribute[int]):
+    attr_type = NUMBER
+
+    def serialize(self, value: int) -> str:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"integer expected, got {type(value).__name__}")
+        return str(value)
+
+    def deserialize(self, value: str) -> int:
+        return int(value)
+
+
+class DateAttribute(Attribute[dt.date]):
+    """An IST business date stored as ``YYYY-MM-DD`` so it sorts and reads naturally."""
+
+    attr_type = STRING
+
+    def serialize(self, value: dt.date) -> str:
+        return value.isoformat()
+
+    def deserialize(self, value: str) -> dt.date:
+        return dt.date.fromisoformat(value)
+
+
+class ScheduleAttribute(Attribute[list[Instalment]]):
+    """The schedule as one compact JSON string of rows ``[due, principal, interest, paid_p, paid_i]``.
+
+    A list of DynamoDB maps repeats every attribute name in every row; this is about a third of the
+    size, and item size is what every read and write of a loan pays for (capacity units are per KB).
+    """
+
+    attr_type = STRING
+
+    def serialize(self, value: list[Instalment]) -> str:
+        rows = [
+            [i.due_date.isoformat(), i.principal_paise, i.interest_paise, i.paid_principal_paise, i.paid_interest_paise]
+            for i in value
+        ]
+        return json.dumps(rows, separators=(",", ":"))
+
+    def deserialize(self, value: str) -> list[Instalment]:
+        rows: list[list[Any]] = json.loads(value)
+        return [
+            Instalment(
+                seq=n,
+                due_date=dt.date.fromisoformat(r[0]),
+                principal_paise=int(r[1]),
+                interest_paise=int(r[2]),
+                paid_principal_paise=int(r[3]),
+                paid_interest_paise=int(r[4]),
+            )
+            for n, r in enumerate(rows, start=1)
+        ]
+
+
+class JsonAttribute(Attribute[Any]):
+    """Free-form JSON (audit before/after). Stored as a string so integers stay integers."""
+
+    attr_type = STRING
+
+    def serialize(self, value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+    def deserialize(self, value: str) -> Any:
+        return json.loads(value)

@@ -1,0 +1,53 @@
+"""Turn storage failures into domain errors at the adapter boundary, so the API can answer a clear
+503 when DynamoDB is unreachable or throttling, and never a stack trace."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib.domain.errors import Unavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ResourceNotFoundException",
+    }
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the failure says nothing about the request itself: network, throttling, missing table."""
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+    if isinstance(exc, PynamoDBException):
+        if exc.cause_response_code in _TRANSIENT_CODES:
+            return True
+        return exc.cause is not None and is_unavailable(exc.cause)
+    return False
+
+
+def storage_call(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Unavailable("the database is not answering; nothing was changed, try again") from exc
+            raise
+
+    return wrapper

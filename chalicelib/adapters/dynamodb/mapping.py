@@ -1,0 +1,111 @@
+"""Domain objects <-> PynamoDB items. Kept apart from the repositories so the day-end job and the
+benchmarks can reuse the same translation."""
+
+from __future__ import annotations
+
+from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel
+from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
+from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
+from chalicelib.domain.loan import Borrower, Loan, LoanStatus
+
+
+def loan_to_item(loan: Loan) -> LoanModel:
+    d = loan.delinquency
+    item = LoanModel(
+        loan.loan_id,
+        borrower=BorrowerMap(
+            name=loan.borrower.name,
+            phone=loan.borrower.phone,
+            email=loan.borrower.email,
+            address=loan.borrower.address,
+        ),
+        status=loan.status.value,
+        principal_paise=loan.principal_paise,
+        annual_rate_bps=loan.annual_rate_bps,
+        disbursement_date=loan.disbursement_date,
+        schedule=list(loan.schedule),
+        outstanding_principal_paise=loan.outstanding_principal_paise,
+        overdue_paise=d.overdue_paise,
+        dpd=d.dpd,
+        bucket=d.bucket.value,
+        classification=d.classification.value,
+        npa_since=d.npa_since,
+        dpd_as_of=d.as_of,
+        legal_escalated=loan.legal_escalated,
+        legal_escalated_on=loan.legal_escalated_on,
+        collector_id=loan.collector_id,
+        branch=loan.branch,
+        notes=loan.notes,
+        created_at=loan.created_at,
+        updated_at=loan.updated_at,
+    )
+    # An unset version means "new item" to PynamoDB (condition: attribute_not_exists); the create
+    # path relies on that, every later save is conditioned on the version read.
+    if loan.version:
+        item.version = loan.version
+    return item
+
+
+def item_to_loan(item: LoanModel) -> Loan:
+    b = item.borrower
+    return Loan(
+        loan_id=item.loan_id,
+        borrower=Borrower(name=b.name, phone=b.phone, email=b.email, address=b.address),
+        status=LoanStatus(item.status),
+        principal_paise=item.principal_paise,
+        annual_rate_bps=item.annual_rate_bps,
+        disbursement_date=item.disbursement_date,
+        schedule=tuple(item.schedule),
+        delinquency=Delinquency(
+            as_of=item.dpd_as_of,
+            dpd=item.dpd,
+            bucket=Bucket(item.bucket),
+            classification=Classification(item.classification),
+            npa_since=item.npa_since,
+            overdue_paise=item.overdue_paise,
+        ),
+        legal_escalated=bool(item.legal_escalated),
+        legal_escalated_on=item.legal_escalated_on,
+        collector_id=item.collector_id,
+        branch=item.branch,
+        notes=item.notes,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        version=int(item.version or 0),
+    )
+
+
+def audit_to_item(entry: AuditEntry) -> AuditModel:
+    return AuditModel(
+        entry.audit_id,
+        at=entry.at,
+        day=entry.day,
+        actor_sub=entry.actor.sub,
+        actor_role=entry.actor.role,
+        source_ip=entry.source_ip,
+        request_id=entry.request_id,
+        action=entry.action.value,
+        entity_type=entry.entity_type,
+        entity_id=entry.entity_id,
+        before=entry.before,
+        after=entry.after,
+        outcome=entry.outcome.value,
+        reason=entry.reason,
+    )
+
+
+def item_to_audit(item: AuditModel) -> AuditEntry:
+    return AuditEntry(
+        audit_id=item.audit_id,
+        at=item.at,
+        actor=Actor(sub=item.actor_sub, role=item.actor_role),
+        source_ip=item.source_ip,
+        request_id=item.request_id,
+        action=Action(item.action),
+        entity_type=item.entity_type,
+        entity_id=item.entity_id,
+        before=item.before,
+        after=item.after,
+        outcome=Outcome(item.outcome),
+        reason=item.reason,
+    )

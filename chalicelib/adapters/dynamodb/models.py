@@ -1,0 +1,183 @@
+"""PynamoDB models. Keys and indexes must equal infra/template.json (a test compares them); table
+names and the endpoint are bound at run time by :func:`bind` from settings, never hard-coded."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pynamodb.attributes import BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.adapters.dynamodb.attributes import (
+    DateAttribute,
+    IntegerAttribute,
+    JsonAttribute,
+    ScheduleAttribute,
+)
+from chalicelib.config import Settings
+
+
+class _Meta:
+    table_name = "unbound"
+    region = "ap-south-1"
+    host: str | None = None
+    # Fail over to a clear 503 quickly rather than holding a Lambda for the default minute.
+    connect_timeout_seconds = 3
+    read_timeout_seconds = 5
+    max_retry_attempts = 3
+
+
+class BorrowerMap(MapAttribute[str, Any]):
+    name = UnicodeAttribute()
+    phone = UnicodeAttribute()
+    email = UnicodeAttribute(null=True)
+    address = UnicodeAttribute(null=True)
+
+
+class CollectorIndex(GlobalSecondaryIndex["LoanModel"]):
+    class Meta:
+        index_name = "collector-index"
+        projection = AllProjection()
+
+    collector_id = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute(range_key=True)
+
+
+class BucketIndex(GlobalSecondaryIndex["LoanModel"]):
+    class Meta:
+        index_name = "bucket-index"
+        projection = AllProjection()
+
+    bucket = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute(range_key=True)
+
+
+class LoanModel(Model):
+    class Meta(_Meta):
+        short_name = "loans"
+
+    loan_id = UnicodeAttribute(hash_key=True)
+    borrower = BorrowerMap()
+    status = UnicodeAttribute()
+    principal_paise = IntegerAttribute()
+    annual_rate_bps = IntegerAttribute(null=True)
+    disbursement_date = DateAttribute()
+    schedule = ScheduleAttribute()
+    outstanding_principal_paise = IntegerAttribute()
+    overdue_paise = IntegerAttribute()
+    dpd = IntegerAttribute()
+    bucket = UnicodeAttribute()
+    classification = UnicodeAttribute()
+    npa_since = DateAttribute(null=True)
+    dpd_as_of = DateAttribute()
+    legal_escalated = BooleanAttribute(default=False)
+    legal_escalated_on = DateAttribute(null=True)
+    collector_id = UnicodeAttribute(null=True)
+    branch = UnicodeAttribute(null=True)
+    notes = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    version = VersionAttribute()
+
+    collector_index = CollectorIndex()
+    bucket_index = BucketIndex()
+
+
+class EntityIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "entity-index"
+        projection = AllProjection()
+
+    entity_id = UnicodeAttribute(hash_key=True)
+    audit_id = UnicodeAttribute(range_key=True)
+
+
+class ActorIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "actor-index"
+        projection = AllProjection()
+
+    actor_sub = UnicodeAttribute(hash_key=True)
+    audit_id = UnicodeAttribute(range_key=True)
+
+
+class ActionIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "action-index"
+        projection = AllProjection()
+
+    action = UnicodeAttribute(hash_key=True)
+    audit_id = UnicodeAttribute(range_key=True)
+
+
+class DayIndex(GlobalSecondaryIndex["AuditModel"]):
+    class Meta:
+        index_name = "day-index"
+        projection = AllProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    audit_id = UnicodeAttribute(range_key=True)
+
+
+class AuditModel(Model):
+    class Meta(_Meta):
+        short_name = "audit"
+
+    audit_id = UnicodeAttribute(hash_key=True)
+    at = UnicodeAttribute()
+    day = UnicodeAttribute()
+    actor_sub = UnicodeAttribute()
+    actor_role = UnicodeAttribute()
+    source_ip = UnicodeAttribute(null=True)
+    request_id = UnicodeAttribute(null=True)
+    action = UnicodeAttribute()
+    entity_type = UnicodeAttribute()
+    entity_id = UnicodeAttribute()
+    before = JsonAttribute(null=True)
+    after = JsonAttribute(null=True)
+    outcome = UnicodeAttribute()
+    reason = UnicodeAttribute(null=True)
+
+    entity_index = EntityIndex()
+    actor_index = ActorIndex()
+    action_index = ActionIndex()
+    day_index = DayIndex()
+
+
+class UserModel(Model):
+    class Meta(_Meta):
+        short_name = "users"
+
+    username = UnicodeAttribute(hash_key=True)
+    role = UnicodeAttribute()
+    password_hash = UnicodeAttribute()
+    active = BooleanAttribute(default=True)
+
+
+class LoginAttemptModel(Model):
+    class Meta(_Meta):
+        short_name = "login-attempts"
+
+    username = UnicodeAttribute(hash_key=True)
+    failures = IntegerAttribute()
+    window_started_at = IntegerAttribute()
+    expires_at = IntegerAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (LoanModel, AuditModel, UserModel, LoginAttemptModel)
+
+
+def bind(settings: Settings, host: str | None = None) -> None:
+    """Point every model at this stage's tables and endpoint, dropping cached connections.
+
+    ``host`` defaults to ``AWS_ENDPOINT_URL_DYNAMODB`` (DynamoDB Local); None means real AWS.
+    """
+    endpoint = host if host is not None else os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None
+    for model in ALL_MODELS:
+        meta: Any = model.Meta
+        meta.table_name = settings.table_name(meta.short_name)
+        meta.region = settings.region
+        meta.host = endpoint
+        model._connection = None

@@ -1,0 +1,65 @@
+"""Opaque page cursors: a DynamoDB exclusive start key, base64url-encoded JSON.
+
+A cursor is checked against the key names the access path expects, so a tampered or foreign cursor is
+a 400, not a DynamoDB error. It cannot widen what a caller sees: the query it resumes is rebuilt from
+the caller's own filters and scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from itertools import islice
+from typing import Any
+
+from pynamodb.expressions.condition import Condition
+
+from chalicelib.domain.errors import ValidationFailed
+
+Key = dict[str, dict[str, str]]
+
+
+def encode(key: Key) -> str:
+    raw = json.dumps(key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(cursor: str | None, expected_names: frozenset[str]) -> Key | None:
+    if cursor is None:
+        return None
+    bad = ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor from this listing"}])
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key: Any = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(key, dict) or set(key) != expected_names:
+        raise bad
+    for value in key.values():
+        if not (isinstance(value, dict) and set(value) == {"S"} and isinstance(value["S"], str) and value["S"]):
+            raise bad
+    return key
+
+
+def key_of(item: Any, names: frozenset[str]) -> Key:
+    return {name: {"S": str(getattr(item, name))} for name in sorted(names)}
+
+
+def collect_page(items: Iterable[Any], limit: int, key_names: frozenset[str]) -> tuple[list[Any], str | None]:
+    """Take ``limit`` items and peek at one more, so ``next_cursor`` is null exactly on the last page."""
+    taken = list(islice(items, limit + 1))
+    if len(taken) <= limit:
+        return taken, None
+    page = taken[:limit]
+    return page, encode(key_of(page[-1], key_names))
+
+
+def all_of(conditions: list[Condition]) -> Condition | None:
+    if not conditions:
+        return None
+    combined = conditions[0]
+    for c in conditions[1:]:
+        combined &= c
+    return combined

@@ -1,0 +1,74 @@
+"""The one table from domain error codes to HTTP (SPEC §2), and the error body every client sees."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalice.app import Response
+
+from chalicelib.domain.errors import (
+    Conflict,
+    DomainError,
+    FinancialFieldProtected,
+    Forbidden,
+    InvalidSchedule,
+    LoanExists,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    ValidationFailed,
+)
+
+STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    ValidationFailed: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    FinancialFieldProtected: 403,
+    NotFound: 404,
+    LoanExists: 409,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    InvalidSchedule: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+
+
+def status_for(error: DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        body=json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def error_response(error: DomainError, request_id: str, status: int | None = None) -> Response:
+    status = status or status_for(error)
+    headers = {"X-Request-Id": request_id}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="loan-crm"'
+    if isinstance(error, RateLimited) and isinstance(error.details, dict):
+        headers["Retry-After"] = str(error.details.get("retry_after_seconds", 60))
+    body = {"error": {"code": error.code, "message": error.message, "details": error.details}}
+    return json_response(status, body, headers)
+
+
+def internal_error_response(request_id: str) -> Response:
+    body = {
+        "error": {
+            "code": "INTERNAL_ERROR",
+            "message": "an unexpected error occurred; nothing is shown here, quote the request id to support",
+            "details": {"request_id": request_id},
+        }
+    }
+    return json_response(500, body, {"X-Request-Id": request_id})

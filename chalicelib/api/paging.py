@@ -1,0 +1,18 @@
+"""``limit`` and ``cursor`` query parameters, the same on every listing."""
+
+from __future__ import annotations
+
+from chalicelib.domain.errors import ValidationFailed
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+def page_params(params: dict[str, str]) -> tuple[int, str | None]:
+    raw = params.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise ValidationFailed("limit must be a whole number", [{"field": "limit", "message": f"1 to {MAX_LIMIT}"}])
+        limit = int(raw)
+    return limit, params.get("cursor") or None

@@ -1,0 +1,26 @@
+"""``POST /api/v1/auth/token``: exchange a stored user's password for a bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint
+
+from chalicelib.api.http import Call, endpoint
+from chalicelib.api.schemas import TokenIn
+from chalicelib.wiring import services
+
+bp = Blueprint(__name__)
+
+
+@endpoint(bp, "/api/v1/auth/token", methods=("POST",), authenticated=False)
+def issue_token(call: Call) -> dict[str, Any]:
+    body = call.parse(TokenIn)
+    token = services().auth.login(body.username, body.password)
+    return {
+        "access_token": token.access_token,
+        "token_type": "Bearer",
+        "expires_in": token.expires_in,
+        "sub": token.sub,
+        "role": token.role,
+    }

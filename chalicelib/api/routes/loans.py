@@ -1,0 +1,96 @@
+"""Loan endpoints (SPEC §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.api.http import Call, created, endpoint
+from chalicelib.api.paging import page_params
+from chalicelib.api.schemas import AssignIn, CreateLoanIn, PatchLoanIn
+from chalicelib.domain.delinquency import Bucket, Classification
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.guard import protected_paths
+from chalicelib.domain.loan import Borrower, LoanStatus
+from chalicelib.domain.roles import MANAGE_LOANS
+from chalicelib.services.loans import ContactChanges, GeneratedTerms, NewLoan
+from chalicelib.services.ports import LoanFilter
+from chalicelib.services.views import loan_dict
+from chalicelib.wiring import services
+
+bp = Blueprint(__name__)
+
+_FILTER_VALUES: dict[str, frozenset[str]] = {
+    "bucket": frozenset(b.value for b in Bucket),
+    "classification": frozenset(c.value for c in Classification),
+    "status": frozenset(s.value for s in LoanStatus),
+}
+
+
+@endpoint(bp, "/api/v1/loans", methods=("POST",), roles=MANAGE_LOANS)
+def create_loan(call: Call) -> Response:
+    body = call.parse(CreateLoanIn)
+    terms = None
+    if body.schedule is None:
+        assert body.annual_rate_bps is not None and body.tenure_months is not None and body.first_due_date
+        terms = GeneratedTerms(body.annual_rate_bps, body.tenure_months, body.first_due_date)
+    cmd = NewLoan(
+        loan_id=body.loan_id,
+        borrower=Borrower(**body.borrower.model_dump()),
+        principal_paise=body.principal_paise,
+        disbursement_date=body.disbursement_date,
+        terms=terms,
+        imported_schedule=[(r.due_date, r.principal_paise, r.interest_paise) for r in body.schedule or ()],
+        collector_id=body.collector_id,
+        branch=body.branch,
+        notes=body.notes,
+    )
+    return created(loan_dict(services().loans.create(call.ctx, cmd)))
+
+
+@endpoint(bp, "/api/v1/loans", methods=("GET",))
+def list_loans(call: Call) -> dict[str, Any]:
+    params = call.query({"bucket", "classification", "status", "collector_id", "limit", "cursor"})
+    for name, allowed in _FILTER_VALUES.items():
+        if name in params and params[name] not in allowed:
+            raise ValidationFailed(
+                f"unknown {name}", [{"field": name, "message": "one of " + ", ".join(sorted(allowed))}]
+            )
+    limit, cursor = page_params(params)
+    filters = LoanFilter(
+        bucket=params.get("bucket"),
+        classification=params.get("classification"),
+        status=params.get("status"),
+        collector_id=params.get("collector_id"),
+    )
+    page = services().loans.list(call.ctx, filters, limit, cursor)
+    return {"items": [loan_dict(loan) for loan in page.items], "next_cursor": page.next_cursor}
+
+
+@endpoint(bp, "/api/v1/loans/{loan_id}", methods=("GET",))
+def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
+    return loan_dict(services().loans.get(call.ctx, loan_id))
+
+
+@endpoint(bp, "/api/v1/loans/{loan_id}", methods=("PATCH",))
+def patch_loan(call: Call, loan_id: str) -> dict[str, Any]:
+    # The guard looks at the raw body before anything else, for every role: a collector trying to
+    # rewrite dpd is exactly the attempt the audit trail must show.
+    raw = call.json()
+    paths = protected_paths(raw)
+    loans = services().loans
+    if paths:
+        loans.refuse_financial_change(call.ctx, loan_id, raw, paths)
+    call.ctx.require(MANAGE_LOANS)
+    body = call.parse(PatchLoanIn)
+    changes = ContactChanges(
+        borrower=body.borrower_changes(), notes=body.notes, notes_given="notes" in body.model_fields_set
+    )
+    return loan_dict(loans.update_contact(call.ctx, loan_id, changes))
+
+
+@endpoint(bp, "/api/v1/loans/{loan_id}/assign", methods=("POST",), roles=MANAGE_LOANS)
+def assign_loan(call: Call, loan_id: str) -> dict[str, Any]:
+    body = call.parse(AssignIn)
+    return loan_dict(services().loans.assign(call.ctx, loan_id, body.collector_id))

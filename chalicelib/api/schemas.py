@@ -1,0 +1,97 @@
+"""Request bodies, validated strictly: unknown fields refused, paise only as JSON integers (a float,
+string or bool is a 400 even if it looks whole), dates only as ``YYYY-MM-DD``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from chalicelib.domain.loan import LOAN_ID_PATTERN
+
+MAX_PRINCIPAL_PAISE = 1_000_000_000_000
+"""₹1,000 crore: far above any retail loan; only there so absurd numbers are refused, not stored."""
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9]{10,15}$")]
+Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+LoanId = Annotated[str, StringConstraints(pattern=LOAN_ID_PATTERN.pattern)]
+Paise = Annotated[int, Field(strict=True, ge=0, le=MAX_PRINCIPAL_PAISE)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BorrowerIn(StrictModel):
+    name: Text
+    phone: Phone
+    email: Email | None = None
+    address: LongText | None = None
+
+
+class ScheduleRowIn(StrictModel):
+    due_date: dt.date
+    principal_paise: Paise
+    interest_paise: Paise
+
+
+class CreateLoanIn(StrictModel):
+    """Either generated terms (rate, tenure, first due date) or an imported schedule, never both."""
+
+    loan_id: LoanId | None = None
+    borrower: BorrowerIn
+    principal_paise: Annotated[int, Field(strict=True, ge=1, le=MAX_PRINCIPAL_PAISE)]
+    disbursement_date: dt.date
+    annual_rate_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] | None = None
+    tenure_months: Annotated[int, Field(strict=True, ge=1, le=600)] | None = None
+    first_due_date: dt.date | None = None
+    schedule: Annotated[list[ScheduleRowIn], Field(min_length=1, max_length=600)] | None = None
+    collector_id: Identifier | None = None
+    branch: Text | None = None
+    notes: LongText | None = None
+
+    @model_validator(mode="after")
+    def one_kind_of_schedule(self) -> CreateLoanIn:
+        terms = {
+            "annual_rate_bps": self.annual_rate_bps,
+            "tenure_months": self.tenure_months,
+            "first_due_date": self.first_due_date,
+        }
+        given = {k for k, v in terms.items() if v is not None}
+        if self.schedule is not None:
+            if given:
+                raise ValueError(f"give either schedule or {', '.join(sorted(terms))}, not both")
+        elif given != set(terms):
+            missing = ", ".join(sorted(set(terms) - given))
+            raise ValueError(f"missing {missing} (or give an imported schedule)")
+        return self
+
+
+class BorrowerPatchIn(StrictModel):
+    name: Text | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    address: LongText | None = None
+
+
+class PatchLoanIn(StrictModel):
+    borrower: BorrowerPatchIn | None = None
+    notes: LongText | None = None
+
+    def borrower_changes(self) -> dict[str, Any]:
+        if self.borrower is None:
+            return {}
+        return {name: getattr(self.borrower, name) for name in self.borrower.model_fields_set}
+
+
+class AssignIn(StrictModel):
+    collector_id: Identifier
+
+
+class TokenIn(StrictModel):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]

@@ -1,0 +1,70 @@
+"""Domain errors with stable codes.
+
+The codes are the contract of SPEC.md section 2. The domain knows nothing of HTTP: the single
+code -> status table lives in ``chalicelib.api.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. ``code`` is stable; ``message`` is for humans."""
+
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ValidationFailed(DomainError):
+    """Malformed or ill-typed input. ``details`` lists ``{"field", "message"}`` items."""
+
+    code = "VALIDATION_ERROR"
+
+
+class PayloadTooLarge(DomainError):
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class Unauthenticated(DomainError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+
+
+class FinancialFieldProtected(DomainError):
+    code = "FINANCIAL_FIELD_PROTECTED"
+
+
+class NotFound(DomainError):
+    code = "NOT_FOUND"
+
+
+class LoanExists(DomainError):
+    code = "LOAN_EXISTS"
+
+
+class Conflict(DomainError):
+    """An optimistic-lock or state conflict the client may retry after re-reading."""
+
+    code = "CONFLICT"
+
+
+class InvalidSchedule(DomainError):
+    code = "INVALID_SCHEDULE"
+
+
+class RateLimited(DomainError):
+    code = "RATE_LIMITED"
+
+
+class Unavailable(DomainError):
+    """A dependency (DynamoDB, SSM) did not answer; nothing was changed."""
+
+    code = "UNAVAILABLE"

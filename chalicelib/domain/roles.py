@@ -1,0 +1,18 @@
+"""Roles (SPEC §3) and who may do what. One table, so a reviewer can read the whole policy at once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    COLLECTOR = "collector"
+    AUDITOR = "auditor"
+
+
+ALL_ROLES = frozenset(Role)
+READ_LOANS = frozenset({Role.ADMIN, Role.MANAGER, Role.COLLECTOR, Role.AUDITOR})
+MANAGE_LOANS = frozenset({Role.ADMIN, Role.MANAGER})
+READ_AUDIT = frozenset({Role.ADMIN, Role.AUDITOR})

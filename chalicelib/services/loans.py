@@ -1,0 +1,209 @@
+"""Loan use cases: create, read, list, contact updates behind the financial guard, assignment.
+
+Every change is stored with its audit entry in one transaction by the repository; every refusal of
+the guard is audited on its own (there is no change to go with it).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.adapters.metrics import Metrics
+from chalicelib.domain.audit import Action, AuditEntry, Outcome
+from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
+from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
+from chalicelib.domain.roles import MANAGE_LOANS, Role
+from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
+from chalicelib.services.context import RequestContext
+from chalicelib.services.ids import new_id, new_loan_id
+from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Page, UserStore
+from chalicelib.services.views import borrower_dict, loan_dict
+
+UPDATE_ATTEMPTS = 3
+"""Contact updates are merges, so re-applying one to a freshly read loan after a version conflict is
+safe; after this many conflicts the client gets 409 CONFLICT."""
+
+
+@dataclass(frozen=True)
+class GeneratedTerms:
+    annual_rate_bps: int
+    tenure_months: int
+    first_due_date: dt.date
+
+
+@dataclass(frozen=True)
+class NewLoan:
+    borrower: Borrower
+    principal_paise: int
+    disbursement_date: dt.date
+    terms: GeneratedTerms | None = None
+    imported_schedule: Sequence[tuple[dt.date, int, int]] | None = None
+    loan_id: str | None = None
+    collector_id: str | None = None
+    branch: str | None = None
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class ContactChanges:
+    """Only the keys present in the request are applied (merge); ``None`` clears an optional field."""
+
+    borrower: dict[str, str | None]
+    notes: str | None
+    notes_given: bool
+
+
+@dataclass
+class LoanService:
+    loans: LoanRepository
+    audit: AuditLog
+    users: UserStore
+    metrics: Metrics
+    new_loan_id: Callable[[], str] = new_loan_id
+
+    def _entry(
+        self,
+        ctx: RequestContext,
+        action: Action,
+        loan_id: str,
+        before: Any,
+        after: Any,
+        outcome: Outcome = Outcome.SUCCESS,
+        reason: str | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            audit_id=new_id(),
+            at=clock.now_iso(),
+            actor=ctx.actor,
+            source_ip=ctx.source_ip,
+            request_id=ctx.request_id,
+            action=action,
+            entity_type="loan",
+            entity_id=loan_id,
+            before=before,
+            after=after,
+            outcome=outcome,
+            reason=reason,
+        )
+
+    def _require_collector(self, collector_id: str | None) -> None:
+        if collector_id is None:
+            return
+        user = self.users.get(collector_id)
+        if user is None or user.role != Role.COLLECTOR.value or not user.active:
+            raise ValidationFailed(
+                "collector_id does not name an active collector",
+                [{"field": "collector_id", "message": f"no active collector {collector_id!r}"}],
+            )
+
+    def create(self, ctx: RequestContext, cmd: NewLoan) -> Loan:
+        """Create a loan with a generated or imported schedule, showing its delinquency as of the last
+        completed business date (an imported loan can be overdue from the start)."""
+        ctx.require(MANAGE_LOANS)
+        schedule: list[Instalment]
+        if cmd.terms is not None:
+            schedule = generate_schedule(
+                cmd.principal_paise,
+                cmd.terms.annual_rate_bps,
+                cmd.terms.tenure_months,
+                cmd.disbursement_date,
+                cmd.terms.first_due_date,
+            )
+        else:
+            schedule = import_schedule(cmd.principal_paise, cmd.disbursement_date, cmd.imported_schedule or ())
+        self._require_collector(cmd.collector_id)
+        now = clock.now_iso()
+        frozen_schedule = tuple(schedule)
+        loan = Loan(
+            loan_id=cmd.loan_id or self.new_loan_id(),
+            borrower=cmd.borrower,
+            status=LoanStatus.ACTIVE,
+            principal_paise=cmd.principal_paise,
+            disbursement_date=cmd.disbursement_date,
+            schedule=frozen_schedule,
+            delinquency=initial_delinquency(frozen_schedule, clock.last_completed_business_date()),
+            annual_rate_bps=cmd.terms.annual_rate_bps if cmd.terms else None,
+            collector_id=cmd.collector_id,
+            branch=cmd.branch,
+            notes=cmd.notes,
+            created_at=now,
+            updated_at=now,
+        )
+        stored_view = loan_dict(dataclasses.replace(loan, version=1))
+        return self.loans.create(loan, self._entry(ctx, Action.LOAN_CREATED, loan.loan_id, None, stored_view))
+
+    def get(self, ctx: RequestContext, loan_id: str) -> Loan:
+        """A loan the caller may see; collectors get 404 for loans not assigned to them, exactly as
+        for loans that do not exist, so ids cannot be probed."""
+        loan = self.loans.get(loan_id)
+        if loan is None or (ctx.is_collector and loan.collector_id != ctx.actor.sub):
+            raise NotFound(f"loan {loan_id} not found")
+        return loan
+
+    def list(self, ctx: RequestContext, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
+        if ctx.is_collector:
+            if filters.collector_id not in (None, ctx.actor.sub):
+                return Page([], None)
+            filters = dataclasses.replace(filters, collector_id=ctx.actor.sub)
+        return self.loans.list(filters, limit, cursor)
+
+    def refuse_financial_change(self, ctx: RequestContext, loan_id: str, body: Any, paths: builtins.list[str]) -> None:
+        """Record and refuse an attempt to write protected fields; always raises."""
+        reason = "protected fields: " + ", ".join(paths)
+        self.audit.append(self._entry(ctx, Action.FINANCIAL_GUARD_BLOCKED, loan_id, None, body, Outcome.DENIED, reason))
+        self.metrics.count("FinancialGuardTriggered")
+        raise FinancialFieldProtected(
+            "financial fields cannot be changed through this API; the whole request was refused",
+            {"fields": paths},
+        )
+
+    def update_contact(self, ctx: RequestContext, loan_id: str, changes: ContactChanges) -> Loan:
+        """Merge borrower contact data and notes; nothing else on a loan is writable here."""
+        ctx.require(MANAGE_LOANS)
+        for _ in range(UPDATE_ATTEMPTS):
+            loan = self.get(ctx, loan_id)
+            merged = {**borrower_dict(loan), **changes.borrower}
+            if not merged.get("name") or not merged.get("phone"):
+                raise ValidationFailed("borrower name and phone cannot be removed")
+            updated = dataclasses.replace(
+                loan,
+                borrower=Borrower(**merged),
+                notes=changes.notes if changes.notes_given else loan.notes,
+            )
+            if updated == loan:
+                return loan
+            updated = dataclasses.replace(updated, updated_at=clock.now_iso())
+            before = {"borrower": borrower_dict(loan), "notes": loan.notes}
+            after = {"borrower": borrower_dict(updated), "notes": updated.notes}
+            try:
+                return self.loans.update(updated, self._entry(ctx, Action.LOAN_UPDATED, loan_id, before, after))
+            except Conflict:
+                continue
+        raise Conflict(f"loan {loan_id} is being changed by others; try again")
+
+    def assign(self, ctx: RequestContext, loan_id: str, collector_id: str) -> Loan:
+        ctx.require(MANAGE_LOANS)
+        self._require_collector(collector_id)
+        for _ in range(UPDATE_ATTEMPTS):
+            loan = self.get(ctx, loan_id)
+            if loan.collector_id == collector_id:
+                return loan
+            updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
+            entry = self._entry(
+                ctx,
+                Action.LOAN_ASSIGNED,
+                loan_id,
+                {"collector_id": loan.collector_id},
+                {"collector_id": collector_id},
+            )
+            try:
+                return self.loans.update(updated, entry)
+            except Conflict:
+                continue
+        raise Conflict(f"loan {loan_id} is being changed by others; try again")

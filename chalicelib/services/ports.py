@@ -1,0 +1,88 @@
+"""What the services need from storage, as protocols. DynamoDB implementations live in
+``chalicelib.adapters.dynamodb``; in-memory fakes for fast tests live in ``tests/fakes.py``; one
+contract suite holds both to the same behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.loan import Loan
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class LoanFilter:
+    bucket: str | None = None
+    classification: str | None = None
+    status: str | None = None
+    collector_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    entity_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    from_day: str | None = None
+    """Inclusive IST date ``YYYY-MM-DD``."""
+    to_day: str | None = None
+    """Inclusive IST date ``YYYY-MM-DD``."""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    password_hash: str
+    active: bool = True
+
+
+class LoanRepository(Protocol):
+    def get(self, loan_id: str) -> Loan | None: ...
+
+    def create(self, loan: Loan, audit: AuditEntry) -> Loan:
+        """Store a new loan and its audit entry atomically; LoanExists if the id is taken."""
+        ...
+
+    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+        """Replace the loan if its stored version is still ``loan.version``; Conflict otherwise.
+        The audit entry is written in the same transaction. Returns the loan with its new version."""
+        ...
+
+    def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]: ...
+
+
+class AuditLog(Protocol):
+    def append(self, entry: AuditEntry) -> None: ...
+
+    def list(self, filters: AuditFilter, limit: int, cursor: str | None) -> Page[AuditEntry]:
+        """Newest first."""
+        ...
+
+
+class UserStore(Protocol):
+    def get(self, username: str) -> User | None: ...
+
+    def put(self, user: User) -> None: ...
+
+
+class LoginThrottle(Protocol):
+    def failures(self, username: str, window_start: int) -> int:
+        """Failures recorded for ``username`` since ``window_start`` (epoch seconds)."""
+        ...
+
+    def record_failure(self, username: str, now: int, window_seconds: int) -> int:
+        """Count one failure atomically; returns the count in the current window."""
+        ...
+
+    def clear(self, username: str) -> None: ...

@@ -1,0 +1,54 @@
+"""The JSON shape of a loan (SPEC §4), shared by API responses and audit snapshots so the audit shows
+exactly what a client would have seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.domain.loan import Loan
+
+
+def borrower_dict(loan: Loan) -> dict[str, Any]:
+    b = loan.borrower
+    return {"name": b.name, "phone": b.phone, "email": b.email, "address": b.address}
+
+
+def loan_dict(loan: Loan) -> dict[str, Any]:
+    d = loan.delinquency
+    return {
+        "loan_id": loan.loan_id,
+        "borrower": borrower_dict(loan),
+        "status": loan.status.value,
+        "principal_paise": loan.principal_paise,
+        "annual_rate_bps": loan.annual_rate_bps,
+        "tenure_months": loan.tenure_months,
+        "disbursement_date": loan.disbursement_date.isoformat(),
+        "outstanding_principal_paise": loan.outstanding_principal_paise,
+        "overdue_paise": d.overdue_paise,
+        "dpd": d.dpd,
+        "bucket": d.bucket.value,
+        "classification": d.classification.value,
+        "npa_since": d.npa_since.isoformat() if d.npa_since else None,
+        "dpd_as_of": d.as_of.isoformat(),
+        "legal": {
+            "escalated": loan.legal_escalated,
+            "escalated_on": loan.legal_escalated_on.isoformat() if loan.legal_escalated_on else None,
+        },
+        "collector_id": loan.collector_id,
+        "branch": loan.branch,
+        "notes": loan.notes,
+        "schedule": [
+            {
+                "seq": i.seq,
+                "due_date": i.due_date.isoformat(),
+                "principal_paise": i.principal_paise,
+                "interest_paise": i.interest_paise,
+                "paid_principal_paise": i.paid_principal_paise,
+                "paid_interest_paise": i.paid_interest_paise,
+            }
+            for i in loan.schedule
+        ],
+        "created_at": loan.created_at,
+        "updated_at": loan.updated_at,
+        "version": loan.version,
+    }

