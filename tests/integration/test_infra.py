@@ -1,0 +1,104 @@
+"""infra/template.json is the one schema source: the models, provisioning and the template agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.adapters.dynamodb.models import ALL_MODELS, bind
+from chalicelib.config import reset_settings, settings
+from infra.provision import load_template, parameter_specs, provision, table_specs
+
+
+def _hash_first(keys: list[dict[str, str]]) -> list[dict[str, str]]:
+    return sorted(keys, key=lambda k: k["KeyType"] != "HASH")
+
+
+def _model_schema(model: Any) -> tuple[list[dict[str, str]], dict[str, list[dict[str, str]]]]:
+    schema = model._get_schema()
+    keys = [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in schema["key_schema"]]
+    indexes = {
+        g["index_name"]: _hash_first(
+            [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in g["key_schema"]]
+        )
+        for g in schema["global_secondary_indexes"]
+    }
+    return keys, indexes
+
+
+def test_every_model_matches_a_template_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGE", "prod")
+    reset_settings()
+    bind(settings())
+    specs = {s.name: s for s in table_specs("prod")}
+    assert len(specs) == len(ALL_MODELS)
+    for model in ALL_MODELS:
+        spec = specs[model.Meta.table_name]
+        keys, indexes = _model_schema(model)
+        assert keys == spec.key_schema, model.__name__
+        assert indexes == spec.indexes, model.__name__
+        projections = {g["index_name"]: g["projection"] for g in model._get_schema()["global_secondary_indexes"]}
+        template_projections = {
+            g["IndexName"]: g["Projection"] for g in spec.properties.get("GlobalSecondaryIndexes", [])
+        }
+        assert projections == template_projections, model.__name__
+    reset_settings()
+
+
+def test_data_tables_are_protected() -> None:
+    for spec in table_specs("prod"):
+        props = spec.properties
+        assert props["SSESpecification"] == {"SSEEnabled": True}, spec.name
+        assert props["BillingMode"] == "PAY_PER_REQUEST", spec.name
+        if spec.logical_id != "LoginAttemptsTable":  # throwaway counters with a TTL
+            assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, spec.name
+            assert props["DeletionProtectionEnabled"] is True, spec.name
+            resource = load_template()["Resources"][spec.logical_id]
+            assert resource["DeletionPolicy"] == "Retain", spec.name
+
+
+def test_every_flag_of_the_spec_is_a_parameter_defaulting_to_true() -> None:
+    params = parameter_specs("prod")
+    names = {n.rsplit("/", 1)[1] for n in params}
+    assert names == {"CRON_ENABLED", "ESCALATION_ENABLED", "SCORING_ENABLED", "REMINDERS_ENABLED"}
+    assert all(n.startswith("/loan-crm/prod/flags/") for n in params)
+    assert set(params.values()) == {"true"}
+
+
+def test_alarms_watch_metrics_the_code_emits_and_notify_the_topic() -> None:
+    resources = load_template()["Resources"]
+    alarms = {k: v["Properties"] for k, v in resources.items() if v.get("Type") == "AWS::CloudWatch::Alarm"}
+    assert {"FinancialGuardTriggered", "AuthFailed"} <= {a["MetricName"] for a in alarms.values()}
+    for props in alarms.values():
+        assert props["AlarmActions"] == [{"Ref": "AlertsTopic"}]
+
+
+def test_provision_is_idempotent_and_keeps_flag_values() -> None:
+    with mock_aws():
+        ddb, ssm = boto3.client("dynamodb"), boto3.client("ssm")
+        provision("ci", ddb, ssm, quiet=True)
+        ssm.put_parameter(Name="/loan-crm/ci/flags/CRON_ENABLED", Value="false", Type="String", Overwrite=True)
+        provision("ci", ddb, ssm, quiet=True)
+        tables = ddb.list_tables()["TableNames"]
+        assert sorted(tables) == sorted(s.name for s in table_specs("ci"))
+        assert ssm.get_parameter(Name="/loan-crm/ci/flags/CRON_ENABLED")["Parameter"]["Value"] == "false"
+        ttl = ddb.describe_time_to_live(TableName="loan-crm-ci-login-attempts")["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expires_at"
+        pitr = ddb.describe_continuous_backups(TableName="loan-crm-ci-loans")["ContinuousBackupsDescription"]
+        assert pitr["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+
+def test_provision_reports_drift_instead_of_hiding_it() -> None:
+    with mock_aws():
+        ddb, ssm = boto3.client("dynamodb"), boto3.client("ssm")
+        ddb.create_table(
+            TableName="loan-crm-ci-loans",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        with pytest.raises(RuntimeError, match="loan-crm-ci-loans"):
+            provision("ci", ddb, ssm, quiet=True)
