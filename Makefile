@@ -44,10 +44,12 @@ cfn-lint: venv
 	AWS_DEFAULT_REGION=ap-south-1 $(BIN)/chalice package --stage dev --merge-template infra/template.json build/package > /dev/null
 	$(BIN)/cfn-lint build/package/sam.json
 
-test: lint typecheck pytest cfn-lint
+# pytest last, so its summary line closes the output.
+test: lint typecheck cfn-lint pytest
 
 bench: deps
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.payments
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

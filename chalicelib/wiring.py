@@ -13,13 +13,16 @@ from typing import Any
 from chalicelib.adapters.dynamodb import models
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
+from chalicelib.adapters.dynamodb.payments import DynamoPaymentRepository
 from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
 from chalicelib.adapters.health import HealthProbe
+from chalicelib.adapters.idempotency import idempotency_store
 from chalicelib.adapters.metrics import EmfMetrics
 from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
 from chalicelib.services.auth import AuthService
 from chalicelib.services.loans import LoanService
+from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
 
 
@@ -27,10 +30,12 @@ from chalicelib.services.ports import AuditLog
 class Services:
     settings: Settings
     loans: LoanService
+    payments: PaymentService
     auth: AuthService
     audit: AuditLog
     health: HealthProbe
     jwt_secret: Any
+    idempotency_store: Any
 
 
 _services: Services | None = None
@@ -42,9 +47,11 @@ def build(config: Settings) -> Services:
     users = DynamoUserStore()
     audit = DynamoAuditLog()
     secret = partial(jwt_secret, config)
+    loans = LoanService(loans=DynamoLoanRepository(), audit=audit, users=users, metrics=metrics)
     return Services(
         settings=config,
-        loans=LoanService(loans=DynamoLoanRepository(), audit=audit, users=users, metrics=metrics),
+        loans=loans,
+        payments=PaymentService(payments=DynamoPaymentRepository(), loans=loans, metrics=metrics),
         auth=AuthService(
             users=users,
             throttle=DynamoLoginThrottle(),
@@ -58,6 +65,7 @@ def build(config: Settings) -> Services:
         audit=audit,
         health=HealthProbe(config),
         jwt_secret=secret,
+        idempotency_store=idempotency_store(config),
     )
 
 

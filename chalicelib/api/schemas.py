@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from chalicelib.domain.loan import LOAN_ID_PATTERN
+from chalicelib.domain.payment import UTR_PATTERN, PaymentMode, normalise_utr
 
 MAX_PRINCIPAL_PAISE = 1_000_000_000_000
 """₹1,000 crore: far above any retail loan; only there so absurd numbers are refused, not stored."""
@@ -95,3 +96,23 @@ class AssignIn(StrictModel):
 class TokenIn(StrictModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+def _utr(value: object) -> object:
+    return normalise_utr(value) if isinstance(value, str) else value
+
+
+Utr = Annotated[str, BeforeValidator(_utr), StringConstraints(pattern=UTR_PATTERN.pattern)]
+
+
+class PaymentIn(StrictModel):
+    loan_id: LoanId
+    utr: Utr
+    amount_paise: Annotated[int, Field(strict=True)]
+    """Only the JSON type is checked here (400); the range is a business rule (422 AMOUNT_OUT_OF_RANGE)."""
+    payment_date: dt.date
+    mode: PaymentMode
+
+
+class ReverseIn(StrictModel):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]

@@ -68,3 +68,41 @@ class Unavailable(DomainError):
     """A dependency (DynamoDB, SSM) did not answer; nothing was changed."""
 
     code = "UNAVAILABLE"
+
+
+class AmountOutOfRange(DomainError):
+    code = "AMOUNT_OUT_OF_RANGE"
+
+
+class PaymentDateTooOld(DomainError):
+    code = "PAYMENT_DATE_TOO_OLD"
+
+
+class PaymentDateInFuture(DomainError):
+    code = "PAYMENT_DATE_IN_FUTURE"
+
+
+class LoanNotPayable(DomainError):
+    code = "LOAN_NOT_PAYABLE"
+
+
+class Overpayment(DomainError):
+    code = "OVERPAYMENT"
+
+
+class DuplicateUtr(DomainError):
+    """The UTR was used before (reversed payments keep theirs); ``details.payment_id`` is the original."""
+
+    code = "DUPLICATE_UTR"
+
+
+class AlreadyReversed(DomainError):
+    code = "ALREADY_REVERSED"
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class RequestInProgress(DomainError):
+    code = "REQUEST_IN_PROGRESS"

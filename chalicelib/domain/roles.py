@@ -16,3 +16,5 @@ ALL_ROLES = frozenset(Role)
 READ_LOANS = frozenset({Role.ADMIN, Role.MANAGER, Role.COLLECTOR, Role.AUDITOR})
 MANAGE_LOANS = frozenset({Role.ADMIN, Role.MANAGER})
 READ_AUDIT = frozenset({Role.ADMIN, Role.AUDITOR})
+PAY_LOANS = frozenset({Role.ADMIN, Role.MANAGER, Role.COLLECTOR})
+"""Collectors may pay only loans assigned to them; the loan lookup enforces that with a 404."""

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import jwt
 
 from chalicelib import clock
-from chalicelib.adapters.metrics import Metrics
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import RateLimited, Unauthenticated, ValidationFailed
 from chalicelib.domain.roles import Role
-from chalicelib.services.ports import LoginThrottle, User, UserStore
+from chalicelib.services.ports import LoginThrottle, Metrics, User, UserStore
 
 ISSUER = "loan-crm"
 AUDIENCE = "loan-crm-api"
@@ -42,14 +41,16 @@ def hash_password(password: str, iterations: int) -> str:
 
 
 def verify_password(password: str, stored: str) -> bool:
+    """False for a wrong password and for a malformed stored hash (never an exception: a damaged
+    user record must not turn a login into a 500)."""
     try:
         scheme, iterations, salt_b64, digest_b64 = stored.split("$")
-    except ValueError:
+        if scheme != "pbkdf2_sha256":
+            return False
+        digest = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt_b64), int(iterations))
+        return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+    except ValueError:  # also binascii.Error; int() and pbkdf2_hmac raise it for a bad count
         return False
-    if scheme != "pbkdf2_sha256":
-        return False
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt_b64), int(iterations))
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
 def _check_secret(secret: str) -> bytes:

@@ -19,9 +19,24 @@ def _base32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_last = (0, 0)
+"""(millis, random part) of the last id made in this process, to keep ids strictly increasing."""
+
+
 def new_id() -> str:
+    """A ULID. Within one process ids are strictly increasing even inside one millisecond (the random
+    part is incremented), so two audit entries of one request never list out of order."""
+    global _last
     millis = int(clock.now_ist().timestamp() * 1000)
-    return _base32((millis << 80) | int.from_bytes(os.urandom(10), "big"), 26)
+    last_millis, last_random = _last
+    # A clock stepping back by more than a second is a different time, not the same instant again
+    # (and test clocks jump around): only then is the id allowed to go backwards.
+    if last_millis - 1000 < millis <= last_millis and last_random < (1 << 80) - 1:
+        millis, random_part = last_millis, last_random + 1
+    else:
+        random_part = int.from_bytes(os.urandom(10), "big")
+    _last = (millis, random_part)
+    return _base32((millis << 80) | random_part, 26)
 
 
 def new_loan_id() -> str:

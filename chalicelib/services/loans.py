@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.adapters.metrics import Metrics
 from chalicelib.domain.audit import Action, AuditEntry, Outcome
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
@@ -22,7 +21,7 @@ from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id, new_loan_id
-from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Page, UserStore
+from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Metrics, Page, UserStore
 from chalicelib.services.views import borrower_dict, loan_dict
 
 UPDATE_ATTEMPTS = 3

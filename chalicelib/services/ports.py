@@ -10,6 +10,7 @@ from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.payment import Payment
 
 T = TypeVar("T")
 
@@ -45,6 +46,12 @@ class User:
     role: str
     password_hash: str
     active: bool = True
+
+
+class Metrics(Protocol):
+    def count(self, name: str, **dimensions: str) -> None:
+        """Count one occurrence of a business event (alarms watch some of these)."""
+        ...
 
 
 class LoanRepository(Protocol):
@@ -86,3 +93,31 @@ class LoginThrottle(Protocol):
         ...
 
     def clear(self, username: str) -> None: ...
+
+
+class UtrTaken(Exception):
+    """The UTR claim already exists: some earlier payment owns this UTR."""
+
+    def __init__(self, utr: str) -> None:
+        super().__init__(f"UTR {utr} already claimed")
+        self.utr = utr
+
+
+class PaymentRepository(Protocol):
+    def get(self, payment_id: str) -> Payment | None: ...
+
+    def payment_id_for_utr(self, utr: str) -> str | None: ...
+
+    def post(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+        """Store payment, UTR claim, loan (version unchanged, still ACTIVE) and audit atomically.
+        UtrTaken if the UTR was used before; Conflict if the loan changed meanwhile."""
+        ...
+
+    def reverse(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+        """Store the reversed payment (only if still POSTED), the loan and the audit atomically.
+        AlreadyReversed or Conflict otherwise."""
+        ...
+
+    def list_for_loan(self, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
+        """Newest first."""
+        ...

@@ -1,17 +1,10 @@
 """Races on the real engine, with processes (Chalice keeps the current request on the shared app object,
-so threads would race on the test harness itself; moto is not linearizable, so DynamoDB Local it is).
-
-Each worker is a fresh interpreter that drives the API in-process through ``chalice.test.Client``
-against the same DynamoDB Local tables; all workers are released together by a barrier.
-"""
+so threads would race on the test harness itself; moto is not linearizable, so DynamoDB Local it is)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import multiprocessing as mp
 import os
-import tempfile
 from collections import Counter
 from typing import Any
 
@@ -25,6 +18,7 @@ from chalicelib.domain.loan import Borrower
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.wiring import services
+from tests.dynamodb_local.racing import race
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -32,36 +26,9 @@ WORKERS = 8
 ROUNDS = 5
 
 
-def _worker(env: dict[str, str], method: str, path: str, body: dict[str, Any], barrier: Any, out: Any) -> None:
-    os.environ.update(env)
-    from chalice.test import Client
-
-    import app as app_module
-    from chalicelib.services.auth import issue_token
-
-    token = issue_token("manager1", "manager", env["JWT_SECRET"], 600).access_token
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    with tempfile.TemporaryDirectory() as empty, Client(app_module.app, project_dir=empty) as client:
-        call = getattr(client.http, method)
-        barrier.wait(timeout=60)
-        response = call(path, headers=headers, body=json.dumps(body))
-    out.put((response.status_code, json.loads(response.body)))
-
-
 def _race(stage: str, method: str, path: str, bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(len(bodies))
-    out = ctx.Queue()
-    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "STAGE", "PASSWORD_", "POWERTOOLS_"))}
-    env["STAGE"] = stage
-    procs = [ctx.Process(target=_worker, args=(env, method, path, b, barrier, out)) for b in bodies]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
-    return results
+    results = race(stage, [[(method, path, body, {})] for body in bodies])
+    return [(status, body) for [(status, body, _headers)] in results]
 
 
 def _loan_body(loan_id: str, name: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from pynamodb.attributes import Attribute
 from pynamodb.constants import NUMBER, STRING
 
+from chalicelib.domain.allocation import Allocation, AllocationLine
 from chalicelib.domain.schedule import Instalment
 
 
@@ -69,6 +70,19 @@ class ScheduleAttribute(Attribute[list[Instalment]]):
             )
             for n, r in enumerate(rows, start=1)
         ]
+
+
+class AllocationAttribute(Attribute[Allocation]):
+    """A payment's allocation as compact JSON rows ``[seq, interest, principal]``."""
+
+    attr_type = STRING
+
+    def serialize(self, value: Allocation) -> str:
+        rows = [[line.seq, line.interest_paise, line.principal_paise] for line in value.lines]
+        return json.dumps(rows, separators=(",", ":"))
+
+    def deserialize(self, value: str) -> Allocation:
+        return Allocation(tuple(AllocationLine(int(r[0]), int(r[1]), int(r[2])) for r in json.loads(value)))
 
 
 class JsonAttribute(Attribute[Any]):

@@ -50,12 +50,13 @@ class DynamoAuditLog:
             index, hash_key, names = AuditModel.action_index, filters.action, frozenset({"audit_id", "action"})
         else:
             return self._list_by_day(filters, limit, cursor)
+        (hash_name,) = names - {"audit_id"}
         results = index.query(
             hash_key,
             range_key_condition=range_condition,
             filter_condition=paging.all_of(rest),
             scan_index_forward=False,
-            last_evaluated_key=paging.decode(cursor, names),
+            last_evaluated_key=paging.decode(cursor, names, {hash_name: hash_key}, {"audit_id": (low, high)}),
             page_size=min(1000, limit + 1),
         )
         items, next_cursor = paging.collect_page(results, limit, names)
@@ -73,7 +74,16 @@ class DynamoAuditLog:
             else last_day - dt.timedelta(days=UNFILTERED_DEFAULT_DAYS - 1)
         )
         if start_key is not None:
-            last_day = dt.date.fromisoformat(start_key["day"]["S"])
+            # The walk resumes on the cursor's day: it must be a day of this listing, written as
+            # the index writes it (fromisoformat also reads "20250614"), or it would widen the range.
+            resume = start_key["day"]["S"]
+            try:
+                resume_day = dt.date.fromisoformat(resume)
+            except ValueError:
+                raise paging.invalid_cursor() from None
+            if resume_day.isoformat() != resume or resume_day > last_day:
+                raise paging.invalid_cursor()
+            last_day = resume_day
 
         def walk() -> Iterator[AuditModel]:
             day = last_day

@@ -34,8 +34,8 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
     if isinstance(exc, PynamoDBException):
-        if exc.cause_response_code in _TRANSIENT_CODES:
-            return True
+        # Look at the cause itself: PynamoDB's cause_response_code assumes the cause carries a response
+        # dict, and a read timeout carries None.
         return exc.cause is not None and is_unavailable(exc.cause)
     return False
 

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pynamodb.exceptions import DoesNotExist, TransactWriteError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.adapters.dynamodb import paging
-from chalicelib.adapters.dynamodb.errors import is_unavailable, storage_call
+from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
+from chalicelib.adapters.dynamodb.transact import CONTENTION_ATTEMPTS, TransactionRefused, save_all
 from chalicelib.domain.audit import AuditEntry
-from chalicelib.domain.errors import Conflict, LoanExists, Unavailable
+from chalicelib.domain.errors import Conflict, LoanExists
 from chalicelib.domain.loan import Loan
+from chalicelib.retry import backoff
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
 _COLLECTOR_KEY = frozenset({"loan_id", "collector_id"})
 _BUCKET_KEY = frozenset({"loan_id", "bucket"})
-
-
-def cancellation_codes(exc: TransactWriteError) -> list[str | None]:
-    return [r.code if r is not None else None for r in (exc.cancellation_reasons or [])]
 
 
 class DynamoLoanRepository:
@@ -34,37 +31,27 @@ class DynamoLoanRepository:
         except DoesNotExist:
             return None
 
-    def _transact(self, loan: Loan, audit: AuditEntry, condition: Condition | None) -> LoanModel:
-        item = loan_to_item(loan)
-        connection = LoanModel._get_connection().connection
-        try:
-            with TransactWrite(connection=connection) as tx:
-                tx.save(item, condition=condition)
-                tx.save(audit_to_item(audit))
-        except TransactWriteError as exc:
-            if is_unavailable(exc):
-                raise Unavailable("the database is not answering; nothing was changed, try again") from exc
-            # Reasons come back in PynamoDB's order (puts in the order added): the loan is first.
-            codes = cancellation_codes(exc)
-            if codes and codes[0] == "ConditionalCheckFailed":
-                raise _LoanConditionFailed() from exc
-            raise
-        return item
-
     @storage_call
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
-        try:
-            item = self._transact(loan, audit, LoanModel.loan_id.does_not_exist())
-        except _LoanConditionFailed:
-            raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}) from None
-        return item_to_loan(item)
+        item = loan_to_item(loan)
+        for attempt in range(CONTENTION_ATTEMPTS):
+            try:
+                save_all([(item, LoanModel.loan_id.does_not_exist()), (audit_to_item(audit), None)])
+                return item_to_loan(item)
+            except TransactionRefused as exc:
+                if 0 in exc.failed:
+                    raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}) from None
+                # Contended with another writer of the same id: once it settles, the condition decides.
+                backoff(attempt)
+        raise Conflict(f"loan {loan.loan_id} is being created by someone else; try again")
 
     @storage_call
     def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+        item = loan_to_item(loan)
         try:
             # The version condition is added by PynamoDB's VersionAttribute.
-            item = self._transact(loan, audit, LoanModel.loan_id.exists())
-        except _LoanConditionFailed:
+            save_all([(item, LoanModel.loan_id.exists()), (audit_to_item(audit), None)])
+        except TransactionRefused:
             raise Conflict(
                 f"loan {loan.loan_id} was changed by someone else; read it again and retry",
                 {"loan_id": loan.loan_id},
@@ -88,7 +75,7 @@ class DynamoLoanRepository:
             results = LoanModel.collector_index.query(
                 filters.collector_id,
                 filter_condition=paging.all_of(conditions),
-                last_evaluated_key=paging.decode(cursor, key_names),
+                last_evaluated_key=paging.decode(cursor, key_names, {"collector_id": filters.collector_id}),
                 page_size=page_size,
             )
         elif filters.bucket:
@@ -96,7 +83,7 @@ class DynamoLoanRepository:
             results = LoanModel.bucket_index.query(
                 filters.bucket,
                 filter_condition=paging.all_of(conditions),
-                last_evaluated_key=paging.decode(cursor, key_names),
+                last_evaluated_key=paging.decode(cursor, key_names, {"bucket": filters.bucket}),
                 page_size=page_size,
             )
         else:
@@ -108,7 +95,3 @@ class DynamoLoanRepository:
             )
         items, next_cursor = paging.collect_page(results, limit, key_names)
         return Page([item_to_loan(i) for i in items], next_cursor)
-
-
-class _LoanConditionFailed(Exception):
-    pass

@@ -3,10 +3,11 @@ benchmarks can reuse the same translation."""
 
 from __future__ import annotations
 
-from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel
+from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
+from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
 
 
 def loan_to_item(loan: Loan) -> LoanModel:
@@ -108,4 +109,51 @@ def item_to_audit(item: AuditModel) -> AuditEntry:
         after=item.after,
         outcome=Outcome(item.outcome),
         reason=item.reason,
+    )
+
+
+def payment_to_item(payment: Payment) -> PaymentModel:
+    return PaymentModel(
+        payment.payment_id,
+        loan_id=payment.loan_id,
+        utr=payment.utr,
+        amount_paise=payment.amount_paise,
+        payment_date=payment.payment_date,
+        mode=payment.mode.value,
+        status=payment.status.value,
+        allocation=payment.allocation,
+        posted_at=payment.posted_at,
+        posted_by_sub=payment.posted_by.sub,
+        posted_by_role=payment.posted_by.role,
+        prior_classification=payment.prior_classification.value,
+        prior_npa_since=payment.prior_npa_since,
+        request_fingerprint=payment.request_fingerprint,
+        reversed_at=payment.reversed_at,
+        reversed_by_sub=payment.reversed_by.sub if payment.reversed_by else None,
+        reversed_by_role=payment.reversed_by.role if payment.reversed_by else None,
+        reversal_reason=payment.reversal_reason,
+    )
+
+
+def item_to_payment(item: PaymentModel) -> Payment:
+    reversed_by = None
+    if item.reversed_by_sub is not None:
+        reversed_by = Actor(sub=item.reversed_by_sub, role=item.reversed_by_role or "")
+    return Payment(
+        payment_id=item.payment_id,
+        utr=item.utr,
+        loan_id=item.loan_id,
+        amount_paise=item.amount_paise,
+        payment_date=item.payment_date,
+        mode=PaymentMode(item.mode),
+        status=PaymentStatus(item.status),
+        allocation=item.allocation,
+        posted_at=item.posted_at,
+        posted_by=Actor(sub=item.posted_by_sub, role=item.posted_by_role),
+        prior_classification=Classification(item.prior_classification),
+        prior_npa_since=item.prior_npa_since,
+        request_fingerprint=item.request_fingerprint,
+        reversed_at=item.reversed_at,
+        reversed_by=reversed_by,
+        reversal_reason=item.reversal_reason,
     )

@@ -11,6 +11,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb.attributes import (
+    AllocationAttribute,
     DateAttribute,
     IntegerAttribute,
     JsonAttribute,
@@ -83,6 +84,54 @@ class LoanModel(Model):
 
     collector_index = CollectorIndex()
     bucket_index = BucketIndex()
+
+
+class LoanPaymentsIndex(GlobalSecondaryIndex["PaymentModel"]):
+    class Meta:
+        index_name = "loan-index"
+        projection = AllProjection()
+
+    loan_id = UnicodeAttribute(hash_key=True)
+    payment_id = UnicodeAttribute(range_key=True)
+
+
+class PaymentModel(Model):
+    class Meta(_Meta):
+        short_name = "payments"
+
+    payment_id = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute()
+    utr = UnicodeAttribute()
+    amount_paise = IntegerAttribute()
+    payment_date = DateAttribute()
+    mode = UnicodeAttribute()
+    status = UnicodeAttribute()
+    allocation = AllocationAttribute()
+    posted_at = UnicodeAttribute()
+    posted_by_sub = UnicodeAttribute()
+    posted_by_role = UnicodeAttribute()
+    prior_classification = UnicodeAttribute()
+    prior_npa_since = DateAttribute(null=True)
+    request_fingerprint = UnicodeAttribute(null=True)
+    reversed_at = UnicodeAttribute(null=True)
+    reversed_by_sub = UnicodeAttribute(null=True)
+    reversed_by_role = UnicodeAttribute(null=True)
+    reversal_reason = UnicodeAttribute(null=True)
+
+    loan_index = LoanPaymentsIndex()
+
+
+class UtrClaimModel(Model):
+    """One row per UTR ever accepted, never deleted: the uniqueness claim a payment's transaction
+    creates with ``attribute_not_exists``."""
+
+    class Meta(_Meta):
+        short_name = "utr-claims"
+
+    utr = UnicodeAttribute(hash_key=True)
+    payment_id = UnicodeAttribute()
+    loan_id = UnicodeAttribute()
+    claimed_at = UnicodeAttribute()
 
 
 class EntityIndex(GlobalSecondaryIndex["AuditModel"]):
@@ -166,7 +215,14 @@ class LoginAttemptModel(Model):
     expires_at = IntegerAttribute()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (LoanModel, AuditModel, UserModel, LoginAttemptModel)
+ALL_MODELS: tuple[type[Model], ...] = (
+    LoanModel,
+    PaymentModel,
+    UtrClaimModel,
+    AuditModel,
+    UserModel,
+    LoginAttemptModel,
+)
 
 
 def bind(settings: Settings, host: str | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from itertools import islice
 from typing import Any
 
@@ -26,10 +26,22 @@ def encode(key: Key) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(cursor: str | None, expected_names: frozenset[str]) -> Key | None:
+def invalid_cursor() -> ValidationFailed:
+    return ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor from this listing"}])
+
+
+def decode(
+    cursor: str | None,
+    expected_names: frozenset[str],
+    pinned: Mapping[str, str] | None = None,
+    bounds: Mapping[str, tuple[str, str]] | None = None,
+) -> Key | None:
+    """The start key in ``cursor``, or ValidationFailed. ``pinned`` names the partition the query
+    reads and ``bounds`` its inclusive key range: DynamoDB rejects a start key outside either with a
+    ValidationException, which would otherwise surface as a 500."""
     if cursor is None:
         return None
-    bad = ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor from this listing"}])
+    bad = invalid_cursor()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key: Any = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -39,6 +51,12 @@ def decode(cursor: str | None, expected_names: frozenset[str]) -> Key | None:
         raise bad
     for value in key.values():
         if not (isinstance(value, dict) and set(value) == {"S"} and isinstance(value["S"], str) and value["S"]):
+            raise bad
+    for name, value in (pinned or {}).items():
+        if key[name]["S"] != value:
+            raise bad
+    for name, (low, high) in (bounds or {}).items():
+        if not low <= key[name]["S"] <= high:
             raise bad
     return key
 

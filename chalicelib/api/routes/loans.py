@@ -70,14 +70,16 @@ def list_loans(call: Call) -> dict[str, Any]:
 
 @endpoint(bp, "/api/v1/loans/{loan_id}", methods=("GET",))
 def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
+    call.query(set())
     return loan_dict(services().loans.get(call.ctx, loan_id))
 
 
 @endpoint(bp, "/api/v1/loans/{loan_id}", methods=("PATCH",))
 def patch_loan(call: Call, loan_id: str) -> dict[str, Any]:
     # The guard looks at the raw body before anything else, for every role: a collector trying to
-    # rewrite dpd is exactly the attempt the audit trail must show.
-    raw = call.json()
+    # rewrite dpd is exactly the attempt the audit trail must show. Any JSON value is looked at, so an
+    # array body naming dpd is refused and audited as the attempt it is, not only as malformed.
+    raw = call.json_value()
     paths = protected_paths(raw)
     loans = services().loans
     if paths:

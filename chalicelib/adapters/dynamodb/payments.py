@@ -1,0 +1,95 @@
+"""Payments in DynamoDB.
+
+Posting is one transaction of four puts: the payment, the UTR claim (``attribute_not_exists``), the
+loan (version unchanged and still ACTIVE) and the audit entry. Either all four exist or none, and UTR
+uniqueness is decided by DynamoDB's condition, never by a read followed by a write.
+"""
+
+from __future__ import annotations
+
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib import clock
+from chalicelib.adapters.dynamodb import paging
+from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.mapping import (
+    audit_to_item,
+    item_to_loan,
+    item_to_payment,
+    loan_to_item,
+    payment_to_item,
+)
+from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, UtrClaimModel
+from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
+from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.errors import AlreadyReversed, Conflict
+from chalicelib.domain.loan import Loan, LoanStatus
+from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.services.ports import Page, UtrTaken
+
+_LOAN_INDEX_KEY = frozenset({"payment_id", "loan_id"})
+
+
+class DynamoPaymentRepository:
+    @storage_call
+    def get(self, payment_id: str) -> Payment | None:
+        try:
+            return item_to_payment(PaymentModel.get(payment_id, consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    @storage_call
+    def payment_id_for_utr(self, utr: str) -> str | None:
+        try:
+            return str(UtrClaimModel.get(utr, consistent_read=True).payment_id)
+        except DoesNotExist:
+            return None
+
+    @storage_call
+    def post(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+        loan_item = loan_to_item(loan)
+        claim = UtrClaimModel(
+            payment.utr, payment_id=payment.payment_id, loan_id=payment.loan_id, claimed_at=clock.now_iso()
+        )
+        try:
+            save_all(
+                [
+                    (payment_to_item(payment), PaymentModel.payment_id.does_not_exist()),
+                    (claim, UtrClaimModel.utr.does_not_exist()),
+                    (loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
+                    (audit_to_item(audit), None),
+                ]
+            )
+        except TransactionRefused as exc:
+            if 1 in exc.failed:
+                raise UtrTaken(payment.utr) from None
+            raise Conflict(f"loan {loan.loan_id} changed while the payment was being posted") from None
+        return item_to_loan(loan_item)
+
+    @storage_call
+    def reverse(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+        loan_item = loan_to_item(loan)
+        try:
+            save_all(
+                [
+                    (payment_to_item(payment), PaymentModel.status == PaymentStatus.POSTED.value),
+                    (loan_item, LoanModel.loan_id.exists()),
+                    (audit_to_item(audit), None),
+                ]
+            )
+        except TransactionRefused as exc:
+            if 0 in exc.failed:
+                raise AlreadyReversed(f"payment {payment.payment_id} is already reversed") from None
+            raise Conflict(f"loan {loan.loan_id} changed while the payment was being reversed") from None
+        return item_to_loan(loan_item)
+
+    @storage_call
+    def list_for_loan(self, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
+        results = PaymentModel.loan_index.query(
+            loan_id,
+            scan_index_forward=False,
+            last_evaluated_key=paging.decode(cursor, _LOAN_INDEX_KEY),
+            page_size=min(1000, limit + 1),
+        )
+        items, next_cursor = paging.collect_page(results, limit, _LOAN_INDEX_KEY)
+        return Page([item_to_payment(i) for i in items], next_cursor)

@@ -1,0 +1,101 @@
+"""Applying a payment to a schedule, and taking it back off (SPEC §5).
+
+Order: instalments by due date; within one, interest before principal; whatever remains goes to the
+next instalment, including ones not yet due (a prepayment of later EMIs). The allocation records
+exactly which instalment got how much, so a reversal (a bounced cheque, a failed NACH) removes those
+same amounts and nothing else: un-applying is the exact inverse of applying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from chalicelib.domain.schedule import Instalment
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationLine:
+    seq: int
+    interest_paise: int
+    principal_paise: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    lines: tuple[AllocationLine, ...]
+
+    @property
+    def interest_paise(self) -> int:
+        return sum(line.interest_paise for line in self.lines)
+
+    @property
+    def principal_paise(self) -> int:
+        return sum(line.principal_paise for line in self.lines)
+
+    @property
+    def total_paise(self) -> int:
+        return self.interest_paise + self.principal_paise
+
+
+def total_unpaid_paise(schedule: Sequence[Instalment]) -> int:
+    """Everything still owed on the schedule, due or not: the ceiling for one payment."""
+    return sum(i.unpaid_paise for i in schedule)
+
+
+def apply_payment(schedule: Sequence[Instalment], amount_paise: int) -> tuple[tuple[Instalment, ...], Allocation]:
+    """Spread ``amount_paise`` over the schedule. Raises ValueError when it exceeds what is owed;
+    the service checks that first and answers OVERPAYMENT, so reaching it here is a bug."""
+    if amount_paise <= 0:
+        raise ValueError("a payment must be positive")
+    if amount_paise > total_unpaid_paise(schedule):
+        raise ValueError("payment exceeds everything owed")
+    remaining = amount_paise
+    lines: list[AllocationLine] = []
+    updated: list[Instalment] = []
+    for inst in sorted(schedule, key=lambda i: (i.due_date, i.seq)):
+        if remaining == 0 or inst.is_settled:
+            updated.append(inst)
+            continue
+        interest = min(remaining, inst.interest_paise - inst.paid_interest_paise)
+        remaining -= interest
+        principal = min(remaining, inst.principal_paise - inst.paid_principal_paise)
+        remaining -= principal
+        lines.append(AllocationLine(inst.seq, interest, principal))
+        updated.append(
+            replace(
+                inst,
+                paid_interest_paise=inst.paid_interest_paise + interest,
+                paid_principal_paise=inst.paid_principal_paise + principal,
+            )
+        )
+    updated.sort(key=lambda i: i.seq)
+    return tuple(updated), Allocation(tuple(lines))
+
+
+def unapply_payment(schedule: Sequence[Instalment], allocation: Allocation) -> tuple[Instalment, ...]:
+    """Remove exactly what ``allocation`` applied. Raises ValueError if the schedule no longer holds
+    those amounts (it would mean the ledger was changed outside payments)."""
+    by_seq = {line.seq: line for line in allocation.lines}
+    unknown = set(by_seq) - {i.seq for i in schedule}
+    if unknown:
+        raise ValueError(f"allocation names instalments not in the schedule: {sorted(unknown)}")
+    result = []
+    for inst in schedule:
+        line = by_seq.get(inst.seq)
+        if line is None:
+            result.append(inst)
+            continue
+        # Instalment's own checks refuse a paid amount below zero.
+        result.append(
+            replace(
+                inst,
+                paid_interest_paise=inst.paid_interest_paise - line.interest_paise,
+                paid_principal_paise=inst.paid_principal_paise - line.principal_paise,
+            )
+        )
+    return tuple(result)
+
+
+def is_fully_paid(schedule: Sequence[Instalment]) -> bool:
+    return all(i.is_settled for i in schedule)
