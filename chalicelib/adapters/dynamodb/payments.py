@@ -88,7 +88,7 @@ class DynamoPaymentRepository:
         results = PaymentModel.loan_index.query(
             loan_id,
             scan_index_forward=False,
-            last_evaluated_key=paging.decode(cursor, _LOAN_INDEX_KEY),
+            last_evaluated_key=paging.decode(cursor, _LOAN_INDEX_KEY, pinned={"loan_id": loan_id}),
             page_size=min(1000, limit + 1),
         )
         items, next_cursor = paging.collect_page(results, limit, _LOAN_INDEX_KEY)

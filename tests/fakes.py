@@ -1,0 +1,226 @@
+"""In-memory implementations of the ports in ``chalicelib.services.ports``, for fast service tests.
+
+They follow the DynamoDB adapters where behaviour is observable: the loan repository stores a loan
+and its audit entry together or not at all, versions start at 1 and go up by one per update, listings
+filter the same way and page with opaque cursors that are refused (ValidationFailed) when they do not
+belong to the listing; audit listings are newest first by ``audit_id`` (time-ordered). The contract
+suite in ``tests/integration/test_repository_contract.py`` holds these and the DynamoDB adapters to
+the same behaviour.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from chalicelib import clock
+from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
+from chalicelib.domain.loan import Loan
+from chalicelib.services.ports import AuditFilter, LoanFilter, Page, User
+
+T = TypeVar("T")
+
+UNFILTERED_AUDIT_DAYS = 31
+"""As the DynamoDB audit log: a listing without entity, actor or action and without ``from_day``
+looks back this many days from ``to_day`` (or today)."""
+
+
+def _encode_cursor(listing: Sequence[str | None], last_key: str) -> str:
+    raw = json.dumps({"listing": list(listing), "after": last_key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, listing: Sequence[str | None]) -> str | None:
+    """The key to resume after, or ValidationFailed for anything that is not this listing's cursor."""
+    if cursor is None:
+        return None
+    bad = ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor from this listing"}])
+    try:
+        data: Any = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not isinstance(data, dict) or set(data) != {"listing", "after"}:
+        raise bad
+    after = data["after"]
+    if data["listing"] != list(listing) or not isinstance(after, str) or not after:
+        raise bad
+    return after
+
+
+def _page(
+    items: Iterable[T],
+    key: Callable[[T], str],
+    descending: bool,
+    listing: Sequence[str | None],
+    limit: int,
+    cursor: str | None,
+) -> Page[T]:
+    after = _decode_cursor(cursor, listing)
+    ordered = sorted(items, key=key, reverse=descending)
+    if after is not None:
+        ordered = [i for i in ordered if (key(i) < after if descending else key(i) > after)]
+    taken = ordered[: limit + 1]
+    if len(taken) <= limit:
+        return Page(taken, None)
+    page = taken[:limit]
+    return Page(page, _encode_cursor(listing, key(page[-1])))
+
+
+class InMemoryAuditLog:
+    def __init__(self) -> None:
+        self.entries: dict[str, AuditEntry] = {}
+
+    def append(self, entry: AuditEntry) -> None:
+        if entry.audit_id in self.entries:
+            raise ValueError(f"audit entry {entry.audit_id} already exists; the audit log is append-only")
+        self.entries[entry.audit_id] = entry
+
+    def list(self, filters: AuditFilter, limit: int, cursor: str | None) -> Page[AuditEntry]:
+        from_day, to_day = filters.from_day, filters.to_day
+        if not (filters.entity_id or filters.actor or filters.action):
+            last = dt.date.fromisoformat(to_day) if to_day else clock.today_ist()
+            to_day = last.isoformat()
+            if from_day is None:
+                from_day = (last - dt.timedelta(days=UNFILTERED_AUDIT_DAYS - 1)).isoformat()
+
+        def wanted(e: AuditEntry) -> bool:
+            return (
+                (filters.entity_id is None or e.entity_id == filters.entity_id)
+                and (filters.actor is None or e.actor.sub == filters.actor)
+                and (filters.action is None or e.action.value == filters.action)
+                and (from_day is None or e.day >= from_day)
+                and (to_day is None or e.day <= to_day)
+            )
+
+        listing = ("audit", filters.entity_id, filters.actor, filters.action, filters.from_day, filters.to_day)
+        return _page(filter(wanted, self.entries.values()), lambda e: e.audit_id, True, listing, limit, cursor)
+
+
+BeforeUpdate = Callable[[Loan], None]
+
+
+@dataclass
+class InMemoryLoanRepository:
+    """Loans in a dict; shares ``audit`` with the services so entries written "in the same
+    transaction" show up in the same log that ``AuditLog.list`` reads."""
+
+    audit: InMemoryAuditLog
+    loans: dict[str, Loan] = field(default_factory=dict)
+    update_calls: int = field(default=0, init=False)
+    _before_update: list[BeforeUpdate] = field(default_factory=list, init=False, repr=False)
+
+    def on_next_update(self, hook: BeforeUpdate) -> None:
+        """Run ``hook(loan)`` at the start of a later ``update`` call (one hook per call, in order),
+        before the version check: the place where a concurrent writer gets in first."""
+        self._before_update.append(hook)
+
+    def get(self, loan_id: str) -> Loan | None:
+        return self.loans.get(loan_id)
+
+    def create(self, loan: Loan, audit: AuditEntry) -> Loan:
+        if loan.loan_id in self.loans:
+            raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id})
+        stored = dataclasses.replace(loan, version=1)
+        self.audit.append(audit)
+        self.loans[loan.loan_id] = stored
+        return stored
+
+    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+        self.update_calls += 1
+        if self._before_update:
+            self._before_update.pop(0)(loan)
+        current = self.loans.get(loan.loan_id)
+        if current is None or current.version != loan.version:
+            raise Conflict(
+                f"loan {loan.loan_id} was changed by someone else; read it again and retry",
+                {"loan_id": loan.loan_id},
+            )
+        stored = dataclasses.replace(loan, version=loan.version + 1)
+        self.audit.append(audit)
+        self.loans[loan.loan_id] = stored
+        return stored
+
+    def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
+        def wanted(loan: Loan) -> bool:
+            d = loan.delinquency
+            return (
+                (filters.bucket is None or d.bucket.value == filters.bucket)
+                and (filters.classification is None or d.classification.value == filters.classification)
+                and (filters.status is None or loan.status.value == filters.status)
+                and (filters.collector_id is None or loan.collector_id == filters.collector_id)
+            )
+
+        # The same access paths as DynamoDB: a cursor resumes within the collector's loans, within a
+        # bucket, or across the whole book, and is refused anywhere else.
+        listing: tuple[str, str | None]
+        if filters.collector_id:
+            listing = ("collector", filters.collector_id)
+        elif filters.bucket:
+            listing = ("bucket", filters.bucket)
+        else:
+            listing = ("all", None)
+        return _page(filter(wanted, self.loans.values()), lambda loan: loan.loan_id, False, listing, limit, cursor)
+
+
+class InMemoryUserStore:
+    def __init__(self, users: Iterable[User] = ()) -> None:
+        self.users: dict[str, User] = {u.username: u for u in users}
+
+    def get(self, username: str) -> User | None:
+        return self.users.get(username)
+
+    def put(self, user: User) -> None:
+        self.users[user.username] = user
+
+
+@dataclass
+class _Window:
+    started_at: int
+    failures: int
+
+
+class InMemoryLoginThrottle:
+    """A fixed window per username, as the DynamoDB throttle: the window opens at the first failure
+    and counts until ``window_seconds`` have passed; the next failure after that opens a new one."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, _Window] = {}
+
+    def failures(self, username: str, window_start: int) -> int:
+        window = self.windows.get(username)
+        return window.failures if window is not None and window.started_at >= window_start else 0
+
+    def record_failure(self, username: str, now: int, window_seconds: int) -> int:
+        window = self.windows.get(username)
+        if window is None or window.started_at < now - window_seconds:
+            window = self.windows[username] = _Window(started_at=now, failures=0)
+        window.failures += 1
+        return window.failures
+
+    def clear(self, username: str) -> None:
+        self.windows.pop(username, None)
+
+
+@dataclass(frozen=True)
+class MetricCall:
+    name: str
+    dimensions: dict[str, str]
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.calls: list[MetricCall] = []
+
+    def count(self, name: str, **dimensions: str) -> None:
+        self.calls.append(MetricCall(name, dict(dimensions)))
+
+    def counted(self, name: str) -> int:
+        """How many times ``name`` was counted, whatever its dimensions."""
+        return sum(1 for c in self.calls if c.name == name)

@@ -1,0 +1,406 @@
+"""Passwords, tokens and login throttling (SPEC §3), against the project clock and in-memory fakes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chalicelib.clock import IST, FixedClock, use_clock
+from chalicelib.domain.audit import Actor
+from chalicelib.domain.errors import RateLimited, Unauthenticated, ValidationFailed
+from chalicelib.domain.roles import Role
+from chalicelib.services.auth import AuthService, decode_token, hash_password, issue_token, verify_password
+from chalicelib.services.ports import User
+from tests.fakes import InMemoryLoginThrottle, InMemoryUserStore, RecordingMetrics
+
+SECRET = "unit-test-secret-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdef"
+ITERATIONS = 1_000
+NOW = dt.datetime(2025, 3, 10, 10, 0, tzinfo=IST)
+NOW_EPOCH = int(NOW.timestamp())
+_MISSING: Any = object()
+"""Pass as a claim's value to leave the claim out."""
+
+
+@pytest.fixture
+def fixed_clock() -> Iterator[FixedClock]:
+    with use_clock(FixedClock(NOW)) as c:
+        assert isinstance(c, FixedClock)
+        yield c
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def hs256_token(claims: dict[str, Any], header: dict[str, Any] | None = None, key: str = SECRET) -> str:
+    """A token signed with HMAC-SHA256 under ``key`` whatever its header says (for confusion attacks)."""
+    head = header if header is not None else {"alg": "HS256", "typ": "JWT"}
+    signing_input = f"{b64url(json.dumps(head).encode())}.{b64url(json.dumps(claims).encode())}"
+    signature = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "sub": "asha",
+        "role": "collector",
+        "iat": NOW_EPOCH,
+        "exp": NOW_EPOCH + 3600,
+        "iss": "loan-crm",
+        "aud": "loan-crm-api",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not _MISSING}
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+def test_hash_then_verify() -> None:
+    stored = hash_password("correct horse", ITERATIONS)
+    assert verify_password("correct horse", stored)
+    assert "correct horse" not in stored
+
+
+@pytest.mark.parametrize("attempt", ["correct hors", "Correct horse", "correct horse ", "", "x" * 100])
+def test_wrong_password_does_not_verify(attempt: str) -> None:
+    assert not verify_password(attempt, hash_password("correct horse", ITERATIONS))
+
+
+def test_same_password_gets_different_salts_and_both_verify() -> None:
+    first, second = hash_password("same-password", ITERATIONS), hash_password("same-password", ITERATIONS)
+    assert first != second
+    assert first.split("$")[2] != second.split("$")[2]
+    assert verify_password("same-password", first)
+    assert verify_password("same-password", second)
+
+
+def test_hash_records_the_iteration_count() -> None:
+    scheme, iterations, _, _ = hash_password("pw", 1234).split("$")
+    assert (scheme, iterations) == ("pbkdf2_sha256", "1234")
+
+
+def _flip_last_char(b64: str) -> str:
+    raw = bytearray(base64.b64decode(b64))
+    raw[-1] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def _tamper(stored: str, part: int) -> str:
+    parts = stored.split("$")
+    parts[part] = _flip_last_char(parts[part])
+    return "$".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("label", "tamper"),
+    [
+        ("digest", lambda s: _tamper(s, 3)),
+        ("salt", lambda s: _tamper(s, 2)),
+        ("fewer iterations", lambda s: s.replace(f"${ITERATIONS}$", f"${ITERATIONS - 1}$")),
+        ("other scheme", lambda s: s.replace("pbkdf2_sha256", "pbkdf2_sha1")),
+        ("truncated", lambda s: s.rsplit("$", 1)[0]),
+        ("extra part", lambda s: s + "$x"),
+        ("empty", lambda s: ""),
+        ("non-numeric iterations", lambda s: s.replace(f"${ITERATIONS}$", "$many$")),
+        ("zero iterations", lambda s: s.replace(f"${ITERATIONS}$", "$0$")),
+        ("garbage base64", lambda s: "$".join([*s.split("$")[:2], "%%%", "%%%"])),
+    ],
+)
+def test_tampered_hash_does_not_verify(label: str, tamper: Any) -> None:
+    stored = hash_password("correct horse", ITERATIONS)
+    assert verify_password("correct horse", stored)
+    assert verify_password("correct horse", tamper(stored)) is False
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def test_token_round_trip(fixed_clock: FixedClock) -> None:
+    issued = issue_token("asha", "collector", SECRET, ttl_seconds=600)
+    assert (issued.sub, issued.role, issued.expires_in) == ("asha", "collector", 600)
+    assert decode_token(issued.access_token, SECRET) == Actor(sub="asha", role="collector")
+    raw = jwt.decode(issued.access_token, options={"verify_signature": False})
+    assert raw == {
+        "sub": "asha",
+        "role": "collector",
+        "iat": NOW_EPOCH,
+        "exp": NOW_EPOCH + 600,
+        "iss": "loan-crm",
+        "aud": "loan-crm-api",
+    }
+    assert jwt.get_unverified_header(issued.access_token)["alg"] == "HS256"
+
+
+@pytest.mark.parametrize("role", [r.value for r in Role])
+def test_every_role_round_trips(fixed_clock: FixedClock, role: str) -> None:
+    token = issue_token("u1", role, SECRET, ttl_seconds=60).access_token
+    assert decode_token(token, SECRET).role == role
+
+
+def test_hand_made_hs256_token_is_accepted(fixed_clock: FixedClock) -> None:
+    # Guards the helpers below: refusals in the other tests come from the change they make.
+    assert decode_token(hs256_token(claims()), SECRET) == Actor("asha", "collector")
+
+
+def test_wrong_signature_is_refused(fixed_clock: FixedClock) -> None:
+    token = hs256_token(claims(), key=SECRET + "-other")
+    with pytest.raises(Unauthenticated):
+        decode_token(token, SECRET)
+
+
+def test_modified_payload_is_refused(fixed_clock: FixedClock) -> None:
+    head, _, sig = hs256_token(claims()).split(".")
+    forged_payload = b64url(json.dumps(claims(role="admin")).encode())
+    with pytest.raises(Unauthenticated):
+        decode_token(f"{head}.{forged_payload}.{sig}", SECRET)
+
+
+def test_alg_none_is_refused(fixed_clock: FixedClock) -> None:
+    head = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims()).encode())
+    with pytest.raises(Unauthenticated):
+        decode_token(f"{head}.{body}.", SECRET)
+
+
+def test_hs512_is_refused(fixed_clock: FixedClock) -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS512")
+    with pytest.raises(Unauthenticated):
+        decode_token(token, SECRET)
+
+
+def test_rs256_is_refused(fixed_clock: FixedClock) -> None:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(Unauthenticated):
+        decode_token(jwt.encode(claims(), private_key, algorithm="RS256"), SECRET)
+
+
+def test_rs256_header_over_an_hmac_signature_is_refused(fixed_clock: FixedClock) -> None:
+    # The algorithm-confusion attack: the signature is valid HMAC under the secret, the header lies.
+    token = hs256_token(claims(), header={"alg": "RS256", "typ": "JWT"})
+    with pytest.raises(Unauthenticated):
+        decode_token(token, SECRET)
+
+
+@pytest.mark.parametrize("claim", ["sub", "role", "iat", "exp", "iss", "aud"])
+def test_each_required_claim_missing_is_refused(fixed_clock: FixedClock, claim: str) -> None:
+    token = hs256_token(claims(**{claim: _MISSING}))
+    assert claim not in jwt.decode(token, options={"verify_signature": False})
+    with pytest.raises(Unauthenticated):
+        decode_token(token, SECRET)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"iss": "someone-else"},
+        {"iss": "LOAN-CRM"},
+        {"aud": "other-api"},
+        {"aud": ["other-api"]},
+        {"role": "superuser"},
+        {"role": "Admin"},
+        {"role": ""},
+        {"sub": ""},
+        {"exp": str(NOW_EPOCH + 3600)},
+        {"iat": True},
+    ],
+)
+def test_wrong_claim_values_are_refused(fixed_clock: FixedClock, override: dict[str, Any]) -> None:
+    with pytest.raises(Unauthenticated):
+        decode_token(hs256_token(claims(**override)), SECRET)
+
+
+@pytest.mark.parametrize(
+    ("seconds_after_exp", "accepted"), [(-1, True), (0, True), (29, True), (30, False), (31, False)]
+)
+def test_expiry_with_30_second_leeway(fixed_clock: FixedClock, seconds_after_exp: int, accepted: bool) -> None:
+    token = issue_token("asha", "manager", SECRET, ttl_seconds=300).access_token
+    fixed_clock.advance(seconds=300 + seconds_after_exp)
+    if accepted:
+        assert decode_token(token, SECRET).sub == "asha"
+    else:
+        with pytest.raises(Unauthenticated, match="expired"):
+            decode_token(token, SECRET)
+
+
+@pytest.mark.parametrize(("iat_ahead", "accepted"), [(0, True), (29, True), (30, True), (31, False), (3600, False)])
+def test_iat_in_the_future(fixed_clock: FixedClock, iat_ahead: int, accepted: bool) -> None:
+    token = hs256_token(claims(iat=NOW_EPOCH + iat_ahead, exp=NOW_EPOCH + 7200))
+    if accepted:
+        assert decode_token(token, SECRET).sub == "asha"
+    else:
+        with pytest.raises(Unauthenticated, match="future"):
+            decode_token(token, SECRET)
+
+
+@pytest.mark.parametrize("secret", ["", "short", "x" * 31])
+def test_secrets_shorter_than_32_bytes_are_refused(fixed_clock: FixedClock, secret: str) -> None:
+    with pytest.raises(RuntimeError, match="32 bytes"):
+        issue_token("asha", "admin", secret, ttl_seconds=60)
+    with pytest.raises(RuntimeError, match="32 bytes"):
+        decode_token(hs256_token(claims(), key=secret), secret)
+
+
+def test_secret_length_is_counted_in_bytes(fixed_clock: FixedClock) -> None:
+    exactly_32_ascii = "x" * 32
+    token = issue_token("asha", "admin", exactly_32_ascii, ttl_seconds=60).access_token
+    assert decode_token(token, exactly_32_ascii).role == "admin"
+    sixteen_two_byte_chars = "é" * 16
+    token = issue_token("asha", "admin", sixteen_two_byte_chars, ttl_seconds=60).access_token
+    assert decode_token(token, sixteen_two_byte_chars).role == "admin"
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "Bearer x.y.z"])
+def test_garbage_tokens_are_refused(fixed_clock: FixedClock, garbage: str) -> None:
+    with pytest.raises(Unauthenticated):
+        decode_token(garbage, SECRET)
+
+
+# --- login -----------------------------------------------------------------------------------
+
+MAX_FAILURES = 3
+WINDOW = 900
+
+
+class Login:
+    def __init__(self) -> None:
+        self.users = InMemoryUserStore()
+        self.throttle = InMemoryLoginThrottle()
+        self.metrics = RecordingMetrics()
+        self.service = AuthService(
+            users=self.users,
+            throttle=self.throttle,
+            metrics=self.metrics,
+            secret=lambda: SECRET,
+            ttl_seconds=3600,
+            max_failures=MAX_FAILURES,
+            window_seconds=WINDOW,
+            iterations=ITERATIONS,
+        )
+        self.users.put(User("asha", "collector", hash_password("right-password", ITERATIONS)))
+        self.users.put(User("gone", "manager", hash_password("right-password", ITERATIONS), active=False))
+
+    def fail(self, username: str = "asha", times: int = 1) -> None:
+        for _ in range(times):
+            with pytest.raises(Unauthenticated):
+                self.service.login(username, "wrong-password")
+
+
+@pytest.fixture
+def login(fixed_clock: FixedClock) -> Login:
+    return Login()
+
+
+def test_login_success_issues_a_token_for_the_stored_role(login: Login) -> None:
+    issued = login.service.login("asha", "right-password")
+    assert (issued.sub, issued.role, issued.expires_in) == ("asha", "collector", 3600)
+    assert decode_token(issued.access_token, SECRET) == Actor("asha", "collector")
+    assert login.metrics.calls == []
+
+
+def test_login_username_is_trimmed_and_case_insensitive(login: Login) -> None:
+    assert login.service.login("  ASHA ", "right-password").sub == "asha"
+
+
+def test_wrong_password_unknown_user_and_inactive_user_get_the_same_error(login: Login) -> None:
+    errors = []
+    for username, password in [("asha", "wrong-password"), ("nobody", "right-password"), ("gone", "right-password")]:
+        with pytest.raises(Unauthenticated) as caught:
+            login.service.login(username, password)
+        errors.append((caught.value.code, caught.value.message, caught.value.details))
+    assert errors[0] == errors[1] == errors[2]
+    assert login.metrics.counted("AuthFailed") == 3
+
+
+@pytest.mark.parametrize(("username", "password"), [("", "x"), ("   ", "x"), ("asha", "")])
+def test_blank_credentials_are_a_validation_error(login: Login, username: str, password: str) -> None:
+    with pytest.raises(ValidationFailed):
+        login.service.login(username, password)
+    assert login.throttle.failures("asha", 0) == 0
+
+
+def test_throttled_after_max_failures_even_with_the_right_password(login: Login) -> None:
+    login.fail(times=MAX_FAILURES)
+    assert login.metrics.counted("AuthFailed") == MAX_FAILURES
+    assert login.metrics.counted("AuthThrottled") == 0
+    with pytest.raises(RateLimited) as caught:
+        login.service.login("asha", "right-password")
+    assert caught.value.code == "RATE_LIMITED"
+    assert login.metrics.counted("AuthThrottled") == 1
+    # A throttled attempt is not another failure: the window does not keep extending.
+    assert login.metrics.counted("AuthFailed") == MAX_FAILURES
+
+
+def test_one_failure_short_of_the_limit_can_still_log_in(login: Login) -> None:
+    login.fail(times=MAX_FAILURES - 1)
+    assert login.service.login("asha", "right-password").sub == "asha"
+
+
+def test_unknown_usernames_are_throttled_too(login: Login) -> None:
+    login.fail("nobody", times=MAX_FAILURES)
+    with pytest.raises(RateLimited):
+        login.service.login("nobody", "anything")
+
+
+def test_throttling_is_per_username(login: Login) -> None:
+    login.users.put(User("ravi", "manager", hash_password("ravi-password", ITERATIONS)))
+    login.fail("asha", times=MAX_FAILURES)
+    assert login.service.login("ravi", "ravi-password").sub == "ravi"
+
+
+def test_throttling_counts_spellings_of_a_username_together(login: Login) -> None:
+    login.fail("ASHA")
+    login.fail(" asha")
+    login.fail("Asha ")
+    with pytest.raises(RateLimited):
+        login.service.login("asha", "right-password")
+
+
+def test_window_expiry_lets_the_user_log_in_again(login: Login, fixed_clock: FixedClock) -> None:
+    login.fail(times=MAX_FAILURES)
+    fixed_clock.advance(seconds=WINDOW)
+    with pytest.raises(RateLimited):
+        login.service.login("asha", "right-password")
+    fixed_clock.advance(seconds=1)
+    assert login.service.login("asha", "right-password").sub == "asha"
+
+
+def test_window_is_fixed_from_the_first_failure(login: Login, fixed_clock: FixedClock) -> None:
+    login.fail(times=MAX_FAILURES - 1)
+    fixed_clock.advance(seconds=WINDOW + 1)
+    # The old window has passed: these failures start a new one and do not add to the old.
+    login.fail(times=MAX_FAILURES - 1)
+    assert login.service.login("asha", "right-password").sub == "asha"
+
+
+def test_success_clears_the_failure_count(login: Login) -> None:
+    login.fail(times=MAX_FAILURES - 1)
+    login.service.login("asha", "right-password")
+    login.fail(times=MAX_FAILURES - 1)
+    assert login.service.login("asha", "right-password").sub == "asha"
+    login.fail(times=MAX_FAILURES)
+    with pytest.raises(RateLimited):
+        login.service.login("asha", "right-password")
+
+
+def test_add_user_stores_a_verifiable_hash(login: Login) -> None:
+    user = login.service.add_user(" Ravi ", "long-enough", Role.MANAGER)
+    assert user.username == "ravi"
+    assert login.users.get("ravi") == user
+    assert verify_password("long-enough", user.password_hash)
+    assert login.service.login("ravi", "long-enough").role == "manager"
+
+
+def test_add_user_refuses_short_passwords(login: Login) -> None:
+    with pytest.raises(ValidationFailed):
+        login.service.add_user("ravi", "short", Role.MANAGER)
+    assert login.users.get("ravi") is None
