@@ -2,7 +2,8 @@
 
 from chalice.app import Chalice
 
-from chalicelib.api.routes import audit, auth, health, loans, payments
+from chalicelib.api.routes import audit, auth, health, jobs, loans, payments
+from chalicelib.jobs.lambda_handlers import bp as dpd_job_bp
 
 app = Chalice(app_name="loan-crm")
 app.register_blueprint(health.bp)
@@ -10,3 +11,5 @@ app.register_blueprint(auth.bp)
 app.register_blueprint(loans.bp)
 app.register_blueprint(payments.bp)
 app.register_blueprint(audit.bp)
+app.register_blueprint(jobs.bp)
+app.register_blueprint(dpd_job_bp)

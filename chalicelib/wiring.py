@@ -7,23 +7,29 @@ at moto or DynamoDB Local before the first request; :func:`reset` drops everythi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from chalicelib.adapters.dynamodb import models
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
+from chalicelib.adapters.dynamodb.delinquency import DynamoDelinquencyStore
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
+from chalicelib.adapters.dynamodb.mapping import WATCH_SHARDS
 from chalicelib.adapters.dynamodb.payments import DynamoPaymentRepository
+from chalicelib.adapters.dynamodb.runs import DynamoRunStore
 from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
+from chalicelib.adapters.flags import SsmFlags
 from chalicelib.adapters.health import HealthProbe
 from chalicelib.adapters.idempotency import idempotency_store
 from chalicelib.adapters.metrics import EmfMetrics
 from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
+from chalicelib.jobs.dpd import DpdJob
 from chalicelib.services.auth import AuthService
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
+from chalicelib.services.run_calendar import CompletedThrough
 
 
 @dataclass
@@ -36,6 +42,12 @@ class Services:
     health: HealthProbe
     jwt_secret: Any
     idempotency_store: Any
+    """Callable: the powertools persistence layer, made on the first request that needs it."""
+    flags: SsmFlags
+    runs: DynamoRunStore
+    delinquency: DynamoDelinquencyStore
+    dpd_job: DpdJob
+    completed_through: CompletedThrough
 
 
 _services: Services | None = None
@@ -47,7 +59,17 @@ def build(config: Settings) -> Services:
     users = DynamoUserStore()
     audit = DynamoAuditLog()
     secret = partial(jwt_secret, config)
-    loans = LoanService(loans=DynamoLoanRepository(), audit=audit, users=users, metrics=metrics)
+    runs = DynamoRunStore()
+    completed_through = CompletedThrough(runs.latest_completed)
+    loans = LoanService(
+        loans=DynamoLoanRepository(),
+        audit=audit,
+        users=users,
+        metrics=metrics,
+        evaluated_through=completed_through,
+    )
+    flags = SsmFlags(config, metrics)
+    delinquency = DynamoDelinquencyStore()
     return Services(
         settings=config,
         loans=loans,
@@ -65,7 +87,19 @@ def build(config: Settings) -> Services:
         audit=audit,
         health=HealthProbe(config),
         jwt_secret=secret,
-        idempotency_store=idempotency_store(config),
+        idempotency_store=cache(partial(idempotency_store, config)),
+        flags=flags,
+        runs=runs,
+        delinquency=delinquency,
+        dpd_job=DpdJob(
+            store=delinquency,
+            runs=runs,
+            flags=flags,
+            metrics=metrics,
+            watch_shards=WATCH_SHARDS,
+            on_completed=completed_through.note,
+        ),
+        completed_through=completed_through,
     )
 
 

@@ -187,7 +187,7 @@ def endpoint(
                     ctx.actor.sub, key, request.method, resource, call.raw_body()
                 )
                 response = idempotency.run_once(
-                    services().idempotency_store,
+                    services().idempotency_store(),
                     ctx.actor.sub,
                     key,
                     call.fingerprint,

@@ -116,3 +116,9 @@ class PaymentIn(StrictModel):
 
 class ReverseIn(StrictModel):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+
+
+class RunDpdIn(StrictModel):
+    business_date: dt.date | None = None
+    """Defaults to the last completed business date (yesterday, IST)."""
+    full_scan: bool = False

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from chalicelib.domain.delinquency import Delinquency, assess
+from chalicelib.domain.delinquency import Delinquency, assess, oldest_unpaid_due_date
 from chalicelib.domain.schedule import Instalment
 
 LOAN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -48,6 +48,8 @@ class Loan:
     notes: str | None = None
     legal_escalated: bool = False
     legal_escalated_on: dt.date | None = None
+    last_job_date: dt.date | None = None
+    """Business date of the last day-end run that wrote this loan."""
     created_at: str = ""
     updated_at: str = ""
     version: int = 0
@@ -77,3 +79,34 @@ def reassess(loan: Loan, business_date: dt.date) -> Loan:
 def initial_delinquency(schedule: tuple[Instalment, ...], business_date: dt.date) -> Delinquency:
     """Delinquency of a loan that has no history yet (an imported loan may be overdue from day one)."""
     return assess(schedule, business_date, previous_classification=None, previous_npa_since=None)
+
+
+ESCALATION_DPD = 90
+"""Legal escalation once dpd reaches 90 (SPEC §6), one day before the loan turns NPA."""
+_BOUNDARY_DPDS = (31, 61, ESCALATION_DPD, 91)
+
+
+def watch_date(loan: Loan) -> dt.date | None:
+    """The next business date on which this loan's bucket, classification or escalation can change
+    if nothing is paid — the day-end job only needs to look at loans whose watch date has come.
+
+    - not ACTIVE: never (only a payment or reversal changes it, and those re-evaluate it themselves);
+    - nothing overdue: the next unpaid instalment's due date (unpaid at that day's end = dpd 1);
+    - overdue: the next dpd boundary (31, 61, 90 for escalation, 91 for NPA) still ahead;
+    - eligible for escalation but not escalated (the switch was off): the next day, every day, so the
+      first run after the switch is back on escalates it.
+    """
+    if loan.status is not LoanStatus.ACTIVE:
+        return None
+    as_of = loan.delinquency.as_of
+    oldest = oldest_unpaid_due_date(loan.schedule, as_of)
+    if oldest is None:
+        upcoming = [i.due_date for i in loan.schedule if i.unpaid_paise > 0 and i.due_date > as_of]
+        return min(upcoming) if upcoming else None
+    dpd = (as_of - oldest).days + 1
+    if dpd >= ESCALATION_DPD and not loan.legal_escalated:
+        return as_of + dt.timedelta(days=1)
+    for boundary in _BOUNDARY_DPDS:
+        if boundary > dpd and not (boundary == ESCALATION_DPD and loan.legal_escalated):
+            return oldest + dt.timedelta(days=boundary - 1)
+    return None

@@ -18,3 +18,7 @@ MANAGE_LOANS = frozenset({Role.ADMIN, Role.MANAGER})
 READ_AUDIT = frozenset({Role.ADMIN, Role.AUDITOR})
 PAY_LOANS = frozenset({Role.ADMIN, Role.MANAGER, Role.COLLECTOR})
 """Collectors may pay only loans assigned to them; the loan lookup enforces that with a 404."""
+ADMIN_ONLY = frozenset({Role.ADMIN})
+READ_ALL = frozenset({Role.ADMIN, Role.MANAGER, Role.AUDITOR})
+"""Portfolio-wide reads (job history, escalations): not collectors, who see only their own loans."""
+READ_FLAGS = frozenset({Role.ADMIN, Role.AUDITOR})

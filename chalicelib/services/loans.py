@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib import clock
 from chalicelib.domain.audit import Action, AuditEntry, Outcome
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
-from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
+from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.context import RequestContext
@@ -65,6 +65,17 @@ class LoanService:
     users: UserStore
     metrics: Metrics
     new_loan_id: Callable[[], str] = new_loan_id
+    evaluated_through: Callable[[], dt.date | None] = lambda: None
+    """The latest business date a day-end run completed. The run writes only loans whose bucket,
+    classification or escalation changed; every other loan is shown as of that date by deriving its
+    dpd from the schedule here, with the same rules the run applies."""
+
+    def present(self, loan: Loan) -> Loan:
+        """The loan as of the latest completed run (or its own later evaluation by a payment)."""
+        through = self.evaluated_through()
+        if through is None or loan.status is not LoanStatus.ACTIVE or through <= loan.delinquency.as_of:
+            return loan
+        return reassess(loan, through)
 
     def _entry(
         self,
@@ -143,14 +154,15 @@ class LoanService:
         loan = self.loans.get(loan_id)
         if loan is None or (ctx.is_collector and loan.collector_id != ctx.actor.sub):
             raise NotFound(f"loan {loan_id} not found")
-        return loan
+        return self.present(loan)
 
     def list(self, ctx: RequestContext, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
         if ctx.is_collector:
             if filters.collector_id not in (None, ctx.actor.sub):
                 return Page([], None)
             filters = dataclasses.replace(filters, collector_id=ctx.actor.sub)
-        return self.loans.list(filters, limit, cursor)
+        page = self.loans.list(filters, limit, cursor)
+        return Page([self.present(loan) for loan in page.items], page.next_cursor)
 
     def refuse_financial_change(self, ctx: RequestContext, loan_id: str, body: Any, paths: builtins.list[str]) -> None:
         """Record and refuse an attempt to write protected fields; always raises."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.flags import FlagName, FlagValue
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
 
@@ -52,6 +53,14 @@ class Metrics(Protocol):
     def count(self, name: str, **dimensions: str) -> None:
         """Count one occurrence of a business event (alarms watch some of these)."""
         ...
+
+
+class Flags(Protocol):
+    def read(self, name: FlagName, fresh: bool = False) -> FlagValue:
+        """The flag's effective value; ``fresh`` bypasses the cache (jobs, at the start of a run)."""
+        ...
+
+    def all(self) -> list[FlagValue]: ...
 
 
 class LoanRepository(Protocol):

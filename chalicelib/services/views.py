@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.runs import RunRecord
 
 
 def borrower_dict(loan: Loan) -> dict[str, Any]:
@@ -51,4 +53,37 @@ def loan_dict(loan: Loan) -> dict[str, Any]:
         "created_at": loan.created_at,
         "updated_at": loan.updated_at,
         "version": loan.version,
+    }
+
+
+def run_dict(record: RunRecord) -> dict[str, Any]:
+    return {
+        "business_date": record.business_date.isoformat(),
+        "status": record.status.value,
+        "trigger": record.trigger,
+        "mode": record.mode,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "loans_scanned": record.loans_scanned,
+        "loans_updated": record.loans_updated,
+        "escalated": record.escalated,
+        "pending_escalation": record.pending_escalation,
+        "errors": record.errors,
+        "last_error": record.last_error,
+    }
+
+
+def case_dict(case: LegalCase) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id,
+        "loan_id": case.loan_id,
+        "status": case.status,
+        "escalated_on": case.escalated_on.isoformat(),
+        "dpd": case.dpd,
+        "overdue_paise": case.overdue_paise,
+        "outstanding_principal_paise": case.outstanding_principal_paise,
+        "borrower_name": case.borrower_name,
+        "collector_id": case.collector_id,
+        "branch": case.branch,
+        "created_at": case.created_at,
     }

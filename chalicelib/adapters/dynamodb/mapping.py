@@ -3,11 +3,31 @@ benchmarks can reuse the same translation."""
 
 from __future__ import annotations
 
+import datetime as dt
+import zlib
+
 from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
-from chalicelib.domain.loan import Borrower, Loan, LoanStatus
+from chalicelib.domain.loan import Borrower, Loan, LoanStatus, watch_date
 from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
+
+WATCH_SHARDS = 16
+"""Shards per watch date. EMIs cluster on a few days of the month; 16 partitions per date keep one
+popular date from becoming one hot partition and give the day-end job 16 queries to run in parallel."""
+
+
+def watch_shard(loan_id: str) -> int:
+    return zlib.crc32(loan_id.encode()) % WATCH_SHARDS
+
+
+def watch_key_for(day: dt.date, shard: int) -> str:
+    return f"{day.isoformat()}#{shard:02d}"
+
+
+def watch_key(loan: Loan) -> str | None:
+    day = watch_date(loan)
+    return None if day is None else watch_key_for(day, watch_shard(loan.loan_id))
 
 
 def loan_to_item(loan: Loan) -> LoanModel:
@@ -37,6 +57,8 @@ def loan_to_item(loan: Loan) -> LoanModel:
         collector_id=loan.collector_id,
         branch=loan.branch,
         notes=loan.notes,
+        watch_key=watch_key(loan),
+        last_job_date=loan.last_job_date,
         created_at=loan.created_at,
         updated_at=loan.updated_at,
     )
@@ -70,6 +92,7 @@ def item_to_loan(item: LoanModel) -> Loan:
         collector_id=item.collector_id,
         branch=item.branch,
         notes=item.notes,
+        last_job_date=item.last_job_date,
         created_at=item.created_at,
         updated_at=item.updated_at,
         version=int(item.version or 0),

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb.attributes import (
@@ -55,6 +55,19 @@ class BucketIndex(GlobalSecondaryIndex["LoanModel"]):
     loan_id = UnicodeAttribute(range_key=True)
 
 
+class WatchIndex(GlobalSecondaryIndex["LoanModel"]):
+    """Sparse: only ACTIVE loans whose delinquency can still change without a payment have a key.
+    ``watch_key`` is ``YYYY-MM-DD#NN``: the watch date and a shard, so the loans falling due on a
+    popular EMI date (the 5th) spread over several partitions and can be read in parallel."""
+
+    class Meta:
+        index_name = "watch-index"
+        projection = AllProjection()
+
+    watch_key = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute(range_key=True)
+
+
 class LoanModel(Model):
     class Meta(_Meta):
         short_name = "loans"
@@ -78,12 +91,17 @@ class LoanModel(Model):
     collector_id = UnicodeAttribute(null=True)
     branch = UnicodeAttribute(null=True)
     notes = UnicodeAttribute(null=True)
+    watch_key = UnicodeAttribute(null=True)
+    last_job_date = DateAttribute(null=True)
+    """The business date of the last day-end run that wrote this loan (lets a resumed run recognise its
+    own earlier writes)."""
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     version = VersionAttribute()
 
     collector_index = CollectorIndex()
     bucket_index = BucketIndex()
+    watch_index = WatchIndex()
 
 
 class LoanPaymentsIndex(GlobalSecondaryIndex["PaymentModel"]):
@@ -132,6 +150,69 @@ class UtrClaimModel(Model):
     payment_id = UnicodeAttribute()
     loan_id = UnicodeAttribute()
     claimed_at = UnicodeAttribute()
+
+
+class RunStatusIndex(GlobalSecondaryIndex["DpdRunModel"]):
+    class Meta:
+        index_name = "status-index"
+        projection = KeysOnlyProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    business_date = UnicodeAttribute(range_key=True)
+
+
+class DpdRunModel(Model):
+    """One record per business date with its latest outcome; ``segments`` maps a segment id to its
+    checkpoint (JSON: cursor, done, counts), so a run can stop and be continued by another invocation."""
+
+    class Meta(_Meta):
+        short_name = "dpd-runs"
+
+    business_date = UnicodeAttribute(hash_key=True)
+    status = UnicodeAttribute()
+    trigger = UnicodeAttribute()
+    run_id = UnicodeAttribute()
+    lease_until = IntegerAttribute()
+    started_at = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+    mode = UnicodeAttribute(null=True)
+    segments = MapAttribute[str, str](null=True)
+    """Segment id -> JSON checkpoint. The run's counts are the sums over its segments, so a segment's
+    cursor and its counts always move together in one conditional update."""
+    errors = IntegerAttribute(default=0)
+    last_error = UnicodeAttribute(null=True)
+
+    status_index = RunStatusIndex()
+
+
+class CaseStatusIndex(GlobalSecondaryIndex["LegalCaseModel"]):
+    class Meta:
+        index_name = "status-index"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    escalated_on = UnicodeAttribute(range_key=True)
+
+
+class LegalCaseModel(Model):
+    """One legal case per loan, ever: escalation is once and for good (SPEC §6)."""
+
+    class Meta(_Meta):
+        short_name = "legal-cases"
+
+    loan_id = UnicodeAttribute(hash_key=True)
+    case_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    escalated_on = UnicodeAttribute()
+    dpd = IntegerAttribute()
+    overdue_paise = IntegerAttribute()
+    outstanding_principal_paise = IntegerAttribute()
+    collector_id = UnicodeAttribute(null=True)
+    branch = UnicodeAttribute(null=True)
+    borrower_name = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+
+    status_index = CaseStatusIndex()
 
 
 class EntityIndex(GlobalSecondaryIndex["AuditModel"]):
@@ -219,6 +300,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     LoanModel,
     PaymentModel,
     UtrClaimModel,
+    DpdRunModel,
+    LegalCaseModel,
     AuditModel,
     UserModel,
     LoginAttemptModel,

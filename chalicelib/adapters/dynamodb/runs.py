@@ -1,0 +1,177 @@
+"""Day-end run records in DynamoDB. Every transition is one conditional write, so two invocations
+for the same date can never both believe they own the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.models import DpdRunModel
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
+
+
+def _segments_to_item(segments: dict[str, SegmentState]) -> dict[str, str]:
+    return {k: json.dumps(dataclasses.asdict(v), separators=(",", ":")) for k, v in segments.items()}
+
+
+def _item_to_record(item: DpdRunModel) -> RunRecord:
+    raw: dict[str, Any] = item.segments.as_dict() if item.segments is not None else {}
+    return RunRecord(
+        business_date=dt.date.fromisoformat(item.business_date),
+        status=RunStatus(item.status),
+        trigger=item.trigger,
+        run_id=item.run_id,
+        lease_until=item.lease_until,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
+        mode=item.mode,
+        segments={k: SegmentState(**json.loads(v)) for k, v in raw.items()},
+        errors=item.errors or 0,
+        last_error=item.last_error,
+    )
+
+
+def _conditional_failed(exc: PutError | UpdateError) -> bool:
+    return exc.cause_response_code == "ConditionalCheckFailedException"
+
+
+class DynamoRunStore:
+    @storage_call
+    def get(self, business_date: dt.date) -> RunRecord | None:
+        try:
+            return _item_to_record(DpdRunModel.get(business_date.isoformat(), consistent_read=True))
+        except DoesNotExist:
+            return None
+
+    @storage_call
+    def acquire(
+        self, business_date: dt.date, run_id: str, trigger: str, now: int, lease_seconds: int, now_iso: str
+    ) -> RunRecord | RunOutcome:
+        """Take the date's run: free if it never ran, failed, was skipped, or its owner's lease ran out.
+        Checkpoints of an earlier attempt are kept, so the new owner resumes rather than restarts."""
+        item = DpdRunModel(business_date.isoformat())
+        free = (
+            DpdRunModel.business_date.does_not_exist()
+            | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
+            | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now))
+        )
+        try:
+            item.update(
+                actions=[
+                    DpdRunModel.status.set(RunStatus.RUNNING.value),
+                    DpdRunModel.run_id.set(run_id),
+                    DpdRunModel.trigger.set(trigger),
+                    DpdRunModel.lease_until.set(now + lease_seconds),
+                    DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
+                    DpdRunModel.finished_at.remove(),
+                ],
+                condition=free,
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+            current = self.get(business_date)
+            if current is not None and current.status is RunStatus.COMPLETED:
+                return RunOutcome.ALREADY_COMPLETED
+            return RunOutcome.IN_PROGRESS
+        return _item_to_record(item)
+
+    @storage_call
+    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[str, SegmentState]) -> None:
+        DpdRunModel(business_date.isoformat()).update(
+            actions=[DpdRunModel.mode.set(mode), DpdRunModel.segments.set(_segments_to_item(segments))],
+            condition=DpdRunModel.run_id == run_id,
+        )
+
+    @storage_call
+    def checkpoint(
+        self, business_date: dt.date, run_id: str, segment_id: str, state: SegmentState, lease_until: int
+    ) -> None:
+        segments: Any = DpdRunModel.segments
+        try:
+            DpdRunModel(business_date.isoformat()).update(
+                actions=[
+                    segments[segment_id].set(json.dumps(dataclasses.asdict(state), separators=(",", ":"))),
+                    DpdRunModel.lease_until.set(lease_until),
+                ],
+                condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),
+            )
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                raise LostLease(business_date.isoformat()) from None
+            raise
+
+    @storage_call
+    def finish(
+        self, business_date: dt.date, run_id: str, status: RunStatus, now_iso: str, error: str | None = None
+    ) -> RunRecord:
+        item = DpdRunModel(business_date.isoformat())
+        actions: list[Any] = [DpdRunModel.status.set(status.value), DpdRunModel.finished_at.set(now_iso)]
+        if status is not RunStatus.COMPLETED:
+            actions.append(DpdRunModel.lease_until.set(0))
+        if error is not None:
+            actions += [DpdRunModel.errors.add(1), DpdRunModel.last_error.set(error[:1000])]
+        try:
+            item.update(actions=actions, condition=DpdRunModel.run_id == run_id)
+        except UpdateError as exc:
+            if _conditional_failed(exc):
+                raise LostLease(business_date.isoformat()) from None
+            raise
+        return _item_to_record(item)
+
+    @storage_call
+    def release(self, business_date: dt.date, run_id: str) -> None:
+        """Hand the run over: the next invocation may take it at once instead of waiting out the lease."""
+        DpdRunModel(business_date.isoformat()).update(
+            actions=[DpdRunModel.lease_until.set(0)], condition=DpdRunModel.run_id == run_id
+        )
+
+    @storage_call
+    def skip(self, business_date: dt.date, trigger: str, run_id: str, now: int, now_iso: str) -> RunOutcome:
+        """Record that the kill switch stopped this date; never over a completed or live run."""
+        item = DpdRunModel(business_date.isoformat())
+        try:
+            item.update(
+                actions=[
+                    DpdRunModel.status.set(RunStatus.SKIPPED.value),
+                    DpdRunModel.trigger.set(trigger),
+                    DpdRunModel.run_id.set(run_id),
+                    DpdRunModel.lease_until.set(0),
+                    DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
+                    DpdRunModel.finished_at.set(now_iso),
+                ],
+                condition=DpdRunModel.business_date.does_not_exist()
+                | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
+                | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now)),
+            )
+        except UpdateError as exc:
+            if not _conditional_failed(exc):
+                raise
+            current = self.get(business_date)
+            if current is not None and current.status is RunStatus.COMPLETED:
+                return RunOutcome.ALREADY_COMPLETED
+            return RunOutcome.IN_PROGRESS
+        return RunOutcome.SKIPPED
+
+    @storage_call
+    def latest_completed(self, before: dt.date | None = None) -> dt.date | None:
+        condition = DpdRunModel.business_date < before.isoformat() if before else None
+        for item in DpdRunModel.status_index.query(
+            RunStatus.COMPLETED.value, range_key_condition=condition, scan_index_forward=False, limit=1
+        ):
+            return dt.date.fromisoformat(item.business_date)
+        return None
+
+    @storage_call
+    def history(self, limit: int, before: dt.date | None) -> list[RunRecord]:
+        """Newest first. Run records are one a day (a few hundred a year), so a scan sorted here is
+        cheaper than another index; ``before`` pages back through older dates."""
+        condition = DpdRunModel.business_date < before.isoformat() if before else None
+        records = [_item_to_record(i) for i in DpdRunModel.scan(filter_condition=condition)]
+        records.sort(key=lambda r: r.business_date, reverse=True)
+        return records[:limit]

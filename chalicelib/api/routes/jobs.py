@@ -1,0 +1,74 @@
+"""Day-end job history and manual runs, legal escalations, and flags (SPEC §6, §7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import clock
+from chalicelib.api.errors import json_response
+from chalicelib.api.http import Call, endpoint
+from chalicelib.api.paging import page_params
+from chalicelib.api.schemas import RunDpdIn
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.roles import ADMIN_ONLY, READ_ALL, READ_FLAGS
+from chalicelib.domain.runs import RunOutcome
+from chalicelib.jobs.lambda_handlers import dispatch_to_job_lambda
+from chalicelib.services.views import case_dict, run_dict
+from chalicelib.wiring import services
+
+bp = Blueprint(__name__)
+
+
+@endpoint(bp, "/api/v1/jobs/dpd/runs", roles=READ_ALL)
+def list_runs(call: Call) -> dict[str, Any]:
+    params = call.query({"limit", "cursor"})
+    limit, cursor = page_params(params)
+    before = None
+    if cursor:
+        try:
+            before = dt.date.fromisoformat(cursor)
+        except ValueError:
+            raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor"}]) from None
+    records = services().runs.history(limit + 1, before)
+    page = records[:limit]
+    next_cursor = page[-1].business_date.isoformat() if len(records) > limit else None
+    return {"items": [run_dict(r) for r in page], "next_cursor": next_cursor}
+
+
+@endpoint(bp, "/api/v1/jobs/dpd/runs", methods=("POST",), roles=ADMIN_ONLY)
+def start_run(call: Call) -> Response:
+    """Run the day-end job for a date. In AWS it is handed to the job's own Lambda (202 DISPATCHED; the
+    run's progress shows in the history); where there is no job Lambda (local stack, tests) it runs
+    here and the answer carries its outcome."""
+    body = call.parse(RunDpdIn)
+    business_date = body.business_date or clock.last_completed_business_date()
+    trigger = f"manual:{call.ctx.actor.sub}"
+    if dispatch_to_job_lambda(business_date, trigger, body.full_scan):
+        current = services().runs.get(business_date)
+        return json_response(202, {"outcome": "DISPATCHED", "run": run_dict(current) if current else None})
+    result = services().dpd_job.run(business_date, trigger=trigger, full_scan=body.full_scan)
+    status = 202 if result.outcome in (RunOutcome.IN_PROGRESS, RunOutcome.CONTINUING) else 200
+    run = run_dict(result.record) if result.record else None
+    return json_response(status, {"outcome": result.outcome.value, "run": run})
+
+
+@endpoint(bp, "/api/v1/escalations", roles=READ_ALL)
+def list_escalations(call: Call) -> dict[str, Any]:
+    limit, cursor = page_params(call.query({"limit", "cursor"}))
+    page = services().delinquency.cases(limit, cursor)
+    return {"items": [case_dict(c) for c in page.items], "next_cursor": page.next_cursor}
+
+
+@endpoint(bp, "/api/v1/flags", roles=READ_FLAGS)
+def list_flags(call: Call) -> dict[str, Any]:
+    call.query(set())
+    flags = services().flags
+    return {
+        "items": [
+            {"name": f.name.value, "enabled": f.enabled, "source": f.source.value, "value": f.raw} for f in flags.all()
+        ],
+        "cache_seconds": flags.cache_seconds,
+    }

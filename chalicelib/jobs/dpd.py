@@ -1,0 +1,332 @@
+"""The day-end DPD job (SPEC §6): for one business date, bring every loan's dpd, bucket and RBI
+classification to that date, escalate loans reaching dpd 90 to legal, exactly once per date.
+
+Work grows with the loans that change, not with the book: each loan carries a *watch date* (the next
+day its state can change without a payment, see ``domain.loan.watch_date``) in a sparse, sharded index.
+A run for date D reads only the loans watched for the days since the last completed run, evaluates
+them with the same pure rules payments use, and writes only those whose state changed. Loans not
+written keep their stored values; readers derive dpd for the latest completed date from the schedule.
+With no completed run to continue from (first run, or a gap of more than ``MAX_CATCHUP_DAYS``), or on
+request, the run falls back to a parallel scan of the whole table.
+
+Exactly once: the run record is taken with a conditional write and a lease; each segment checkpoints
+its cursor and counts after every page; every loan write is conditioned on its version and on
+``dpd_as_of < D``. Reruns, concurrent invocations, late deliveries and crash-resumes therefore converge
+on the state of one clean run, no loan is escalated twice, and ``dpd_as_of`` never moves backwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aws_lambda_powertools import Logger
+
+from chalicelib import clock
+from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
+from chalicelib.domain.errors import Conflict, ValidationFailed
+from chalicelib.domain.flags import FlagName
+from chalicelib.domain.legal import LegalCase
+from chalicelib.domain.loan import ESCALATION_DPD, Loan, LoanStatus, reassess, watch_date
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
+from chalicelib.services.ids import new_id
+from chalicelib.services.ports import Flags, Metrics
+
+logger = Logger(service="loan-crm")
+
+ACTOR = Actor(sub="system:dpd_job", role="system")
+LEASE_SECONDS = 120
+"""Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
+SAFETY_MARGIN_MS = 60_000
+"""Stop and hand over when less than this is left of the Lambda's time."""
+MAX_CATCHUP_DAYS = 31
+SCAN_SEGMENTS = 16
+SEGMENT_WORKERS = 4
+"""Segments processed at once in one invocation (threads: the work is waiting on DynamoDB)."""
+LOAN_ATTEMPTS = 5
+
+
+class RunStore(Protocol):
+    def get(self, business_date: dt.date) -> RunRecord | None: ...
+    def acquire(
+        self, business_date: dt.date, run_id: str, trigger: str, now: int, lease_seconds: int, now_iso: str
+    ) -> RunRecord | RunOutcome: ...
+    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[str, SegmentState]) -> None: ...
+    def checkpoint(
+        self, business_date: dt.date, run_id: str, segment_id: str, state: SegmentState, lease_until: int
+    ) -> None: ...
+    def finish(
+        self, business_date: dt.date, run_id: str, status: RunStatus, now_iso: str, error: str | None = None
+    ) -> RunRecord: ...
+    def release(self, business_date: dt.date, run_id: str) -> None: ...
+    def skip(self, business_date: dt.date, trigger: str, run_id: str, now: int, now_iso: str) -> RunOutcome: ...
+    def latest_completed(self, before: dt.date | None = None) -> dt.date | None: ...
+
+
+LoansPage = tuple[list[Loan], dict[str, Any] | None]
+
+
+class DelinquencyStore(Protocol):
+    def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> LoansPage: ...
+    def scan_segment(self, segment: int, total: int, cursor: dict[str, Any] | None) -> LoansPage: ...
+    def get(self, loan_id: str) -> Loan | None: ...
+    def save_evaluation(
+        self, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: RunOutcome
+    record: RunRecord | None
+
+
+def business_date_from_event(event: dict[str, Any]) -> dt.date:
+    """``{"business_date": "YYYY-MM-DD"}`` for manual runs, or the Scheduler's
+    ``{"scheduled_time": "<ISO UTC>"}``: the IST date of the firing minus one (00:30 IST on the 2nd
+    closes the 1st), never the clock, so a late or repeated delivery names the same date."""
+    if "business_date" in event:
+        try:
+            return dt.date.fromisoformat(str(event["business_date"]))
+        except ValueError:
+            raise ValidationFailed("business_date must be YYYY-MM-DD") from None
+    if "scheduled_time" in event:
+        try:
+            fired = dt.datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationFailed("scheduled_time must be an ISO-8601 timestamp") from None
+        if fired.tzinfo is None:
+            raise ValidationFailed("scheduled_time must carry its offset")
+        return fired.astimezone(clock.IST).date() - dt.timedelta(days=1)
+    raise ValidationFailed("the event names neither business_date nor scheduled_time")
+
+
+@dataclass
+class DpdJob:
+    store: DelinquencyStore
+    runs: RunStore
+    flags: Flags
+    metrics: Metrics
+    watch_shards: int
+    on_completed: Callable[[dt.date], None] = lambda _date: None
+    scan_segments: int = SCAN_SEGMENTS
+    workers: int = SEGMENT_WORKERS
+
+    def run(
+        self,
+        business_date: dt.date,
+        trigger: str,
+        time_left_ms: Callable[[], int] | None = None,
+        full_scan: bool = False,
+    ) -> RunResult:
+        """One invocation: skip, refuse, run, resume or continue the run for ``business_date``."""
+        if business_date >= clock.today_ist():
+            raise ValidationFailed(
+                f"{business_date} has not ended yet (IST); the latest date that can run is "
+                f"{clock.last_completed_business_date()}"
+            )
+        run_id = new_id()
+        if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
+            outcome = self.runs.skip(business_date, trigger, run_id, clock.now_epoch(), clock.now_iso())
+            logger.info("dpd run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
+            return RunResult(outcome, self.runs.get(business_date))
+        escalation_enabled = self.flags.read(FlagName.ESCALATION_ENABLED, fresh=True).enabled
+        acquired = self.runs.acquire(business_date, run_id, trigger, clock.now_epoch(), LEASE_SECONDS, clock.now_iso())
+        if isinstance(acquired, RunOutcome):
+            return RunResult(acquired, self.runs.get(business_date))
+        record = acquired
+        try:
+            if not record.segments:
+                mode, record.segments = self._plan(business_date, full_scan)
+                self.runs.plan(business_date, run_id, mode, record.segments)
+            out_of_time = (lambda: time_left_ms() < SAFETY_MARGIN_MS) if time_left_ms else (lambda: False)
+            todo = [sid for sid, state in record.segments.items() if not state.done]
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                futures = [
+                    pool.submit(
+                        self._segment,
+                        business_date,
+                        run_id,
+                        sid,
+                        record.segments[sid],
+                        escalation_enabled,
+                        out_of_time,
+                    )
+                    for sid in todo
+                ]
+                for future in futures:
+                    future.result()
+            if not all(state.done for state in record.segments.values()):
+                self.runs.release(business_date, run_id)
+                return RunResult(RunOutcome.CONTINUING, self.runs.get(business_date))
+            final = self.runs.finish(business_date, run_id, RunStatus.COMPLETED, clock.now_iso())
+        except LostLease:
+            return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+        except Exception as exc:
+            logger.exception("dpd run failed", extra={"business_date": str(business_date)})
+            self.metrics.count("DpdRunFailed")
+            final = self.runs.finish(business_date, run_id, RunStatus.FAILED, clock.now_iso(), error=repr(exc))
+            return RunResult(RunOutcome.FAILED, final)
+        self.metrics.count("DpdRunSucceeded")
+        self.on_completed(business_date)
+        return RunResult(RunOutcome.COMPLETED, final)
+
+    def _plan(self, business_date: dt.date, full_scan: bool) -> tuple[str, dict[str, SegmentState]]:
+        last = self.runs.latest_completed(before=business_date)
+        if full_scan or last is None or (business_date - last).days > MAX_CATCHUP_DAYS:
+            total = self.scan_segments
+            return "scan", {f"s:{i:03d}:{total}": SegmentState() for i in range(total)}
+        days = [last + dt.timedelta(days=n) for n in range(1, (business_date - last).days + 1)]
+        return "watch", {
+            f"w:{day.isoformat()}:{shard:02d}": SegmentState() for day in days for shard in range(self.watch_shards)
+        }
+
+    def _fetch(self, segment_id: str, cursor: dict[str, Any] | None) -> LoansPage:
+        kind, first, second = segment_id.split(":")
+        if kind == "w":
+            return self.store.watched(dt.date.fromisoformat(first), int(second), cursor)
+        return self.store.scan_segment(int(first), int(second), cursor)
+
+    def _segment(
+        self,
+        business_date: dt.date,
+        run_id: str,
+        segment_id: str,
+        state: SegmentState,
+        escalation_enabled: bool,
+        out_of_time: Callable[[], bool],
+    ) -> None:
+        while not state.done and not out_of_time():
+            loans, cursor = self._fetch(segment_id, state.cursor)
+            page = dataclasses.replace(state)
+            for loan in loans:
+                self._evaluate(loan, business_date, escalation_enabled, page)
+            page.cursor = cursor
+            page.done = cursor is None
+            self.runs.checkpoint(business_date, run_id, segment_id, page, clock.now_epoch() + LEASE_SECONDS)
+            state.__dict__.update(page.__dict__)
+
+    def _evaluate(self, loan: Loan, business_date: dt.date, escalation_enabled: bool, state: SegmentState) -> None:
+        state.scanned += 1
+        current: Loan | None = loan
+        for _attempt in range(LOAN_ATTEMPTS):
+            if current is None or current.status is not LoanStatus.ACTIVE:
+                return
+            if current.delinquency.as_of > business_date:
+                return  # evaluated for a later date already: a run never moves a loan backwards
+            if current.last_job_date == business_date:
+                self._count_done(current, business_date, state)
+                return
+            if self._write(current, business_date, escalation_enabled, state):
+                return
+            current = self.store.get(current.loan_id)
+        raise Conflict(f"loan {loan.loan_id} kept changing during the day-end run")
+
+    @staticmethod
+    def _count_done(loan: Loan, business_date: dt.date, state: SegmentState) -> None:
+        """A loan this run already wrote before a crash or a hand-over: count it as this run's work,
+        as an uninterrupted run would have."""
+        state.updated += 1
+        if loan.legal_escalated_on == business_date:
+            state.escalated += 1
+        elif loan.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated:
+            state.pending += 1
+
+    def _write(self, loan: Loan, business_date: dt.date, escalation_enabled: bool, state: SegmentState) -> bool:
+        """Evaluate one loan for the date and write it if anything changed; False on a write conflict."""
+        evaluated = reassess(loan, business_date)
+        before, after = loan.delinquency, evaluated.delinquency
+        eligible = after.dpd >= ESCALATION_DPD and not loan.legal_escalated
+        escalate = eligible and escalation_enabled
+        changed = (before.bucket, before.classification, before.npa_since) != (
+            after.bucket,
+            after.classification,
+            after.npa_since,
+        )
+        now = clock.now_iso()
+        updated = dataclasses.replace(
+            evaluated,
+            legal_escalated=loan.legal_escalated or escalate,
+            legal_escalated_on=business_date if escalate else loan.legal_escalated_on,
+            last_job_date=business_date,
+            updated_at=now,
+        )
+        if not (changed or escalate or watch_date(updated) != watch_date(loan)):
+            if eligible:
+                state.pending += 1
+            return True
+        audits = []
+        if changed:
+            audits.append(self._audit(loan.loan_id, Action.DELINQUENCY_CHANGED, _snapshot(loan), _snapshot(updated)))
+        case = None
+        if escalate:
+            case = LegalCase(
+                loan_id=loan.loan_id,
+                case_id=new_id(),
+                escalated_on=business_date,
+                dpd=after.dpd,
+                overdue_paise=after.overdue_paise,
+                outstanding_principal_paise=loan.outstanding_principal_paise,
+                borrower_name=loan.borrower.name,
+                collector_id=loan.collector_id,
+                branch=loan.branch,
+                created_at=now,
+            )
+            audits.append(
+                self._audit(
+                    loan.loan_id,
+                    Action.LEGAL_ESCALATED,
+                    {"legal": {"escalated": False}},
+                    {
+                        "legal": {"escalated": True, "escalated_on": business_date.isoformat()},
+                        "case_id": case.case_id,
+                        "dpd": after.dpd,
+                    },
+                )
+            )
+        try:
+            self.store.save_evaluation(updated, business_date, audits, case)
+        except Conflict:
+            return False
+        except Exception:
+            if escalate:
+                self.metrics.count("EscalationFailed")
+            raise
+        state.updated += 1
+        if escalate:
+            state.escalated += 1
+            self.metrics.count("LoansEscalated")
+        elif eligible:
+            state.pending += 1
+        return True
+
+    @staticmethod
+    def _audit(loan_id: str, action: Action, before: Any, after: Any) -> AuditEntry:
+        return AuditEntry(
+            audit_id=new_id(),
+            at=clock.now_iso(),
+            actor=ACTOR,
+            source_ip=None,
+            request_id=None,
+            action=action,
+            entity_type="loan",
+            entity_id=loan_id,
+            before=before,
+            after=after,
+            outcome=Outcome.SUCCESS,
+        )
+
+
+def _snapshot(loan: Loan) -> dict[str, Any]:
+    d = loan.delinquency
+    return {
+        "dpd": d.dpd,
+        "bucket": d.bucket.value,
+        "classification": d.classification.value,
+        "npa_since": d.npa_since.isoformat() if d.npa_since else None,
+        "dpd_as_of": d.as_of.isoformat(),
+    }
