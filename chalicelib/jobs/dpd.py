@@ -27,18 +27,19 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
+from chalicelib.domain.audit import Action, Actor, AuditEntry
 from chalicelib.domain.errors import Conflict, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import ESCALATION_DPD, Loan, LoanStatus, reassess, watch_date
 from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
+from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import Flags, Metrics
 
 logger = Logger(service="loan-crm")
 
-ACTOR = Actor(sub="system:dpd_job", role="system")
+SYSTEM = RequestContext(actor=Actor(sub="system:dpd_job", role="system"))
 LEASE_SECONDS = 120
 """Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
 SAFETY_MARGIN_MS = 60_000
@@ -261,7 +262,9 @@ class DpdJob:
             return True
         audits = []
         if changed:
-            audits.append(self._audit(loan.loan_id, Action.DELINQUENCY_CHANGED, _snapshot(loan), _snapshot(updated)))
+            audits.append(
+                SYSTEM.loan_audit(Action.DELINQUENCY_CHANGED, loan.loan_id, _snapshot(loan), _snapshot(updated))
+            )
         case = None
         if escalate:
             case = LegalCase(
@@ -277,9 +280,9 @@ class DpdJob:
                 created_at=now,
             )
             audits.append(
-                self._audit(
-                    loan.loan_id,
+                SYSTEM.loan_audit(
                     Action.LEGAL_ESCALATED,
+                    loan.loan_id,
                     {"legal": {"escalated": False}},
                     {
                         "legal": {"escalated": True, "escalated_on": business_date.isoformat()},
@@ -303,22 +306,6 @@ class DpdJob:
         elif eligible:
             state.pending += 1
         return True
-
-    @staticmethod
-    def _audit(loan_id: str, action: Action, before: Any, after: Any) -> AuditEntry:
-        return AuditEntry(
-            audit_id=new_id(),
-            at=clock.now_iso(),
-            actor=ACTOR,
-            source_ip=None,
-            request_id=None,
-            action=action,
-            entity_type="loan",
-            entity_id=loan_id,
-            before=before,
-            after=after,
-            outcome=Outcome.SUCCESS,
-        )
 
 
 def _snapshot(loan: Loan) -> dict[str, Any]:

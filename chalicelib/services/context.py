@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from chalicelib.domain.audit import Actor
+from chalicelib import clock
+from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.errors import Forbidden
 from chalicelib.domain.roles import Role
+from chalicelib.services.ids import new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +29,28 @@ class RequestContext:
     def require(self, allowed: frozenset[Role]) -> None:
         if self.role not in allowed:
             raise Forbidden(f"role {self.role.value} may not do this")
+
+    def loan_audit(
+        self,
+        action: Action,
+        loan_id: str,
+        before: Any,
+        after: Any,
+        outcome: Outcome = Outcome.SUCCESS,
+        reason: str | None = None,
+    ) -> AuditEntry:
+        """An audit entry about one loan, by this caller, now (SPEC §8: loan actions use the loan id)."""
+        return AuditEntry(
+            audit_id=new_id(),
+            at=clock.now_iso(),
+            actor=self.actor,
+            source_ip=self.source_ip,
+            request_id=self.request_id,
+            action=action,
+            entity_type="loan",
+            entity_id=loan_id,
+            before=before,
+            after=after,
+            outcome=outcome,
+            reason=reason,
+        )

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action, AuditEntry, Outcome
+from chalicelib.domain.audit import Action, Outcome
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.context import RequestContext
-from chalicelib.services.ids import new_id, new_loan_id
+from chalicelib.services.ids import new_loan_id
 from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Metrics, Page, UserStore
 from chalicelib.services.views import borrower_dict, loan_dict
 
@@ -77,31 +77,6 @@ class LoanService:
             return loan
         return reassess(loan, through)
 
-    def _entry(
-        self,
-        ctx: RequestContext,
-        action: Action,
-        loan_id: str,
-        before: Any,
-        after: Any,
-        outcome: Outcome = Outcome.SUCCESS,
-        reason: str | None = None,
-    ) -> AuditEntry:
-        return AuditEntry(
-            audit_id=new_id(),
-            at=clock.now_iso(),
-            actor=ctx.actor,
-            source_ip=ctx.source_ip,
-            request_id=ctx.request_id,
-            action=action,
-            entity_type="loan",
-            entity_id=loan_id,
-            before=before,
-            after=after,
-            outcome=outcome,
-            reason=reason,
-        )
-
     def _require_collector(self, collector_id: str | None) -> None:
         if collector_id is None:
             return
@@ -146,7 +121,7 @@ class LoanService:
             updated_at=now,
         )
         stored_view = loan_dict(dataclasses.replace(loan, version=1))
-        return self.loans.create(loan, self._entry(ctx, Action.LOAN_CREATED, loan.loan_id, None, stored_view))
+        return self.loans.create(loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, stored_view))
 
     def get(self, ctx: RequestContext, loan_id: str) -> Loan:
         """A loan the caller may see; collectors get 404 for loans not assigned to them, exactly as
@@ -167,7 +142,7 @@ class LoanService:
     def refuse_financial_change(self, ctx: RequestContext, loan_id: str, body: Any, paths: builtins.list[str]) -> None:
         """Record and refuse an attempt to write protected fields; always raises."""
         reason = "protected fields: " + ", ".join(paths)
-        self.audit.append(self._entry(ctx, Action.FINANCIAL_GUARD_BLOCKED, loan_id, None, body, Outcome.DENIED, reason))
+        self.audit.append(ctx.loan_audit(Action.FINANCIAL_GUARD_BLOCKED, loan_id, None, body, Outcome.DENIED, reason))
         self.metrics.count("FinancialGuardTriggered")
         raise FinancialFieldProtected(
             "financial fields cannot be changed through this API; the whole request was refused",
@@ -193,7 +168,7 @@ class LoanService:
             before = {"borrower": borrower_dict(loan), "notes": loan.notes}
             after = {"borrower": borrower_dict(updated), "notes": updated.notes}
             try:
-                return self.loans.update(updated, self._entry(ctx, Action.LOAN_UPDATED, loan_id, before, after))
+                return self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after))
             except Conflict:
                 continue
         raise Conflict(f"loan {loan_id} is being changed by others; try again")
@@ -206,8 +181,7 @@ class LoanService:
             if loan.collector_id == collector_id:
                 return loan
             updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
-            entry = self._entry(
-                ctx,
+            entry = ctx.loan_audit(
                 Action.LOAN_ASSIGNED,
                 loan_id,
                 {"collector_id": loan.collector_id},

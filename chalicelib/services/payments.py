@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action, AuditEntry, Outcome
+from chalicelib.domain.audit import Action
 from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import (
@@ -31,6 +31,7 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.loans import LoanService
 from chalicelib.services.ports import Metrics, Page, PaymentRepository, UtrTaken
+from chalicelib.services.views import loan_money_dict
 
 POST_ATTEMPTS = 12
 """Optimistic-lock retries for one payment. Eight collectors posting to one loan in the same instant
@@ -59,30 +60,6 @@ class PaymentService:
     payments: PaymentRepository
     loans: LoanService
     metrics: Metrics
-
-    def _audit(
-        self,
-        ctx: RequestContext,
-        action: Action,
-        loan_id: str,
-        before: object,
-        after: object,
-        reason: str | None = None,
-    ) -> AuditEntry:
-        return AuditEntry(
-            audit_id=new_id(),
-            at=clock.now_iso(),
-            actor=ctx.actor,
-            source_ip=ctx.source_ip,
-            request_id=ctx.request_id,
-            action=action,
-            entity_type="loan",
-            entity_id=loan_id,
-            before=before,
-            after=after,
-            outcome=Outcome.SUCCESS,
-            reason=reason,
-        )
 
     def _rejected(self, error: DomainError) -> DomainError:
         self.metrics.count("PaymentRejected", reason=error.code)
@@ -128,12 +105,11 @@ class PaymentService:
                     prior_npa_since=loan.delinquency.npa_since,
                     request_fingerprint=fingerprint,
                 )
-                audit = self._audit(
-                    ctx,
+                audit = ctx.loan_audit(
                     Action.PAYMENT_POSTED,
                     loan.loan_id,
-                    _loan_money(loan),
-                    {**_loan_money(updated), "version": loan.version + 1, "payment": payment_summary(payment)},
+                    {**loan_money_dict(loan), "version": loan.version},
+                    {**loan_money_dict(updated), "version": loan.version + 1, "payment": payment_summary(payment)},
                 )
                 try:
                     stored = self.payments.post(payment, updated, audit)
@@ -171,13 +147,12 @@ class PaymentService:
                 reversed_by=ctx.actor,
                 reversal_reason=reason,
             )
-            audit = self._audit(
-                ctx,
+            audit = ctx.loan_audit(
                 Action.PAYMENT_REVERSED,
                 loan.loan_id,
-                _loan_money(loan),
-                {**_loan_money(updated), "version": loan.version + 1, "payment": payment_summary(reversed_payment)},
-                reason,
+                {**loan_money_dict(loan), "version": loan.version},
+                {**loan_money_dict(updated), "version": loan.version + 1, "payment": payment_summary(reversed_payment)},
+                reason=reason,
             )
             try:
                 stored = self.payments.reverse(reversed_payment, updated, audit)
@@ -204,21 +179,8 @@ class PaymentService:
         return self.payments.list_for_loan(loan_id, limit, cursor)
 
 
-def _loan_money(loan: Loan) -> dict[str, object]:
-    d = loan.delinquency
-    return {
-        "status": loan.status.value,
-        "outstanding_principal_paise": loan.outstanding_principal_paise,
-        "overdue_paise": d.overdue_paise,
-        "dpd": d.dpd,
-        "bucket": d.bucket.value,
-        "classification": d.classification.value,
-        "npa_since": d.npa_since.isoformat() if d.npa_since else None,
-        "version": loan.version,
-    }
-
-
 def payment_summary(payment: Payment) -> dict[str, object]:
+    """The payment as its audit entry records it: what was paid and how it was split."""
     return {
         "payment_id": payment.payment_id,
         "utr": payment.utr,

@@ -7,6 +7,7 @@ from typing import Any
 
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.payment import Payment
 from chalicelib.domain.runs import RunRecord
 
 
@@ -86,4 +87,43 @@ def case_dict(case: LegalCase) -> dict[str, Any]:
         "collector_id": case.collector_id,
         "branch": case.branch,
         "created_at": case.created_at,
+    }
+
+
+def loan_money_dict(loan: Loan) -> dict[str, Any]:
+    """The money and delinquency side of a loan: what payments and the day-end job change."""
+    d = loan.delinquency
+    return {
+        "status": loan.status.value,
+        "outstanding_principal_paise": loan.outstanding_principal_paise,
+        "overdue_paise": d.overdue_paise,
+        "dpd": d.dpd,
+        "bucket": d.bucket.value,
+        "classification": d.classification.value,
+        "npa_since": d.npa_since.isoformat() if d.npa_since else None,
+    }
+
+
+def payment_dict(payment: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": payment.payment_id,
+        "utr": payment.utr,
+        "loan_id": payment.loan_id,
+        "amount_paise": payment.amount_paise,
+        "payment_date": payment.payment_date.isoformat(),
+        "mode": payment.mode.value,
+        "status": payment.status.value,
+        "allocation": {
+            "interest_paise": payment.allocation.interest_paise,
+            "principal_paise": payment.allocation.principal_paise,
+            "instalments": [
+                {"seq": line.seq, "interest_paise": line.interest_paise, "principal_paise": line.principal_paise}
+                for line in payment.allocation.lines
+            ],
+        },
+        "posted_at": payment.posted_at,
+        "posted_by": payment.posted_by.sub,
+        "reversed_at": payment.reversed_at,
+        "reversed_by": payment.reversed_by.sub if payment.reversed_by else None,
+        "reversal_reason": payment.reversal_reason,
     }

@@ -36,6 +36,15 @@ def _item_to_record(item: DpdRunModel) -> RunRecord:
     )
 
 
+def _free(now: int) -> Any:
+    """A date's run may be taken when it never ran, failed, was skipped, or its owner's lease ran out."""
+    return (
+        DpdRunModel.business_date.does_not_exist()
+        | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
+        | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now))
+    )
+
+
 def _conditional_failed(exc: PutError | UpdateError) -> bool:
     return exc.cause_response_code == "ConditionalCheckFailedException"
 
@@ -55,11 +64,6 @@ class DynamoRunStore:
         """Take the date's run: free if it never ran, failed, was skipped, or its owner's lease ran out.
         Checkpoints of an earlier attempt are kept, so the new owner resumes rather than restarts."""
         item = DpdRunModel(business_date.isoformat())
-        free = (
-            DpdRunModel.business_date.does_not_exist()
-            | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
-            | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now))
-        )
         try:
             item.update(
                 actions=[
@@ -70,7 +74,7 @@ class DynamoRunStore:
                     DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
                     DpdRunModel.finished_at.remove(),
                 ],
-                condition=free,
+                condition=_free(now),
             )
         except UpdateError as exc:
             if not _conditional_failed(exc):
@@ -145,9 +149,7 @@ class DynamoRunStore:
                     DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
                     DpdRunModel.finished_at.set(now_iso),
                 ],
-                condition=DpdRunModel.business_date.does_not_exist()
-                | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
-                | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now)),
+                condition=_free(now),
             )
         except UpdateError as exc:
             if not _conditional_failed(exc):

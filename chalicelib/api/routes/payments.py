@@ -10,53 +10,27 @@ from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, created, endpoint
 from chalicelib.api.paging import page_params
 from chalicelib.api.schemas import PaymentIn, ReverseIn
-from chalicelib.domain.payment import Payment
 from chalicelib.domain.roles import MANAGE_LOANS, PAY_LOANS
 from chalicelib.services.payments import NewPayment, PostedPayment
+from chalicelib.services.views import loan_money_dict, payment_dict
 from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
 
-
-def payment_dict(payment: Payment) -> dict[str, Any]:
-    return {
-        "payment_id": payment.payment_id,
-        "utr": payment.utr,
-        "loan_id": payment.loan_id,
-        "amount_paise": payment.amount_paise,
-        "payment_date": payment.payment_date.isoformat(),
-        "mode": payment.mode.value,
-        "status": payment.status.value,
-        "allocation": {
-            "interest_paise": payment.allocation.interest_paise,
-            "principal_paise": payment.allocation.principal_paise,
-            "instalments": [
-                {"seq": line.seq, "interest_paise": line.interest_paise, "principal_paise": line.principal_paise}
-                for line in payment.allocation.lines
-            ],
-        },
-        "posted_at": payment.posted_at,
-        "posted_by": payment.posted_by.sub,
-        "reversed_at": payment.reversed_at,
-        "reversed_by": payment.reversed_by.sub if payment.reversed_by else None,
-        "reversal_reason": payment.reversal_reason,
-    }
+POSTED_LOAN_FIELDS = (
+    "outstanding_principal_paise",
+    "overdue_paise",
+    "dpd",
+    "bucket",
+    "classification",
+    "status",
+)
+"""The loan as SPEC §5 shows it after a payment."""
 
 
 def posted_dict(result: PostedPayment) -> dict[str, Any]:
-    loan = result.loan
-    d = loan.delinquency
-    return {
-        **payment_dict(result.payment),
-        "loan": {
-            "outstanding_principal_paise": loan.outstanding_principal_paise,
-            "overdue_paise": d.overdue_paise,
-            "dpd": d.dpd,
-            "bucket": d.bucket.value,
-            "classification": d.classification.value,
-            "status": loan.status.value,
-        },
-    }
+    money = loan_money_dict(result.loan)
+    return {**payment_dict(result.payment), "loan": {key: money[key] for key in POSTED_LOAN_FIELDS}}
 
 
 @endpoint(bp, "/api/v1/payments", methods=("POST",), roles=PAY_LOANS)
