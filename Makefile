@@ -50,6 +50,7 @@ test: lint typecheck cfn-lint pytest
 bench: deps
 	$(BIN)/python -m bench.cold_start
 	$(BIN)/python -m bench.payments
+	$(BIN)/python -m bench.dpd
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

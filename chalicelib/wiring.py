@@ -48,6 +48,7 @@ class Services:
     delinquency: DynamoDelinquencyStore
     dpd_job: DpdJob
     completed_through: CompletedThrough
+    metrics: EmfMetrics
 
 
 _services: Services | None = None
@@ -100,6 +101,7 @@ def build(config: Settings) -> Services:
             on_completed=completed_through.note,
         ),
         completed_through=completed_through,
+        metrics=metrics,
     )
 
 

@@ -24,7 +24,7 @@ from chalicelib.api import idempotency
 from chalicelib.api.errors import error_response, internal_error_response, json_response, status_for
 from chalicelib.config import settings
 from chalicelib.domain.audit import Actor
-from chalicelib.domain.errors import DomainError, PayloadTooLarge, Unauthenticated, ValidationFailed
+from chalicelib.domain.errors import DomainError, PayloadTooLarge, Unauthenticated, Unavailable, ValidationFailed
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import decode_token
 from chalicelib.services.context import RequestContext
@@ -196,6 +196,10 @@ def endpoint(
                 )
                 response.headers["X-Request-Id"] = request_id
                 return response
+            except Unavailable as exc:
+                services().metrics.count("DependencyUnavailable")
+                logger.warning("dependency unavailable", extra={"request_id": request_id, "path": request.path})
+                return error_response(exc, request_id)
             except DomainError as exc:
                 return error_response(exc, request_id)
             except Exception:

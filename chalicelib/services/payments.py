@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action
-from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound
+from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound, Unavailable
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import (
     Payment,
@@ -125,8 +125,15 @@ class PaymentService:
                 self.metrics.count("PaymentPosted")
                 return PostedPayment(payment, stored)
             raise Conflict(f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again")
+        except Unavailable:
+            self.metrics.count("PaymentFailed")
+            raise
         except DomainError as error:
             raise self._rejected(error) from None
+        except Exception:
+            # Not a refusal: something broke. Nothing was half-written (one transaction), but ops must look.
+            self.metrics.count("PaymentFailed")
+            raise
 
     def reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
         """Bounce: take the payment off its loan (reopening a closed loan); its UTR stays used."""

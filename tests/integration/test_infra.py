@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -10,7 +12,7 @@ from moto import mock_aws
 
 from chalicelib.adapters.dynamodb.models import ALL_MODELS, bind
 from chalicelib.config import reset_settings, settings
-from infra.provision import load_template, parameter_specs, provision, table_specs
+from infra.provision import load_template, parameter_specs, provision, resolve, table_specs
 
 
 def _hash_first(keys: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -119,3 +121,74 @@ def test_provision_adds_an_index_the_template_gained() -> None:
         provision("ci", ddb, ssm, quiet=True)
         live = ddb.describe_table(TableName="loan-crm-ci-legal-cases")["Table"]
         assert [g["IndexName"] for g in live["GlobalSecondaryIndexes"]] == ["status-index"]
+
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "RUNBOOK.md"
+BACKUP_RULES_MARKER = "<!-- backup-rules:"
+BACKUP_RULE_ROW = re.compile(
+    r"^\| `(?P<name>[\w.-]+)` \| [^|]*?(?P<ist>\d\d:\d\d)[^|]* \| `(?P<cron>cron\([^`]+\))` \| (?P<days>\d+) days"
+)
+
+
+def _runbook_backup_rules() -> dict[str, tuple[str, int, str]]:
+    """Rule name -> (cron, retention days, IST time) from the table under the RUNBOOK's marker."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    assert BACKUP_RULES_MARKER in text, "RUNBOOK.md lost its backup-rules table"
+    after_marker = text.split(BACKUP_RULES_MARKER, 1)[1]
+    table = after_marker.split("\n\n", 1)[0].splitlines()[1:]
+    rows = [m for line in table if (m := BACKUP_RULE_ROW.match(line))]
+    return {m["name"]: (m["cron"], int(m["days"]), m["ist"]) for m in rows}
+
+
+def _ist_of_utc_cron(cron: str) -> str:
+    """AWS Backup cron is UTC: the IST (+05:30) wall-clock time of its minute and hour fields."""
+    minute, hour = (int(field) for field in cron.removeprefix("cron(").split()[:2])
+    ist = (hour * 60 + minute + 330) % (24 * 60)
+    return f"{ist // 60:02d}:{ist % 60:02d}"
+
+
+def test_backup_plan_covers_every_table_with_point_in_time_recovery() -> None:
+    resources = load_template()["Resources"]
+    tables = {k: v["Properties"] for k, v in resources.items() if v.get("Type") == "AWS::DynamoDB::Table"}
+    with_pitr = {
+        k for k, p in tables.items() if p.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled")
+    }
+    # Every table that keeps its rows for good (no TTL) is a data table: PITR on, and backed up.
+    assert with_pitr == {k for k, p in tables.items() if "TimeToLiveSpecification" not in p}
+    selections = [v["Properties"] for v in resources.values() if v.get("Type") == "AWS::Backup::BackupSelection"]
+    assert selections
+    selected = set()
+    for selection in selections:
+        assert selection["BackupPlanId"] == {"Ref": "BackupPlan"}
+        assert selection["BackupSelection"]["IamRoleArn"] == {"Fn::GetAtt": ["BackupRole", "Arn"]}
+        for arn in selection["BackupSelection"]["Resources"]:
+            logical_id, attribute = arn["Fn::GetAtt"]
+            assert attribute == "Arn"
+            selected.add(logical_id)
+    assert selected == with_pitr
+
+    role = resources["BackupRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "backup.amazonaws.com"}
+    policies = {p["Fn::Sub"].rsplit("/", 1)[1] for p in role["ManagedPolicyArns"]}
+    assert {"AWSBackupServiceRolePolicyForBackup", "AWSBackupServiceRolePolicyForRestores"} <= policies
+    vault = resources["BackupVault"]
+    assert resolve(vault["Properties"]["BackupVaultName"], "prod") == "loan-crm-prod-backups"
+    assert vault["DeletionPolicy"] == "Retain"
+    for rule in resources["BackupPlan"]["Properties"]["BackupPlan"]["BackupPlanRule"]:
+        assert rule["TargetBackupVault"] == {"Ref": "BackupVault"}
+
+
+def test_backup_retention_is_what_the_runbook_says() -> None:
+    plan = load_template()["Resources"]["BackupPlan"]["Properties"]["BackupPlan"]
+    in_template = {r["RuleName"]: r for r in plan["BackupPlanRule"]}
+    in_runbook = _runbook_backup_rules()
+    assert in_runbook, "RUNBOOK.md has no backup-rules table"
+    assert {name: (r["ScheduleExpression"], r["Lifecycle"]["DeleteAfterDays"]) for name, r in in_template.items()} == {
+        name: (cron, days) for name, (cron, days, _ist) in in_runbook.items()
+    }
+    for name, (cron, _days, ist) in in_runbook.items():
+        assert "ScheduleExpressionTimezone" not in in_template[name], "the crons are UTC, as the RUNBOOK says"
+        assert _ist_of_utc_cron(cron) == ist, name
+    retention = sorted(days for _cron, days, _ist in in_runbook.values())
+    assert retention[0] >= 35, "no rule may keep less than the PITR window"
+    assert retention[-1] >= 8 * 365, "the FY-close backup is kept for the 8 years of Companies Act s.128(5)"

@@ -1,0 +1,687 @@
+"""Cost of the day-end DPD job (SPEC §6) on DynamoDB Local: the watch-index run against the full scan.
+
+For each book size, on a fresh in-memory DynamoDB Local:
+
+1. A realistic book is generated fast: domain ``Loan``s (schedules from ``generate_schedule``,
+   delinquency from ``initial_delinquency`` as of the day before the run date, ``watch_key`` set by
+   ``mapping.loan_to_item`` itself) written with ``BatchWriteItem`` (25 a request, several threads)
+   into two identical stages, one per mode. Generation time is printed apart from the measurements.
+2. The previous business date's run record is written directly as COMPLETED (the book stands as that
+   run left it), so the measured run is a typical daily run and takes the watch mode.
+3. The real job, ``wiring.services().dpd_job.run(...)``, runs the business date once per stage: the
+   watch mode in one, ``full_scan=True`` in the other. Only the flags are replaced (all on: there is
+   no SSM here) and the clock is fixed at 00:30 IST the next day.
+
+Every DynamoDB request of the process is counted by a botocore hook that also asks for
+``ReturnConsumedCapacity=INDEXES``, so capacity figures are DynamoDB Local's own, split by table and
+index. Local is not AWS: its latencies and CPU are this machine's, and see docs/dpd-at-scale.md for
+how the figures carry over. Prints figures and ratios; there is no pass/fail.
+
+    python -m bench.dpd [--loans 100000] [--also 10000] [--date 2026-11-05] [--bounce 0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "ap-south-1",
+        "AWS_REGION": "ap-south-1",
+        "STAGE": "bench",
+        "JWT_SECRET": "bench-secret-that-is-long-enough-for-hs256-000",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_SESSION_TOKEN", None)
+
+import boto3
+from botocore.config import Config
+from botocore.session import Session
+
+from chalicelib import clock, wiring
+from chalicelib.adapters.dynamodb.mapping import loan_to_item
+from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
+from chalicelib.domain.loan import (
+    ESCALATION_DPD,
+    Borrower,
+    Loan,
+    LoanStatus,
+    initial_delinquency,
+    reassess,
+    watch_date,
+)
+from chalicelib.domain.schedule import Instalment, generate_schedule
+from chalicelib.jobs.dpd import SEGMENT_WORKERS
+from infra.local import dynamodb_local_jar, java_executable
+from infra.provision import provision
+
+READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
+PRINCIPALS_PAISE = (50_000_00, 1_00_000_00, 2_50_000_00, 5_00_000_00, 10_00_000_00)
+RATES_BPS = (1400, 1800, 2400)
+TENURES = (12, 24, 36, 48, 60)
+MIX = (("CURRENT", 0.80), ("1-30", 0.08), ("31-60", 0.05), ("61-90", 0.03), ("90+", 0.04))
+"""Share of the book by bucket the day before the run; dpd is uniform inside each overdue bucket."""
+DPD_RANGE = {"1-30": (1, 30), "31-60": (31, 60), "61-90": (61, 90), "90+": (91, 360)}
+PARTIAL_SHARE = 0.25
+"""Overdue loans whose oldest instalment has its interest paid (partly paid is still unpaid)."""
+
+
+# --- metering ---------------------------------------------------------------------------------------
+
+
+class DynamoMeter:
+    """Every DynamoDB request any botocore client in this process makes, with its consumed capacity
+    split into read and write units and by table / index (thread-safe: the job runs segments in threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.read_units = 0.0
+        self.write_units = 0.0
+        self.by_target: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self.prefix = ""
+        self._started = threading.local()
+
+    def start(self, **_: Any) -> None:
+        self._started.at = time.perf_counter()
+
+    def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.input_shape is not None and "ReturnConsumedCapacity" in model.input_shape.members:
+            params["ReturnConsumedCapacity"] = "INDEXES"
+
+    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        consumed = parsed.get("ConsumedCapacity")
+        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+        read = model.name in READ_OPERATIONS
+        elapsed = time.perf_counter() - getattr(self._started, "at", time.perf_counter())
+        with self._lock:
+            self.requests[model.name] += 1
+            self.seconds[model.name] += elapsed
+            for entry in entries:
+                units = float(entry.get("CapacityUnits", 0))
+                if read:
+                    self.read_units += units
+                else:
+                    self.write_units += units
+                table = str(entry.get("TableName", "?")).removeprefix(self.prefix)
+                kind = "R" if read else "W"
+                self.by_target[f"{kind} {table}"] += float(entry.get("Table", {}).get("CapacityUnits", units))
+                for index, part in (entry.get("GlobalSecondaryIndexes") or {}).items():
+                    self.by_target[f"{kind} {table}/{index}"] += float(part.get("CapacityUnits", 0))
+
+    def reset(self, prefix: str) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.by_target.clear()
+            self.seconds.clear()
+            self.read_units = self.write_units = 0.0
+            self.prefix = prefix
+
+
+def _install(meter: DynamoMeter) -> None:
+    original = Session.create_client
+
+    def create_client(self: Session, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        client = original(self, service_name, *args, **kwargs)
+        if service_name == "dynamodb":
+            client.meta.events.register("provide-client-params.dynamodb.*", meter.before)
+            client.meta.events.register("before-call.dynamodb.*", meter.start)
+            client.meta.events.register("after-call.dynamodb.*", meter.after)
+        return client
+
+    Session.create_client = create_client  # type: ignore[method-assign]
+
+
+# --- DynamoDB Local ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalServer:
+    endpoint: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the JVM so far (Linux /proc)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def dynamodb_local() -> Iterator[LocalServer]:
+    """A fresh in-memory DynamoDB Local on a free port (other benches and test runs may hold theirs)."""
+    jar = dynamodb_local_jar()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            java_executable(),
+            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar),
+            "-inMemory",
+            "-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=jar.parent,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    for _ in range(300):
+        try:
+            client.list_tables()
+            break
+        except Exception:
+            if proc.poll() is not None:
+                raise RuntimeError("DynamoDB Local did not start") from None
+            time.sleep(0.2)
+    try:
+        yield LocalServer(endpoint, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class _NoSsm:
+    """Flags are not provisioned: the job's flags are replaced by :class:`_AllOn`."""
+
+    def put_parameter(self, **_: Any) -> None:
+        return None
+
+
+class _AllOn:
+    """CRON_ENABLED and ESCALATION_ENABLED on, as the defaults are (there is no SSM here)."""
+
+    def read(self, name: FlagName, fresh: bool = False) -> FlagValue:
+        return FlagValue(name, True, FlagSource.DEFAULT)
+
+
+# --- the book ---------------------------------------------------------------------------------------
+
+
+def _month(year: int, month: int, offset: int) -> tuple[int, int]:
+    y, m0 = divmod(month - 1 + offset, 12)
+    return year + y, m0 + 1
+
+
+def _due(year: int, month: int, day: int) -> dt.date:
+    """The monthly due date on nominal ``day``, clamped to a shorter month's end (as schedules are)."""
+    last = (dt.date(*_month(year, month, 1), 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(day, last))
+
+
+@dataclass
+class Book:
+    size: int
+    run_date: dt.date
+    items: list[dict[str, Any]]
+    build_seconds: float
+    by_bucket: Counter[str] = field(default_factory=Counter)
+    expected: Counter[str] = field(default_factory=Counter)
+    """Transitions the run for ``run_date`` must make, worked out here with the domain rules alone."""
+    watched_on_run_date: int = 0
+    indexed: int = 0
+    """Loans with a watch_key, i.e. entries in the watch index (ALL projection: full copies)."""
+    mean_item_bytes: float = 0.0
+
+
+class BookBuilder:
+    """Loans as they stand after a completed run for ``run_date - 1`` (every figure as of that date)."""
+
+    def __init__(self, run_date: dt.date, bounce: float, seed: int) -> None:
+        self.run_date = run_date
+        self.as_of = run_date - dt.timedelta(days=1)
+        self.bounce = bounce
+        self.rng = random.Random(seed)
+        self._amounts: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+
+    def amounts(self, principal: int, rate: int, tenure: int) -> list[tuple[int, int]]:
+        """(principal, interest) per instalment: the real generator, once per set of terms."""
+        key = (principal, rate, tenure)
+        if key not in self._amounts:
+            schedule = generate_schedule(principal, rate, tenure, dt.date(2020, 1, 1), dt.date(2020, 2, 1))
+            self._amounts[key] = [(i.principal_paise, i.interest_paise) for i in schedule]
+        return self._amounts[key]
+
+    def _schedule(
+        self, terms: tuple[int, int, int], anchor: dt.date, first_offset: int, paid: int, partial: bool
+    ) -> tuple[Instalment, ...]:
+        """Monthly instalments on ``anchor``'s day of month, the first one ``first_offset`` months from
+        ``anchor``'s month (negative: before it); the first ``paid`` fully paid, and the interest of the
+        next one too if ``partial`` (partly paid is still unpaid)."""
+        rows = []
+        for seq, (principal, interest) in enumerate(self.amounts(*terms), start=1):
+            due = _due(*_month(anchor.year, anchor.month, first_offset + seq - 1), anchor.day)
+            if seq <= paid:
+                rows.append(Instalment(seq, due, principal, interest, principal, interest))
+            elif seq == paid + 1 and partial:
+                rows.append(Instalment(seq, due, principal, interest, 0, interest))
+            else:
+                rows.append(Instalment(seq, due, principal, interest))
+        return tuple(rows)
+
+    def loan(self, n: int) -> tuple[str, Loan]:
+        rng = self.rng
+        roll, bucket = rng.random(), MIX[-1][0]
+        for name, share in MIX:
+            if roll < share:
+                bucket = name
+                break
+            roll -= share
+        principal, rate = rng.choice(PRINCIPALS_PAISE), rng.choice(RATES_BPS)
+        escalated_on = None
+        if bucket == "CURRENT":
+            tenure = rng.choice(TENURES)
+            due_day = rng.randint(1, 28)
+            # The first due date after as_of on this day; the instalments before it are all paid.
+            year, month = self.as_of.year, self.as_of.month
+            if due_day <= self.as_of.day:
+                year, month = _month(year, month, 1)
+            next_due = dt.date(year, month, due_day)
+            paid_before = rng.randint(0, tenure - 2)
+            paid = paid_before
+            if next_due == self.run_date and rng.random() >= self.bounce:
+                paid += 1  # paid on its due date (NACH went through): only the bounced ones change tonight
+            schedule = self._schedule((principal, rate, tenure), next_due, -paid_before, paid, False)
+        else:
+            low, high = DPD_RANGE[bucket]
+            dpd = rng.randint(low, high)
+            oldest = self.as_of - dt.timedelta(days=dpd - 1)
+            unpaid_due = sum(
+                1 for t in range(0, 16) if _due(*_month(oldest.year, oldest.month, t), oldest.day) <= self.as_of
+            )
+            tenure = rng.choice([t for t in TENURES if t > unpaid_due])
+            paid = rng.randint(0, tenure - unpaid_due - 1)
+            schedule = self._schedule((principal, rate, tenure), oldest, -paid, paid, rng.random() < PARTIAL_SHARE)
+            if dpd >= ESCALATION_DPD:
+                escalated_on = oldest + dt.timedelta(days=ESCALATION_DPD - 1)
+        loan_id = f"LN{n:09d}"
+        stamp = f"{schedule[0].due_date - dt.timedelta(days=30)}T10:00:00.000+05:30"
+        loan = Loan(
+            loan_id=loan_id,
+            borrower=Borrower(
+                name=f"Borrower {n:07d} Kumar",
+                phone=f"98{n % 100_000_000:08d}",
+                email=f"borrower{n}@example.in",
+                address=f"{n % 400 + 1}, Main Road, Ward {n % 97}, Pune 4110{n % 90:02d}",
+            ),
+            status=LoanStatus.ACTIVE,
+            principal_paise=principal,
+            disbursement_date=schedule[0].due_date - dt.timedelta(days=30),
+            schedule=schedule,
+            delinquency=initial_delinquency(schedule, self.as_of),
+            annual_rate_bps=rate,
+            collector_id=f"COL{n % 500:04d}",
+            branch=f"BR{n % 60:03d}",
+            legal_escalated=escalated_on is not None,
+            legal_escalated_on=escalated_on,
+            created_at=stamp,
+            updated_at=stamp,
+            version=1,
+        )
+        return bucket, loan
+
+    def build(self, size: int) -> Book:
+        started = time.perf_counter()
+        items: list[dict[str, Any]] = []
+        book = Book(size, self.run_date, items, 0.0)
+        total_bytes = 0
+        for n in range(size):
+            bucket, loan = self.loan(n)
+            item = loan_to_item(loan)  # sets watch_key exactly as every other write of a loan does
+            serialized = item.serialize()
+            items.append(serialized)
+            total_bytes += _item_bytes(serialized)
+            book.by_bucket[bucket] += 1
+            book.indexed += item.watch_key is not None
+            if watch_date(loan) == self.run_date:
+                book.watched_on_run_date += 1
+                assert item.watch_key is not None and item.watch_key.startswith(self.run_date.isoformat())
+            before, after = loan.delinquency, reassess(loan, self.run_date).delinquency
+            if (before.bucket, before.classification, before.npa_since) != (
+                after.bucket,
+                after.classification,
+                after.npa_since,
+            ):
+                book.expected[f"{before.classification} -> {after.classification}"] += 1
+            if after.dpd >= ESCALATION_DPD and not loan.legal_escalated:
+                book.expected["escalation"] += 1
+        book.build_seconds = time.perf_counter() - started
+        book.mean_item_bytes = total_bytes / max(1, size)
+        return book
+
+
+def _value_bytes(value: dict[str, Any]) -> int:
+    (kind, raw), *_ = value.items()
+    if kind == "S":
+        return len(raw.encode())
+    if kind == "N":
+        return (len(raw.lstrip("-").replace(".", "")) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_bytes(v) for k, v in raw.items())
+    if kind == "L":
+        return 3 + sum(_value_bytes(v) for v in raw)
+    return len(str(raw))
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """DynamoDB's item size (names + values), which capacity units are charged on."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def _write_items(endpoint: str, table: str, items: list[dict[str, Any]], threads: int) -> None:
+    client = boto3.client(
+        "dynamodb", endpoint_url=endpoint, config=Config(max_pool_connections=threads, retries={"max_attempts": 10})
+    )
+
+    def put(start: int) -> None:
+        request: dict[str, Any] = {table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+        while request:
+            request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(put, range(0, len(items), 25)))
+
+
+def _seed_previous_run(endpoint: str, stage: str, previous: dt.date) -> None:
+    """The run for the day before, as a COMPLETED record written directly (the book already stands as
+    that run left it), so the measured run continues from it in watch mode."""
+    stamp = f"{previous + dt.timedelta(days=1)}T00:30:00.000+05:30"
+    boto3.client("dynamodb", endpoint_url=endpoint).put_item(
+        TableName=f"loan-crm-{stage}-dpd-runs",
+        Item={
+            "business_date": {"S": previous.isoformat()},
+            "status": {"S": "COMPLETED"},
+            "trigger": {"S": "bench-seed"},
+            "run_id": {"S": "bench-seed"},
+            "lease_until": {"N": "0"},
+            "started_at": {"S": stamp},
+            "finished_at": {"S": stamp},
+            "mode": {"S": "watch"},
+            "errors": {"N": "0"},
+        },
+    )
+
+
+# --- measuring --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    mode: str
+    outcome: str
+    wall: float
+    python_cpu: float
+    local_cpu: float
+    requests: Counter[str]
+    seconds: Counter[str]
+    """Client-side time per operation (request sent to response parsed), summed over threads."""
+    read_units: float
+    write_units: float
+    by_target: Counter[str]
+    scanned: int
+    updated: int
+    escalated: int
+    pending: int
+    segments: int
+    largest_segment: int
+
+
+def _run(
+    server: LocalServer, stage: str, run_date: dt.date, full_scan: bool, meter: DynamoMeter, workers: int | None
+) -> Measurement:
+    os.environ["STAGE"] = stage
+    wiring.reset()
+    job = wiring.services().dpd_job
+    job.flags = _AllOn()
+    if workers:
+        job.workers = workers
+    midnight = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(0, 30), tzinfo=clock.IST)
+    # EMF metric lines go to stdout; keep them out of the report.
+    with clock.use_clock(clock.FixedClock(midnight)), contextlib.redirect_stdout(io.StringIO()):
+        meter.reset(f"loan-crm-{stage}-")
+        cpu, local_cpu, started = time.process_time(), server.cpu_seconds(), time.perf_counter()
+        result = job.run(run_date, "bench", full_scan=full_scan)
+        wall = time.perf_counter() - started
+        cpu, local_cpu = time.process_time() - cpu, server.cpu_seconds() - local_cpu
+    record = result.record
+    assert record is not None, result
+    return Measurement(
+        mode=record.mode or "?",
+        outcome=result.outcome.value,
+        wall=wall,
+        python_cpu=cpu,
+        local_cpu=local_cpu,
+        requests=Counter(meter.requests),
+        seconds=Counter(meter.seconds),
+        read_units=meter.read_units,
+        write_units=meter.write_units,
+        by_target=Counter(meter.by_target),
+        scanned=record.loans_scanned,
+        updated=record.loans_updated,
+        escalated=record.escalated,
+        pending=record.pending_escalation,
+        segments=len(record.segments),
+        largest_segment=max((s.scanned for s in record.segments.values()), default=0),
+    )
+
+
+@dataclass
+class SizeResult:
+    book: Book
+    write_seconds: float
+    watch: Measurement
+    scan: Measurement
+
+
+def measure_size(
+    size: int, run_date: dt.date, bounce: float, threads: int, seed: int, meter: DynamoMeter, workers: int | None
+) -> SizeResult:
+    book = BookBuilder(run_date, bounce, seed).build(size)
+    previous = run_date - dt.timedelta(days=1)
+    stages = {"watch": f"dpdw{size}", "scan": f"dpds{size}"}
+    with dynamodb_local() as server:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
+        ddb = boto3.client("dynamodb", endpoint_url=server.endpoint)
+        started = time.perf_counter()
+        for stage in stages.values():
+            provision(stage, ddb, ssm=_NoSsm(), quiet=True)
+            _write_items(server.endpoint, f"loan-crm-{stage}-loans", book.items, threads)
+            _seed_previous_run(server.endpoint, stage, previous)
+        write_seconds = time.perf_counter() - started
+        print(
+            f"  generated {size:,} loans: build {book.build_seconds:.1f} s (Python), "
+            f"write {len(stages)} x {size:,} items {write_seconds:.1f} s "
+            f"({len(stages) * size / write_seconds:,.0f} items/s, {threads} threads); "
+            f"mean loan item {book.mean_item_bytes:,.0f} B",
+            flush=True,
+        )
+        book.items = []
+        watch = _run(server, stages["watch"], run_date, False, meter, workers)
+        print(f"  watch run: {watch.outcome} in {watch.wall:.1f} s", flush=True)
+        scan = _run(server, stages["scan"], run_date, True, meter, workers)
+        print(f"  scan run:  {scan.outcome} in {scan.wall:.1f} s", flush=True)
+    os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    return SizeResult(book, write_seconds, watch, scan)
+
+
+# --- report -----------------------------------------------------------------------------------------
+
+Figure = Callable[[SizeResult, Measurement], float | None]
+
+
+def _per(value: float, count: int) -> float | None:
+    return value / count if count else None
+
+
+def _figures(ops: list[str]) -> list[tuple[str, Figure, str]]:
+    rows: list[tuple[str, Figure, str]] = [
+        ("wall time s", lambda r, m: m.wall, ".2f"),
+        ("loans/s (book / wall)", lambda r, m: r.book.size / m.wall, ",.0f"),
+        ("loans/s (evaluated / wall)", lambda r, m: m.scanned / m.wall, ",.0f"),
+        ("loans evaluated (scanned)", lambda r, m: m.scanned, ",.0f"),
+        ("loans updated (changed)", lambda r, m: m.updated, ",.0f"),
+        ("loans escalated", lambda r, m: m.escalated, ",.0f"),
+        ("segments", lambda r, m: m.segments, ",.0f"),
+        ("largest segment (loans)", lambda r, m: m.largest_segment, ",.0f"),
+        ("requests, total", lambda r, m: sum(m.requests.values()), ",.0f"),
+    ]
+    for op in ops:
+        rows.append((f"  {op}", lambda r, m, op=op: m.requests.get(op, 0), ",.0f"))
+    for op in ops:
+        rows.append((f"  mean ms per {op}", lambda r, m, op=op: _per(m.seconds[op] * 1000, m.requests[op]), ".1f"))
+    rows += [
+        ("read units (RRU)", lambda r, m: m.read_units, ",.1f"),
+        ("write units (WRU)", lambda r, m: m.write_units, ",.1f"),
+        ("RRU per loan in book", lambda r, m: m.read_units / r.book.size, ".4f"),
+        ("WRU per loan in book", lambda r, m: m.write_units / r.book.size, ".4f"),
+        ("RRU per changed loan", lambda r, m: _per(m.read_units, m.updated), ".2f"),
+        ("WRU per changed loan", lambda r, m: _per(m.write_units, m.updated), ".2f"),
+        ("TransactWriteItems per changed loan", lambda r, m: _per(m.requests["TransactWriteItems"], m.updated), ".2f"),
+        ("requests per changed loan", lambda r, m: _per(sum(m.requests.values()), m.updated), ".2f"),
+        ("Python CPU s (job process)", lambda r, m: m.python_cpu, ".2f"),
+        ("Python CPU ms per evaluated loan", lambda r, m: _per(m.python_cpu * 1000, m.scanned), ".3f"),
+        ("DynamoDB Local CPU s", lambda r, m: m.local_cpu, ".2f"),
+    ]
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.3f}" if a / b < 10 else f"{a / b:,.1f}"
+
+
+def _operations(results: list[SizeResult]) -> list[str]:
+    seen = {op for r in results for m in (r.watch, r.scan) for op in m.requests}
+    return sorted(seen, key=lambda op: (op not in READ_OPERATIONS, op))
+
+
+def report(result: SizeResult, ops: list[str]) -> None:
+    book, watch, scan = result.book, result.watch, result.scan
+    print(
+        f"\nbook {book.size:,} loans, run date {book.run_date} (previous run {book.run_date - dt.timedelta(days=1)}: "
+        f"COMPLETED record written directly); modes: watch={watch.mode}, scan={scan.mode}"
+    )
+    mix = ", ".join(f"{k} {v:,}" for k, v in sorted(book.by_bucket.items()))
+    print(f"  book by bucket the day before: {mix}")
+    expected = ", ".join(f"{k} {v:,}" for k, v in sorted(book.expected.items()))
+    print(f"  expected tonight (domain rules): {expected}; watched on the run date: {book.watched_on_run_date:,}")
+    print(
+        f"  watch-index entries: {book.indexed:,} ({book.indexed / book.size:.0%} of the book); "
+        f"mean loan item {book.mean_item_bytes:,.0f} B"
+    )
+    width = 38
+    print(f"  {'figure':<{width}}{'watch':>14}{'scan':>14}{'watch/scan':>12}")
+    for label, fn, spec in _figures(ops):
+        a, b = fn(result, watch), fn(result, scan)
+        print(f"  {label:<{width}}{_fmt(a, spec):>14}{_fmt(b, spec):>14}{_ratio(a, b):>12}")
+    print("  write units by table/index (watch run), per changed loan:")
+    for target, units in sorted(watch.by_target.items(), key=lambda kv: -kv[1]):
+        if target.startswith("W ") and units:
+            print(f"    {target[2:]:<34}{units:>12,.1f}{_fmt(_per(units, watch.updated), '.2f'):>10}")
+    checks = {
+        "watch updated == scan updated": watch.updated == scan.updated,
+        "updated == loans watched on the date": watch.updated == book.watched_on_run_date,
+        "escalated == expected": watch.escalated == scan.escalated == book.expected["escalation"],
+    }
+    print("  consistency: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in checks.items()))
+
+
+def growth(small: SizeResult, large: SizeResult, ops: list[str]) -> None:
+    factor = large.book.size / small.book.size
+    print(f"\ngrowth {small.book.size:,} -> {large.book.size:,} loans (book x{factor:g}): ratio large/small")
+    width = 38
+    print(f"  {'figure':<{width}}{'watch':>12}{'scan':>12}")
+    for label, fn, _spec in _figures(ops):
+        w = _ratio(fn(large, large.watch), fn(small, small.watch))
+        s = _ratio(fn(large, large.scan), fn(small, small.scan))
+        print(f"  {label:<{width}}{w:>12}{s:>12}")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--loans", type=int, default=100_000, help="the large book")
+    parser.add_argument("--also", type=int, default=10_000, help="a smaller book to compare with (0: none)")
+    parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 5), help="the run date")
+    parser.add_argument("--bounce", type=float, default=0.25, help="share of EMIs due on the date left unpaid")
+    parser.add_argument("--threads", type=int, default=8, help="BatchWriteItem threads for generation")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="override the job's segment threads (default: the job's own)"
+    )
+    args = parser.parse_args()
+    meter = DynamoMeter()
+    _install(meter)
+    sizes = sorted({s for s in (args.also, args.loans) if s > 0})
+    results = []
+    overall = time.perf_counter()
+    for size in sizes:
+        print(f"book of {size:,} loans ...", flush=True)
+        results.append(measure_size(size, args.date, args.bounce, args.threads, args.seed, meter, args.workers))
+    ops = _operations(results)
+    workers = args.workers or SEGMENT_WORKERS
+    print(
+        f"\nmachine: {_cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"DynamoDB Local {dynamodb_local_jar().parent.name}; job segment threads: {workers}"
+    )
+    for result in results:
+        report(result, ops)
+    if len(results) == 2:
+        growth(results[0], results[1], ops)
+    print(f"\ntotal bench time {time.perf_counter() - overall:.0f} s (DynamoDB Local on this machine; not AWS)")
+
+
+if __name__ == "__main__":
+    main()
