@@ -63,8 +63,9 @@ def dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
         full_scan=bool(event.get("full_scan")),
     )
     if result.outcome is RunOutcome.CONTINUING:
+        # The continuation keeps the run's own trigger, so the history says who started it.
         _invoke_async(
             context.function_name,
-            {"business_date": business_date.isoformat(), "trigger": "continuation", "full_scan": False},
+            {"business_date": business_date.isoformat(), "trigger": trigger, "full_scan": False},
         )
     return {"outcome": result.outcome.value, "run": run_dict(result.record) if result.record else None}

@@ -23,19 +23,18 @@ bp = Blueprint(__name__)
 
 
 @endpoint(bp, "/api/v1/jobs/dpd/runs", roles=READ_ALL)
-def list_runs(call: Call) -> dict[str, Any]:
-    params = call.query({"limit", "cursor"})
-    limit, cursor = page_params(params)
+def list_runs(call: Call) -> list[dict[str, Any]]:
+    """SPEC §6 shows the history as a plain list, newest first. ``limit`` (default 50) bounds it;
+    ``before=YYYY-MM-DD`` pages back: pass the oldest date of the previous answer."""
+    params = call.query({"limit", "before"})
+    limit, _ = page_params(params)
     before = None
-    if cursor:
+    if "before" in params:
         try:
-            before = dt.date.fromisoformat(cursor)
+            before = dt.date.fromisoformat(params["before"])
         except ValueError:
-            raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor"}]) from None
-    records = services().runs.history(limit + 1, before)
-    page = records[:limit]
-    next_cursor = page[-1].business_date.isoformat() if len(records) > limit else None
-    return {"items": [run_dict(r) for r in page], "next_cursor": next_cursor}
+            raise ValidationFailed("before must be a date", [{"field": "before", "message": "YYYY-MM-DD"}]) from None
+    return [run_dict(r) for r in services().runs.history(limit, before)]
 
 
 @endpoint(bp, "/api/v1/jobs/dpd/runs", methods=("POST",), roles=ADMIN_ONLY)
