@@ -112,20 +112,37 @@ def post_to_loan(loan: Loan, amount_paise: int, business_date: dt.date) -> tuple
             f"amount {format_inr(amount_paise)} is more than everything still owed ({format_inr(owed)})",
             {"max_payable_paise": owed},
         )
+    previous = loan.delinquency
+    if previous.as_of < business_date:
+        # Every day-end up to business_date comes before this payment, whether or not a run has evaluated
+        # the loan for it yet (a missed or late run): an NPA reached meanwhile stays NPA, with its date.
+        previous = assess(loan.schedule, business_date, previous.classification, previous.npa_since)
     schedule, allocation = apply_payment(loan.schedule, amount_paise)
     status = LoanStatus.CLOSED if is_fully_paid(schedule) else LoanStatus.ACTIVE
-    delinquency = assess(schedule, business_date, loan.delinquency.classification, loan.delinquency.npa_since)
+    delinquency = assess(schedule, business_date, previous.classification, previous.npa_since)
     return dataclasses.replace(loan, schedule=schedule, status=status, delinquency=delinquency), allocation
 
 
 def reverse_on_loan(loan: Loan, payment: Payment, business_date: dt.date) -> Loan:
     """Take a payment back off its loan: a closed loan reopens, and if the loan was NPA before the
     payment it is NPA again (with its original date) while anything is overdue."""
+    before = loan.delinquency
+    if before.as_of < business_date and loan.status is LoanStatus.ACTIVE:
+        # As for a payment: every day-end up to business_date comes first (an NPA reached meanwhile stays).
+        before = assess(loan.schedule, business_date, before.classification, before.npa_since)
     schedule = unapply_payment(loan.schedule, payment.allocation)
-    previous, npa_since = loan.delinquency.classification, loan.delinquency.npa_since
+    previous, npa_since = before.classification, before.npa_since
     if payment.prior_classification is Classification.NPA and previous is not Classification.NPA:
         previous, npa_since = Classification.NPA, payment.prior_npa_since
     delinquency = assess(schedule, business_date, previous, npa_since)
+    if delinquency.classification is Classification.NPA:
+        # Money that bounced never arrived: the oldest instalment it had covered has been overdue all
+        # along, so the true NPA date may be earlier than the one recorded while the payment stood.
+        without = assess(schedule, business_date)
+        if without.npa_since is not None and (
+            delinquency.npa_since is None or without.npa_since < delinquency.npa_since
+        ):
+            delinquency = dataclasses.replace(delinquency, npa_since=without.npa_since)
     status = LoanStatus.CLOSED if is_fully_paid(schedule) else LoanStatus.ACTIVE
     if loan.status is LoanStatus.WRITTEN_OFF:
         status = LoanStatus.WRITTEN_OFF

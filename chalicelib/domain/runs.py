@@ -40,6 +40,10 @@ class SegmentState:
     updated: int = 0
     escalated: int = 0
     pending: int = 0
+    page: list[str] | None = None
+    """Watch segments: the loan ids of the page being worked on, recorded before any of them is written
+    (``cursor`` is then the one after that page). A written loan leaves its watch partition, so a run
+    resumed after a crash re-reads these by id to count what was already done."""
 
 
 @dataclass

@@ -169,8 +169,14 @@ class DpdJob:
             return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
         except Exception as exc:
             logger.exception("dpd run failed", extra={"business_date": str(business_date)})
+            try:
+                final = self.runs.finish(business_date, run_id, RunStatus.FAILED, clock.now_iso(), error=repr(exc))
+            except LostLease:  # another invocation took the run over meanwhile: it carries on, nothing failed
+                return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+            except Exception:
+                self.metrics.count("DpdRunFailed")  # not even recorded: still alarm
+                raise
             self.metrics.count("DpdRunFailed")
-            final = self.runs.finish(business_date, run_id, RunStatus.FAILED, clock.now_iso(), error=repr(exc))
             return RunResult(RunOutcome.FAILED, final)
         self.metrics.count("DpdRunSucceeded")
         self.on_completed(business_date)
@@ -202,8 +208,16 @@ class DpdJob:
         out_of_time: Callable[[], bool],
     ) -> None:
         while not state.done and not out_of_time():
-            loans, cursor = self._fetch(segment_id, state.cursor)
-            page = dataclasses.replace(state)
+            if state.page is not None:  # a watch page an earlier invocation stopped in the middle of
+                loans, cursor = [loan for loan in map(self.store.get, state.page) if loan is not None], state.cursor
+            else:
+                loans, cursor = self._fetch(segment_id, state.cursor)
+                if loans and segment_id.startswith("w:"):
+                    # A written loan leaves its watch partition: note the page before writing any of it, so
+                    # that a run resumed after a crash midway finds (and counts) what this one wrote.
+                    claim = dataclasses.replace(state, cursor=cursor, page=[loan.loan_id for loan in loans])
+                    self.runs.checkpoint(business_date, run_id, segment_id, claim, clock.now_epoch() + LEASE_SECONDS)
+            page = dataclasses.replace(state, page=None)
             for loan in loans:
                 self._evaluate(loan, business_date, escalation_enabled, page)
             page.cursor = cursor

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chalicelib import clock
 from chalicelib.domain.audit import Action
 from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound, Unavailable
-from chalicelib.domain.loan import Loan
+from chalicelib.domain.loan import Loan, reassess
 from chalicelib.domain.payment import (
     Payment,
     PaymentMode,
@@ -87,7 +87,12 @@ class PaymentService:
                 return replay
             for attempt in range(POST_ATTEMPTS):
                 loan = self.loans.get(ctx, cmd.loan_id)
-                updated, allocation = post_to_loan(loan, cmd.amount_paise, clock.last_completed_business_date())
+                business_date = clock.last_completed_business_date()
+                if loan.delinquency.as_of < business_date:
+                    # The state the payment lands on (and a reversal must restore): every day-end up to
+                    # business_date first, even if no run has evaluated this loan for them yet.
+                    loan = reassess(loan, business_date)
+                updated, allocation = post_to_loan(loan, cmd.amount_paise, business_date)
                 now = clock.now_iso()
                 updated = dataclasses.replace(updated, updated_at=now)
                 payment = Payment(

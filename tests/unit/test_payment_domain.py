@@ -524,3 +524,17 @@ def test_payments_and_reversals_conserve_principal_and_never_go_negative(
     assert loan.schedule == schedule
     assert loan.status is LoanStatus.ACTIVE
     assert loan.outstanding_principal_paise == principal
+
+
+def test_a_reversal_in_a_gap_keeps_an_npa_reached_in_the_gap() -> None:
+    """Evaluated last when SMA-2 (dpd 86); no run since. Reversing a later payment days after the loan
+    crossed dpd 91 must not present it as SMA: every day-end up to the reversal's date comes first."""
+    dues = [dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
+    stale = make_loan(instalments(dues), business_date=dt.date(2026, 3, 27))  # dpd 86, SMA-2
+    assert stale.delinquency.classification is Classification.SMA_2
+    after, allocation = post_to_loan(stale, EMI, dt.date(2026, 3, 27))  # pays instalment 1: dpd 55
+    later = dt.date(2026, 5, 10)  # instalment 2 unpaid since 1 Feb: dpd 99 on 10 May, NPA since 2 May
+    reverted = reverse_on_loan(after, payment_for(stale, EMI, allocation), later)
+    d = reverted.delinquency
+    assert (d.as_of, d.dpd, d.classification) == (later, 130, Classification.NPA)
+    assert d.npa_since == dt.date(2026, 1, 1) + dt.timedelta(days=90)

@@ -46,7 +46,10 @@ def _free(now: int) -> Any:
 
 
 def _conditional_failed(exc: PutError | UpdateError) -> bool:
-    return exc.cause_response_code == "ConditionalCheckFailedException"
+    # Not ``exc.cause_response_code``: PynamoDB assumes the cause carries a response dict, and a read
+    # timeout carries None, which turned a lost answer into an AttributeError instead of Unavailable.
+    response = getattr(exc.cause, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class DynamoRunStore:

@@ -1,0 +1,334 @@
+"""The day-end job through the API and its Lambda entry point (SPEC §6), against moto.
+
+The clock stands at 12:00 IST on 15 Mar 2026 (api_helpers.FROZEN_AT), so the latest date that can run
+is 14 Mar. Loans created then are shown as of 14 Mar; runs for later dates are made at a later instant
+with ``api.at``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.clock import IST
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.jobs.lambda_handlers import dpd_job
+from chalicelib.wiring import services
+from tests.integration.api_helpers import (
+    YESTERDAY,
+    Api,
+    api_fixture,  # noqa: F401 - the `api` fixture
+    assert_error,
+    imported_body,
+    loan_body,
+)
+
+RUNS = "/api/v1/jobs/dpd/runs"
+RUN_FIELDS: dict[str, Any] = {
+    "business_date": str,
+    "status": str,
+    "trigger": str,
+    "started_at": str,
+    "finished_at": (str, type(None)),
+    "loans_scanned": int,
+    "loans_updated": int,
+    "escalated": int,
+    "pending_escalation": int,
+    "errors": int,
+}
+LATER = dt.datetime(2026, 3, 25, 12, 0, tzinfo=IST)
+"""Ten days on: the run for 24 Mar can be made."""
+NEXT_DAY = dt.datetime(2026, 3, 16, 12, 0, tzinfo=IST)
+
+
+class LambdaContext:
+    function_name = "loan-crm-test-dpd_job"
+
+    def __init__(self, remaining_ms: int = 850_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def emitted_metrics(stdout: str) -> list[str]:
+    """Names of every EMF metric printed (powertools writes one JSON document per line)."""
+    names: list[str] = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
+            names += [m["Name"] for m in directive["Metrics"]]
+    return names
+
+
+def set_flag(api: Api, name: str, value: str) -> None:
+    boto3.client("ssm").put_parameter(
+        Name=f"/loan-crm/{api.stage}/flags/{name}", Value=value, Type="String", Overwrite=True
+    )
+
+
+def run(api: Api, body: dict[str, Any] | None = None, as_: str = "admin") -> dict[str, Any]:
+    reply = api.post(RUNS, {} if body is None else body, as_=as_)
+    assert reply.status == 200, (reply.status, reply.body[:500])
+    result: dict[str, Any] = reply.json
+    return result
+
+
+def history(api: Api, as_: str = "admin", **params: str) -> list[dict[str, Any]]:
+    """Every run record, paging back with ``before`` (SPEC §6 shows the history as a plain list)."""
+    items: list[dict[str, Any]] = []
+    before = None
+    while True:
+        query = dict(params, **({"before": before} if before else {}))
+        reply = api.get(RUNS + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""), as_=as_)
+        assert reply.status == 200, (reply.status, reply.body[:500])
+        assert isinstance(reply.json, list)
+        if not reply.json:
+            return items
+        items += reply.json
+        before = reply.json[-1]["business_date"]
+
+
+# --- POST /api/v1/jobs/dpd/runs ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["manager", "collector", "auditor"])
+def test_only_an_admin_may_run_the_job(api: Api, role: str) -> None:
+    assert_error(api.post(RUNS, {"business_date": YESTERDAY}, as_=role), 403, "FORBIDDEN")
+    assert_error(api.post(RUNS, {"business_date": YESTERDAY}, as_=None), 401, "UNAUTHENTICATED")
+    assert history(api) == []
+
+
+def test_the_default_date_is_yesterday_ist_and_a_completed_date_runs_once(api: Api) -> None:
+    loan = api.create_loan(imported_body([("2025-12-01", 50_000, 2_000), ("2026-06-01", 50_000, 2_000)]))
+    first = run(api)
+    assert first["outcome"] == "COMPLETED"
+    assert first["run"]["business_date"] == YESTERDAY
+    assert first["run"]["status"] == "COMPLETED"
+    assert first["run"]["trigger"] == "manual:admin1"
+    assert first["run"]["escalated"] == 1
+    stored = api.raw_loan(loan["loan_id"])
+    assert stored is not None
+
+    second = run(api, {"business_date": YESTERDAY})
+    assert second["outcome"] == "ALREADY_COMPLETED"
+    assert second["run"]["status"] == "COMPLETED"
+    assert second["run"]["escalated"] == 1
+    assert api.raw_loan(loan["loan_id"]) == stored
+    assert len(api.get("/api/v1/escalations").json["items"]) == 1
+    assert len(history(api)) == 1
+
+
+@pytest.mark.parametrize("date", ["2026-03-15", "2026-03-16", "2027-01-01"])
+def test_today_or_a_future_date_is_refused(api: Api, date: str) -> None:
+    assert_error(api.post(RUNS, {"business_date": date}), 400, "VALIDATION_ERROR")
+    assert history(api) == []
+
+
+@pytest.mark.parametrize("body", [{"business_date": "14-03-2026"}, {"business_date": 20260314}, {"date": "2026-03-14"}])
+def test_a_malformed_body_is_refused(api: Api, body: dict[str, Any]) -> None:
+    assert_error(api.post(RUNS, body), 400, "VALIDATION_ERROR")
+    assert history(api) == []
+
+
+# --- GET /api/v1/jobs/dpd/runs -----------------------------------------------------------------
+
+
+def test_history_newest_first_with_the_spec_fields_and_cursor_paging(api: Api) -> None:
+    api.create_loan(loan_body())
+    assert run(api, {"business_date": "2026-03-12"})["outcome"] == "COMPLETED"
+    set_flag(api, "CRON_ENABLED", "false")
+    skipped = run(api, {"business_date": "2026-03-13"})
+    assert skipped["outcome"] == "SKIPPED"
+    set_flag(api, "CRON_ENABLED", "true")
+    assert run(api, {"business_date": "2026-03-14"})["outcome"] == "COMPLETED"
+    assert run(api, {"business_date": "2026-03-10"})["outcome"] == "COMPLETED"
+
+    items = history(api)
+    assert [i["business_date"] for i in items] == ["2026-03-14", "2026-03-13", "2026-03-12", "2026-03-10"]
+    assert [i["status"] for i in items] == ["COMPLETED", "SKIPPED", "COMPLETED", "COMPLETED"]
+    for item in items:
+        for name, kind in RUN_FIELDS.items():
+            assert name in item, name
+            assert isinstance(item[name], kind) and not isinstance(item[name], bool), (name, item[name])
+        dt.datetime.fromisoformat(item["started_at"])
+        assert item["finished_at"] is not None and item["finished_at"] >= item["started_at"]
+        assert item["errors"] == 0
+        assert item["trigger"] == "manual:admin1"
+    assert items[1]["loans_scanned"] == 0  # skipped: nothing read, nothing changed
+    assert items[2]["loans_scanned"] == 1  # the first completed run reads the whole (one-loan) book
+
+    page1 = api.get(RUNS + "?limit=3")
+    assert page1.status == 200
+    assert [i["business_date"] for i in page1.json] == ["2026-03-14", "2026-03-13", "2026-03-12"]
+    page2 = api.get(RUNS + "?limit=3&before=2026-03-12")
+    assert [i["business_date"] for i in page2.json] == ["2026-03-10"]
+    assert history(api, limit="1") == items
+    assert_error(api.get(RUNS + "?before=yesterday"), 400, "VALIDATION_ERROR")
+    assert_error(api.get(RUNS + "?limit=0"), 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(("role", "status"), [("manager", 200), ("auditor", 200), ("collector", 403)])
+def test_who_may_read_the_history_and_escalations(api: Api, role: str, status: int) -> None:
+    run(api)
+    for path in (RUNS, "/api/v1/escalations"):
+        reply = api.get(path, as_=role)
+        assert reply.status == status, (path, reply.body[:300])
+        if status == 403:
+            assert_error(reply, 403, "FORBIDDEN")
+    if status == 200:
+        assert [i["business_date"] for i in api.get(RUNS, as_=role).json] == [YESTERDAY]
+
+
+# --- what a run does to loans --------------------------------------------------------------------
+
+
+def test_after_a_run_loans_show_the_run_date_and_the_escalated_loan_has_a_legal_case(api: Api) -> None:
+    current = api.create_loan(loan_body())  # first due 5 Apr: nothing due
+    sma = api.create_loan(imported_body([("2026-02-10", 50_000, 2_000), ("2026-05-10", 50_000, 2_000)]))
+    npa = api.create_loan(
+        imported_body(
+            [("2025-12-01", 50_000, 2_000), ("2026-01-01", 50_000, 2_000), ("2026-06-01", 50_000, 2_000)],
+            branch="Pune-1",
+        )
+    )
+    assert (sma["dpd"], sma["bucket"], sma["dpd_as_of"]) == (33, "31-60", YESTERDAY)
+    assert (npa["dpd"], npa["classification"], npa["npa_since"]) == (104, "NPA", "2026-03-01")
+    assert npa["legal"] == {"escalated": False, "escalated_on": None}
+
+    with api.at(LATER):
+        result = run(api, {"business_date": "2026-03-24"})
+        assert result["outcome"] == "COMPLETED"
+        assert (result["run"]["escalated"], result["run"]["pending_escalation"]) == (1, 0)
+
+        shown = {
+            "current": api.loan(current["loan_id"]),
+            "sma": api.loan(sma["loan_id"]),
+            "npa": api.loan(npa["loan_id"]),
+        }
+        expected = {
+            "current": (0, "CURRENT", "STANDARD", None),
+            "sma": (43, "31-60", "SMA-1", None),
+            "npa": (114, "90+", "NPA", "2026-03-01"),
+        }
+        for name, (dpd, bucket, classification, npa_since) in expected.items():
+            loan = shown[name]
+            assert (loan["dpd"], loan["bucket"], loan["classification"], loan["npa_since"]) == (
+                dpd,
+                bucket,
+                classification,
+                npa_since,
+            ), name
+            assert loan["dpd_as_of"] == "2026-03-24", name
+        assert shown["npa"]["legal"] == {"escalated": True, "escalated_on": "2026-03-24"}
+        assert shown["npa"]["overdue_paise"] == 104_000
+        assert shown["sma"]["overdue_paise"] == 52_000
+
+        # The SMA and current loans did not change bucket: the run did not write them; they are shown
+        # derived for the run's date. The escalated loan was written.
+        for name, loan_id in (("sma", sma["loan_id"]), ("current", current["loan_id"])):
+            raw = api.raw_loan(loan_id)
+            assert raw is not None and raw["dpd_as_of"]["S"] == YESTERDAY, name
+        raw_npa = api.raw_loan(npa["loan_id"])
+        assert raw_npa is not None and raw_npa["dpd_as_of"]["S"] == "2026-03-24"
+
+        listed = {i["loan_id"]: i for i in api.get("/api/v1/loans?limit=10").json["items"]}
+        assert listed[sma["loan_id"]]["dpd"] == 43 and listed[sma["loan_id"]]["dpd_as_of"] == "2026-03-24"
+
+        cases = api.get("/api/v1/escalations").json
+        assert cases["next_cursor"] is None
+        assert len(cases["items"]) == 1
+        case = cases["items"][0]
+        assert case["loan_id"] == npa["loan_id"]
+        assert (case["escalated_on"], case["dpd"], case["status"]) == ("2026-03-24", 114, "OPEN")
+        assert (case["overdue_paise"], case["outstanding_principal_paise"]) == (104_000, 150_000)
+        assert case["branch"] == "Pune-1"
+
+        audits = api.audit(entity_id=npa["loan_id"], action="LEGAL_ESCALATED")
+        assert len(audits) == 1
+        assert audits[0]["actor"]["sub"] == "system:dpd_job"
+        assert (audits[0]["entity_type"], audits[0]["entity_id"]) == ("loan", npa["loan_id"])
+        assert audits[0]["after"]["case_id"] == case["case_id"]
+
+        # A second run of the date changes nothing and escalates nothing again.
+        assert run(api, {"business_date": "2026-03-24"})["outcome"] == "ALREADY_COMPLETED"
+        assert len(api.get("/api/v1/escalations").json["items"]) == 1
+
+
+def test_escalation_switched_off_counts_the_loan_as_pending(api: Api) -> None:
+    npa = api.create_loan(imported_body([("2025-12-01", 50_000, 2_000), ("2026-06-01", 50_000, 2_000)]))
+    set_flag(api, "ESCALATION_ENABLED", "false")
+    off = run(api)
+    assert (off["run"]["escalated"], off["run"]["pending_escalation"]) == (0, 1)
+    assert api.get("/api/v1/escalations").json["items"] == []
+    assert api.loan(npa["loan_id"])["legal"]["escalated"] is False
+    set_flag(api, "ESCALATION_ENABLED", "true")
+    with api.at(NEXT_DAY):
+        on = run(api)
+        assert on["run"]["business_date"] == "2026-03-15"
+        assert on["run"]["mode"] == "watch"
+        assert (on["run"]["escalated"], on["run"]["pending_escalation"]) == (1, 0)
+        assert api.loan(npa["loan_id"])["legal"] == {"escalated": True, "escalated_on": "2026-03-15"}
+
+
+# --- the Lambda entry point ----------------------------------------------------------------------
+
+
+def test_the_scheduler_event_runs_the_date_before_the_firing_in_ist(
+    api: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api.create_loan(imported_body([("2025-12-01", 50_000, 2_000), ("2026-06-01", 50_000, 2_000)]))
+    capsys.readouterr()
+    # 00:30 IST on 15 Mar (19:00 UTC on the 14th) closes 14 Mar.
+    answer = dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext())
+    assert answer["outcome"] == "COMPLETED"
+    assert answer["run"]["business_date"] == "2026-03-14"
+    assert answer["run"]["trigger"] == "scheduler"
+    assert answer["run"]["escalated"] == 1
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics.count("DpdRunSucceeded") == 1
+    assert metrics.count("LoansEscalated") == 1
+    assert [i["business_date"] for i in history(api)] == ["2026-03-14"]
+
+    # A late or repeated delivery of the same firing names the same date.
+    again = dpd_job({"scheduled_time": "2026-03-15T00:30:00+05:30"}, LambdaContext())
+    assert again["outcome"] == "ALREADY_COMPLETED"
+
+
+def test_the_scheduler_cannot_run_a_date_that_has_not_ended(api: Api) -> None:
+    # Fired at 00:30 IST on 16 Mar: names 15 Mar, which is today at the frozen clock.
+    with pytest.raises(ValidationFailed, match="has not ended"):
+        dpd_job({"scheduled_time": "2026-03-15T19:00:00Z"}, LambdaContext())
+    assert history(api) == []
+
+
+def test_the_watchdog_reports_whether_the_night_run_completed(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    watchdog = {"check": "completed", "scheduled_time": "2026-03-15T00:30:00Z"}  # 06:00 IST on 15 Mar
+    capsys.readouterr()
+    assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": False}
+    assert emitted_metrics(capsys.readouterr().out).count("DpdRunMissing") == 1
+    assert history(api) == []  # the check runs nothing
+
+    set_flag(api, "CRON_ENABLED", "false")
+    assert dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext())["outcome"] == "SKIPPED"
+    capsys.readouterr()
+    assert dpd_job(watchdog, LambdaContext())["completed"] is False  # skipped is not completed
+    assert emitted_metrics(capsys.readouterr().out).count("DpdRunMissing") == 1
+
+    set_flag(api, "CRON_ENABLED", "true")
+    assert dpd_job({"business_date": "2026-03-14"}, LambdaContext())["outcome"] == "COMPLETED"
+    capsys.readouterr()
+    assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": True}
+    assert "DpdRunMissing" not in emitted_metrics(capsys.readouterr().out)
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.trigger == "manual"
