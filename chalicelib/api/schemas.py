@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from chalicelib.domain.loan import LOAN_ID_PATTERN
+from chalicelib.domain.loan import LOAN_ID_PATTERN, Borrower
 from chalicelib.domain.payment import UTR_PATTERN, PaymentMode, normalise_utr
+from chalicelib.services.loans import GeneratedTerms, NewLoan
 
 MAX_PRINCIPAL_PAISE = 1_000_000_000_000
 """₹1,000 crore: far above any retail loan; only there so absurd numbers are refused, not stored."""
@@ -70,6 +71,24 @@ class CreateLoanIn(StrictModel):
             missing = ", ".join(sorted(set(terms) - given))
             raise ValueError(f"missing {missing} (or give an imported schedule)")
         return self
+
+    def to_command(self) -> NewLoan:
+        """The service command for this validated body (the API and the CSV import both use it)."""
+        terms = None
+        if self.schedule is None:
+            assert self.annual_rate_bps is not None and self.tenure_months is not None and self.first_due_date
+            terms = GeneratedTerms(self.annual_rate_bps, self.tenure_months, self.first_due_date)
+        return NewLoan(
+            loan_id=self.loan_id,
+            borrower=Borrower(**self.borrower.model_dump()),
+            principal_paise=self.principal_paise,
+            disbursement_date=self.disbursement_date,
+            terms=terms,
+            imported_schedule=[(r.due_date, r.principal_paise, r.interest_paise) for r in self.schedule or ()],
+            collector_id=self.collector_id,
+            branch=self.branch,
+            notes=self.notes,
+        )
 
 
 class BorrowerPatchIn(StrictModel):

@@ -68,4 +68,13 @@ def dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
             context.function_name,
             {"business_date": business_date.isoformat(), "trigger": trigger, "full_scan": False},
         )
-    return {"outcome": result.outcome.value, "run": run_dict(result.record) if result.record else None}
+    summary = {"outcome": result.outcome.value, "run": run_dict(result.record) if result.record else None}
+    if result.outcome is RunOutcome.FAILED:
+        # Fail the invocation, so Lambda's own retries of an asynchronous invocation (the Scheduler's)
+        # resume the run from its checkpoints; the record is FAILED with its lease released already.
+        raise DpdRunFailedError(json.dumps(summary))
+    return summary
+
+
+class DpdRunFailedError(Exception):
+    """The run for the date failed and is recorded FAILED; raised so the invocation is retried."""

@@ -332,3 +332,19 @@ def test_the_watchdog_reports_whether_the_night_run_completed(api: Api, capsys: 
     assert "DpdRunMissing" not in emitted_metrics(capsys.readouterr().out)
     record = services().runs.get(dt.date(2026, 3, 14))
     assert record is not None and record.trigger == "manual"
+
+
+def test_a_failed_run_fails_the_invocation_so_lambda_retries_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.jobs import lambda_handlers
+
+    api.create_loan(loan_body())
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("storage broke")
+
+    monkeypatch.setattr(services().delinquency, "scan_segment", broken)
+    with pytest.raises(lambda_handlers.DpdRunFailedError, match="FAILED"):
+        lambda_handlers.dpd_job({"business_date": YESTERDAY}, LambdaContext())
+    monkeypatch.undo()
+    # The retry resumes the failed run and completes it.
+    assert lambda_handlers.dpd_job({"business_date": YESTERDAY}, LambdaContext())["outcome"] == "COMPLETED"

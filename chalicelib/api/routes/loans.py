@@ -12,9 +12,9 @@ from chalicelib.api.schemas import AssignIn, CreateLoanIn, PatchLoanIn
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.guard import protected_paths
-from chalicelib.domain.loan import Borrower, LoanStatus
+from chalicelib.domain.loan import LoanStatus
 from chalicelib.domain.roles import MANAGE_LOANS
-from chalicelib.services.loans import ContactChanges, GeneratedTerms, NewLoan
+from chalicelib.services.loans import ContactChanges
 from chalicelib.services.ports import LoanFilter
 from chalicelib.services.views import loan_dict
 from chalicelib.wiring import services
@@ -30,22 +30,7 @@ _FILTER_VALUES: dict[str, frozenset[str]] = {
 
 @endpoint(bp, "/api/v1/loans", methods=("POST",), roles=MANAGE_LOANS)
 def create_loan(call: Call) -> Response:
-    body = call.parse(CreateLoanIn)
-    terms = None
-    if body.schedule is None:
-        assert body.annual_rate_bps is not None and body.tenure_months is not None and body.first_due_date
-        terms = GeneratedTerms(body.annual_rate_bps, body.tenure_months, body.first_due_date)
-    cmd = NewLoan(
-        loan_id=body.loan_id,
-        borrower=Borrower(**body.borrower.model_dump()),
-        principal_paise=body.principal_paise,
-        disbursement_date=body.disbursement_date,
-        terms=terms,
-        imported_schedule=[(r.due_date, r.principal_paise, r.interest_paise) for r in body.schedule or ()],
-        collector_id=body.collector_id,
-        branch=body.branch,
-        notes=body.notes,
-    )
+    cmd = call.parse(CreateLoanIn).to_command()
     return created(loan_dict(services().loans.create(call.ctx, cmd)))
 
 
