@@ -28,14 +28,10 @@ import datetime as dt
 import io
 import os
 import random
-import socket
-import subprocess
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +52,8 @@ os.environ.pop("AWS_SESSION_TOKEN", None)
 
 import boto3
 from botocore.config import Config
-from botocore.session import Session
 
+from bench.dynamo import READ_OPERATIONS, DynamoMeter, LocalServer, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import loan_to_item
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
@@ -72,10 +68,9 @@ from chalicelib.domain.loan import (
 )
 from chalicelib.domain.schedule import Instalment, generate_schedule
 from chalicelib.jobs.dpd import SEGMENT_WORKERS
-from infra.local import dynamodb_local_jar, java_executable
+from infra.local import dynamodb_local_jar
 from infra.provision import provision
 
-READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
 PRINCIPALS_PAISE = (50_000_00, 1_00_000_00, 2_50_000_00, 5_00_000_00, 10_00_000_00)
 RATES_BPS = (1400, 1800, 2400)
 TENURES = (12, 24, 36, 48, 60)
@@ -84,143 +79,6 @@ MIX = (("CURRENT", 0.80), ("1-30", 0.08), ("31-60", 0.05), ("61-90", 0.03), ("90
 DPD_RANGE = {"1-30": (1, 30), "31-60": (31, 60), "61-90": (61, 90), "90+": (91, 360)}
 PARTIAL_SHARE = 0.25
 """Overdue loans whose oldest instalment has its interest paid (partly paid is still unpaid)."""
-
-
-# --- metering ---------------------------------------------------------------------------------------
-
-
-class DynamoMeter:
-    """Every DynamoDB request any botocore client in this process makes, with its consumed capacity
-    split into read and write units and by table / index (thread-safe: the job runs segments in threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: Counter[str] = Counter()
-        self.read_units = 0.0
-        self.write_units = 0.0
-        self.by_target: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
-        self.prefix = ""
-        self._started = threading.local()
-
-    def start(self, **_: Any) -> None:
-        self._started.at = time.perf_counter()
-
-    def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.input_shape is not None and "ReturnConsumedCapacity" in model.input_shape.members:
-            params["ReturnConsumedCapacity"] = "INDEXES"
-
-    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        consumed = parsed.get("ConsumedCapacity")
-        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
-        read = model.name in READ_OPERATIONS
-        elapsed = time.perf_counter() - getattr(self._started, "at", time.perf_counter())
-        with self._lock:
-            self.requests[model.name] += 1
-            self.seconds[model.name] += elapsed
-            for entry in entries:
-                units = float(entry.get("CapacityUnits", 0))
-                if read:
-                    self.read_units += units
-                else:
-                    self.write_units += units
-                table = str(entry.get("TableName", "?")).removeprefix(self.prefix)
-                kind = "R" if read else "W"
-                self.by_target[f"{kind} {table}"] += float(entry.get("Table", {}).get("CapacityUnits", units))
-                for index, part in (entry.get("GlobalSecondaryIndexes") or {}).items():
-                    self.by_target[f"{kind} {table}/{index}"] += float(part.get("CapacityUnits", 0))
-
-    def reset(self, prefix: str) -> None:
-        with self._lock:
-            self.requests.clear()
-            self.by_target.clear()
-            self.seconds.clear()
-            self.read_units = self.write_units = 0.0
-            self.prefix = prefix
-
-
-def _install(meter: DynamoMeter) -> None:
-    original = Session.create_client
-
-    def create_client(self: Session, service_name: str, *args: Any, **kwargs: Any) -> Any:
-        client = original(self, service_name, *args, **kwargs)
-        if service_name == "dynamodb":
-            client.meta.events.register("provide-client-params.dynamodb.*", meter.before)
-            client.meta.events.register("before-call.dynamodb.*", meter.start)
-            client.meta.events.register("after-call.dynamodb.*", meter.after)
-        return client
-
-    Session.create_client = create_client  # type: ignore[method-assign]
-
-
-# --- DynamoDB Local ---------------------------------------------------------------------------------
-
-
-@dataclass
-class LocalServer:
-    endpoint: str
-    pid: int
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the JVM so far (Linux /proc)."""
-        try:
-            with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def dynamodb_local() -> Iterator[LocalServer]:
-    """A fresh in-memory DynamoDB Local on a free port (other benches and test runs may hold theirs)."""
-    jar = dynamodb_local_jar()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            java_executable(),
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=jar.parent,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("dynamodb", endpoint_url=endpoint)
-    for _ in range(300):
-        try:
-            client.list_tables()
-            break
-        except Exception:
-            if proc.poll() is not None:
-                raise RuntimeError("DynamoDB Local did not start") from None
-            time.sleep(0.2)
-    try:
-        yield LocalServer(endpoint, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class _NoSsm:
-    """Flags are not provisioned: the job's flags are replaced by :class:`_AllOn`."""
-
-    def put_parameter(self, **_: Any) -> None:
-        return None
 
 
 class _AllOn:
@@ -521,7 +379,7 @@ def measure_size(
         ddb = boto3.client("dynamodb", endpoint_url=server.endpoint)
         started = time.perf_counter()
         for stage in stages.values():
-            provision(stage, ddb, ssm=_NoSsm(), quiet=True)
+            provision(stage, ddb, ssm=NoSsm(), quiet=True)
             _write_items(server.endpoint, f"loan-crm-{stage}-loans", book.items, threads)
             _seed_previous_run(server.endpoint, stage, previous)
         write_seconds = time.perf_counter() - started
@@ -663,7 +521,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     meter = DynamoMeter()
-    _install(meter)
+    install_meter(meter)
     sizes = sorted({s for s in (args.also, args.loans) if s > 0})
     results = []
     overall = time.perf_counter()

@@ -18,12 +18,9 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 os.environ.update(
@@ -38,9 +35,9 @@ os.environ.update(
 )
 
 import boto3
-from botocore.session import Session
 from chalice.test import Client
 
+from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item, payment_to_item
 from chalicelib.adapters.dynamodb.models import UtrClaimModel
@@ -50,76 +47,7 @@ from chalicelib.services.auth import issue_token
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.services.ports import AuditFilter
-from infra.local import dynamodb_local_jar, java_executable
 from infra.provision import provision
-
-
-class DynamoMeter:
-    """Counts every DynamoDB request any botocore client in this process makes, and its capacity."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[str] = Counter()
-        self.capacity = 0.0
-
-    def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.input_shape is not None and "ReturnConsumedCapacity" in model.input_shape.members:
-            params.setdefault("ReturnConsumedCapacity", "TOTAL")
-
-    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
-        self.requests[model.name] += 1
-        consumed = parsed.get("ConsumedCapacity")
-        for entry in consumed if isinstance(consumed, list) else [consumed] if consumed else []:
-            self.capacity += float(entry.get("CapacityUnits", 0))
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.capacity = 0.0
-
-
-def _install(meter: DynamoMeter) -> None:
-    original = Session.create_client
-
-    def create_client(self: Session, service_name: str, *args: Any, **kwargs: Any) -> Any:
-        client = original(self, service_name, *args, **kwargs)
-        if service_name == "dynamodb":
-            client.meta.events.register("provide-client-params.dynamodb.*", meter.before)
-            client.meta.events.register("after-call.dynamodb.*", meter.after)
-        return client
-
-    Session.create_client = create_client  # type: ignore[method-assign]
-
-
-@contextmanager
-def dynamodb_local() -> Iterator[str]:
-    jar = dynamodb_local_jar()
-    port = 8766
-    proc = subprocess.Popen(
-        [
-            java_executable(),
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=jar.parent,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("dynamodb", endpoint_url=endpoint)
-    for _ in range(150):
-        try:
-            client.list_tables()
-            break
-        except Exception:
-            time.sleep(0.2)
-    try:
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _create_loans(count: int) -> list[str]:
@@ -185,11 +113,12 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=200)
     args = parser.parse_args()
     meter = DynamoMeter()
-    _install(meter)
-    with dynamodb_local() as endpoint:
+    install_meter(meter)
+    with dynamodb_local() as server:
+        endpoint = server.endpoint
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         wiring.reset()
-        provision("bench", boto3.client("dynamodb"), ssm=_NoSsm(), quiet=True)
+        provision("bench", boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
         loan_ids = _create_loans(max(1, args.payments // 4))
         token = issue_token("bench-manager", "manager", os.environ["JWT_SECRET"], 3600).access_token
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -202,7 +131,7 @@ def main() -> None:
         ):
             for label, use_key in (("POST /payments", False), ("POST /payments + Idempotency-Key", True)):
                 timings: list[float] = []
-                meter.reset()
+                meter.reset("")
                 for n in range(args.payments):
                     body = {
                         "loan_id": loan_ids[n % len(loan_ids)],
@@ -216,10 +145,14 @@ def main() -> None:
                     response = client.http.post("/api/v1/payments", headers={**headers, **extra}, body=json.dumps(body))
                     timings.append(time.perf_counter() - started)
                     assert response.status_code == 201, response.body
-                results[label] = (timings, Counter(meter.requests), meter.capacity)
-            meter.reset()
+                results[label] = (timings, Counter(meter.requests), meter.read_units + meter.write_units)
+            meter.reset("")
             bare = _bare_transactions(args.payments)
-            results["bare TransactWriteItems (4 puts)"] = (bare, Counter(meter.requests), meter.capacity)
+            results["bare TransactWriteItems (4 puts)"] = (
+                bare,
+                Counter(meter.requests),
+                meter.read_units + meter.write_units,
+            )
     bare_median = statistics.median(bare)
     print(f"payments per case: {args.payments}; DynamoDB Local; medians of per-request wall time")
     print(f"{'case':<38}{'median ms':>10}{'p95 ms':>9}{'x bare':>8}{'req/pay':>9}{'CU/pay':>8}  requests by operation")
@@ -232,13 +165,6 @@ def main() -> None:
             f"{statistics.median(timings) / bare_median:>8.2f}{sum(requests.values()) / args.payments:>9.2f}"
             f"{capacity / args.payments:>8.2f}  {per}"
         )
-
-
-class _NoSsm:
-    """The benchmark needs no flags; provisioning's parameter step is skipped."""
-
-    def put_parameter(self, **_: Any) -> None:
-        return None
 
 
 def wiring_app() -> Any:

@@ -1,0 +1,159 @@
+"""What the benchmarks share: a throwaway DynamoDB Local, and a meter for every DynamoDB request and
+its consumed capacity (DynamoDB's own figures, asked for with ``ReturnConsumedCapacity``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.session import Session
+
+from infra.local import dynamodb_local_jar, java_executable
+
+READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
+
+
+# --- metering ---------------------------------------------------------------------------------------
+
+
+class DynamoMeter:
+    """Every DynamoDB request any botocore client in this process makes, with its consumed capacity
+    split into read and write units and by table / index (thread-safe: the job runs segments in threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.read_units = 0.0
+        self.write_units = 0.0
+        self.by_target: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        self.prefix = ""
+        self._started = threading.local()
+
+    def start(self, **_: Any) -> None:
+        self._started.at = time.perf_counter()
+
+    def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.input_shape is not None and "ReturnConsumedCapacity" in model.input_shape.members:
+            params["ReturnConsumedCapacity"] = "INDEXES"
+
+    def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        consumed = parsed.get("ConsumedCapacity")
+        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+        read = model.name in READ_OPERATIONS
+        elapsed = time.perf_counter() - getattr(self._started, "at", time.perf_counter())
+        with self._lock:
+            self.requests[model.name] += 1
+            self.seconds[model.name] += elapsed
+            for entry in entries:
+                units = float(entry.get("CapacityUnits", 0))
+                if read:
+                    self.read_units += units
+                else:
+                    self.write_units += units
+                table = str(entry.get("TableName", "?")).removeprefix(self.prefix)
+                kind = "R" if read else "W"
+                self.by_target[f"{kind} {table}"] += float(entry.get("Table", {}).get("CapacityUnits", units))
+                for index, part in (entry.get("GlobalSecondaryIndexes") or {}).items():
+                    self.by_target[f"{kind} {table}/{index}"] += float(part.get("CapacityUnits", 0))
+
+    def reset(self, prefix: str) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.by_target.clear()
+            self.seconds.clear()
+            self.read_units = self.write_units = 0.0
+            self.prefix = prefix
+
+
+def install_meter(meter: DynamoMeter) -> None:
+    original = Session.create_client
+
+    def create_client(self: Session, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        client = original(self, service_name, *args, **kwargs)
+        if service_name == "dynamodb":
+            client.meta.events.register("provide-client-params.dynamodb.*", meter.before)
+            client.meta.events.register("before-call.dynamodb.*", meter.start)
+            client.meta.events.register("after-call.dynamodb.*", meter.after)
+        return client
+
+    Session.create_client = create_client  # type: ignore[method-assign]
+
+
+# --- DynamoDB Local ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalServer:
+    endpoint: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the JVM so far (Linux /proc)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def dynamodb_local() -> Iterator[LocalServer]:
+    """A fresh in-memory DynamoDB Local on a free port (other benches and test runs may hold theirs)."""
+    jar = dynamodb_local_jar()
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            java_executable(),
+            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar),
+            "-inMemory",
+            "-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=jar.parent,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    for _ in range(300):
+        try:
+            client.list_tables()
+            break
+        except Exception:
+            if proc.poll() is not None:
+                raise RuntimeError("DynamoDB Local did not start") from None
+            time.sleep(0.2)
+    try:
+        yield LocalServer(endpoint, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class NoSsm:
+    """Provisioning's SSM side, skipped: benchmarks replace or do without flags."""
+
+    def put_parameter(self, **_: Any) -> None:
+        return None
