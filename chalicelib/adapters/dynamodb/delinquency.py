@@ -60,11 +60,16 @@ def _item_to_case(item: LegalCaseModel) -> LegalCase:
 class DynamoDelinquencyStore:
     @storage_call
     def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> LoansPage:
-        """Loans whose watch date is ``day`` in one shard (eventually consistent: writes re-check)."""
+        """Loans whose watch date is ``day`` in one shard. The index holds keys only (every loan write
+        would otherwise pay to copy the whole loan into it), so the page's loans are then read by key,
+        consistently — which also means the job decides on current data, not on a lagging index."""
         results = LoanModel.watch_index.query(
             watch_key_for(day, shard), last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE
         )
-        return _page_of(results)
+        ids = [item.loan_id for item in results]
+        loans = {item.loan_id: item for item in LoanModel.batch_get(ids, consistent_read=True)} if ids else {}
+        # Keep the index's order; a loan deleted meanwhile (never, today) would simply drop out.
+        return [item_to_loan(loans[i]) for i in ids if i in loans], results.last_evaluated_key
 
     @storage_call
     def scan_segment(self, segment: int, total: int, cursor: dict[str, Any] | None) -> LoansPage:

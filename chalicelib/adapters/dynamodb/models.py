@@ -56,13 +56,14 @@ class BucketIndex(GlobalSecondaryIndex["LoanModel"]):
 
 
 class WatchIndex(GlobalSecondaryIndex["LoanModel"]):
-    """Sparse: only ACTIVE loans whose delinquency can still change without a payment have a key.
+    """Sparse and keys-only: only ACTIVE loans whose delinquency can still change without a payment
+    have a key, and only the key is copied (every loan write would otherwise rewrite the whole loan here).
     ``watch_key`` is ``YYYY-MM-DD#NN``: the watch date and a shard, so the loans falling due on a
     popular EMI date (the 5th) spread over several partitions and can be read in parallel."""
 
     class Meta:
         index_name = "watch-index"
-        projection = AllProjection()
+        projection = KeysOnlyProjection()
 
     watch_key = UnicodeAttribute(hash_key=True)
     loan_id = UnicodeAttribute(range_key=True)
