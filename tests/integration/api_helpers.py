@@ -204,6 +204,22 @@ class Api:
                 return items
 
 
+def emitted_metrics(stdout: str) -> list[str]:
+    """Names of every EMF metric printed (powertools writes one JSON document per line)."""
+    names: list[str] = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
+            names += [m["Name"] for m in directive["Metrics"]]
+    return names
+
+
 def mint(alias: str, ttl_seconds: int = 8 * 3600) -> str:
     username, role = USERS[alias]
     return issue_token(username, role.value, services().jwt_secret(), ttl_seconds).access_token

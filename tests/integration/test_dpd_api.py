@@ -8,7 +8,6 @@ with ``api.at``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import boto3
@@ -23,6 +22,7 @@ from tests.integration.api_helpers import (
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
     assert_error,
+    emitted_metrics,
     imported_body,
     loan_body,
 )
@@ -53,22 +53,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
-
-
-def emitted_metrics(stdout: str) -> list[str]:
-    """Names of every EMF metric printed (powertools writes one JSON document per line)."""
-    names: list[str] = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
-            names += [m["Name"] for m in directive["Metrics"]]
-    return names
 
 
 def set_flag(api: Api, name: str, value: str) -> None:

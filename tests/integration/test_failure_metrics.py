@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from chalicelib.domain.errors import Unavailable
 from chalicelib.wiring import services
-from tests.integration.api_helpers import Api, api_fixture  # noqa: F401
+from tests.integration.api_helpers import Api, api_fixture, emitted_metrics  # noqa: F401
 
 TODAY = "2026-03-15"
 """The IST date of api_helpers.FROZEN_AT."""
-
-
-def _metric_names(out: str) -> list[str]:
-    names = []
-    for line in out.splitlines():
-        if line.startswith('{"_aws"'):
-            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
-                names += [m["Name"] for m in directive["Metrics"]]
-    return names
 
 
 @pytest.mark.parametrize(
@@ -52,7 +42,7 @@ def test_payment_breakage_is_counted_for_the_alarms(
     }
     reply = api.post("/api/v1/payments", body)
     assert reply.status == status
-    names = _metric_names(capsys.readouterr().out)
+    names = emitted_metrics(capsys.readouterr().out)
     assert names.count("PaymentFailed") == 1
     assert "PaymentRejected" not in names
     if also:

@@ -14,6 +14,7 @@ from tests.integration.api_helpers import (
     Reply,
     api_fixture,  # noqa: F401 - the `api` fixture
     assert_error,
+    emitted_metrics,
 )
 
 PROTECTED: dict[str, Any] = {
@@ -56,22 +57,6 @@ def placements(key: str, value: Any, mixed: bool) -> dict[str, tuple[dict[str, A
             f"borrower.contacts[1].{key}",
         ),
     }
-
-
-def emitted_metrics(stdout: str) -> list[str]:
-    """Names of every EMF metric printed (powertools writes one JSON document per line)."""
-    names: list[str] = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
-            names += [m["Name"] for m in directive["Metrics"]]
-    return names
 
 
 def guard_metric_namespaces(stdout: str) -> list[str]:

@@ -67,25 +67,20 @@ class DynamoRunStore:
         """Take the date's run: free if it never ran, failed, was skipped, or its owner's lease ran out.
         Checkpoints of an earlier attempt are kept, so the new owner resumes rather than restarts."""
         item = DpdRunModel(business_date.isoformat())
-        try:
-            item.update(
-                actions=[
-                    DpdRunModel.status.set(RunStatus.RUNNING.value),
-                    DpdRunModel.run_id.set(run_id),
-                    DpdRunModel.trigger.set(trigger),
-                    DpdRunModel.lease_until.set(now + lease_seconds),
-                    DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
-                    DpdRunModel.finished_at.remove(),
-                ],
-                condition=_free(now),
-            )
-        except UpdateError as exc:
-            if not _conditional_failed(exc):
-                raise
-            current = self.get(business_date)
-            if current is not None and current.status is RunStatus.COMPLETED:
-                return RunOutcome.ALREADY_COMPLETED
-            return RunOutcome.IN_PROGRESS
+        refused = self._take(
+            item,
+            now,
+            [
+                DpdRunModel.status.set(RunStatus.RUNNING.value),
+                DpdRunModel.run_id.set(run_id),
+                DpdRunModel.trigger.set(trigger),
+                DpdRunModel.lease_until.set(now + lease_seconds),
+                DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
+                DpdRunModel.finished_at.remove(),
+            ],
+        )
+        if refused is not None:
+            return refused
         return _item_to_record(item)
 
     @storage_call
@@ -141,10 +136,11 @@ class DynamoRunStore:
     @storage_call
     def skip(self, business_date: dt.date, trigger: str, run_id: str, now: int, now_iso: str) -> RunOutcome:
         """Record that the kill switch stopped this date; never over a completed or live run."""
-        item = DpdRunModel(business_date.isoformat())
-        try:
-            item.update(
-                actions=[
+        return (
+            self._take(
+                DpdRunModel(business_date.isoformat()),
+                now,
+                [
                     DpdRunModel.status.set(RunStatus.SKIPPED.value),
                     DpdRunModel.trigger.set(trigger),
                     DpdRunModel.run_id.set(run_id),
@@ -152,16 +148,22 @@ class DynamoRunStore:
                     DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
                     DpdRunModel.finished_at.set(now_iso),
                 ],
-                condition=_free(now),
             )
+            or RunOutcome.SKIPPED
+        )
+
+    def _take(self, item: DpdRunModel, now: int, actions: list[Any]) -> RunOutcome | None:
+        """Apply ``actions`` if the date's run is free (see ``_free``); otherwise say why not."""
+        try:
+            item.update(actions=actions, condition=_free(now))
         except UpdateError as exc:
             if not _conditional_failed(exc):
                 raise
-            current = self.get(business_date)
+            current = self.get(dt.date.fromisoformat(item.business_date))
             if current is not None and current.status is RunStatus.COMPLETED:
                 return RunOutcome.ALREADY_COMPLETED
             return RunOutcome.IN_PROGRESS
-        return RunOutcome.SKIPPED
+        return None
 
     @storage_call
     def latest_completed(self, before: dt.date | None = None) -> dt.date | None:
