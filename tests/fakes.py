@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from chalicelib import clock
-from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.audit import Actor, AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Loan
+from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import AuditFilter, LoanFilter, Page, User
 
 T = TypeVar("T")
@@ -71,6 +72,14 @@ def _page(
         return Page(taken, None)
     page = taken[:limit]
     return Page(page, _encode_cursor(listing, key(page[-1])))
+
+
+# One caller per role, for service tests.
+ADMIN = RequestContext(Actor("root", "admin"), source_ip="10.0.0.1", request_id="req-admin")
+MANAGER = RequestContext(Actor("meera", "manager"), source_ip="10.0.0.2", request_id="req-manager")
+COLLECTOR = RequestContext(Actor("col1", "collector"), source_ip="10.0.0.3", request_id="req-col1")
+OTHER_COLLECTOR = RequestContext(Actor("col2", "collector"), source_ip="10.0.0.4", request_id="req-col2")
+AUDITOR = RequestContext(Actor("audra", "auditor"), source_ip="10.0.0.5", request_id="req-auditor")
 
 
 class InMemoryAuditLog:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import IST, FixedClock, use_clock
-from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
+from chalicelib.domain.audit import Action, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.errors import (
     Conflict,
@@ -26,18 +26,24 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import ContactChanges, GeneratedTerms, LoanService, NewLoan
 from chalicelib.services.ports import AuditFilter, LoanFilter, User
 from chalicelib.services.views import loan_dict
-from tests.fakes import BeforeUpdate, InMemoryAuditLog, InMemoryLoanRepository, InMemoryUserStore, RecordingMetrics
+from tests.fakes import (
+    ADMIN,
+    AUDITOR,
+    COLLECTOR,
+    MANAGER,
+    OTHER_COLLECTOR,
+    BeforeUpdate,
+    InMemoryAuditLog,
+    InMemoryLoanRepository,
+    InMemoryUserStore,
+    RecordingMetrics,
+)
 
 NOW = dt.datetime(2025, 6, 15, 11, 30, tzinfo=IST)
 TODAY = dt.date(2025, 6, 15)
 BUSINESS_DATE = dt.date(2025, 6, 14)
 """The last completed business date at NOW: delinquency of a new loan is shown as of this day."""
 
-ADMIN = RequestContext(Actor("root", "admin"), source_ip="10.0.0.1", request_id="req-admin")
-MANAGER = RequestContext(Actor("meera", "manager"), source_ip="10.0.0.2", request_id="req-manager")
-COLLECTOR = RequestContext(Actor("col1", "collector"), source_ip="10.0.0.3", request_id="req-col1")
-OTHER_COLLECTOR = RequestContext(Actor("col2", "collector"), source_ip="10.0.0.4", request_id="req-col2")
-AUDITOR = RequestContext(Actor("audra", "auditor"), source_ip="10.0.0.5", request_id="req-auditor")
 
 ASHA = Borrower(name="Asha Rao", phone="9876543210", email="asha@example.com", address="12 MG Road, Pune")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import IST, FixedClock, use_clock
-from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
+from chalicelib.domain.audit import Action, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Classification
 from chalicelib.domain.errors import (
     AlreadyReversed,
@@ -28,17 +28,23 @@ from chalicelib.services.loans import LoanService, NewLoan
 from chalicelib.services.payments import POST_ATTEMPTS, NewPayment, PaymentService
 from chalicelib.services.ports import AuditFilter, User
 from tests.fake_payments import InMemoryPaymentRepository
-from tests.fakes import InMemoryAuditLog, InMemoryLoanRepository, InMemoryUserStore, MetricCall, RecordingMetrics
+from tests.fakes import (
+    ADMIN,
+    AUDITOR,
+    COLLECTOR,
+    MANAGER,
+    OTHER_COLLECTOR,
+    InMemoryAuditLog,
+    InMemoryLoanRepository,
+    InMemoryUserStore,
+    MetricCall,
+    RecordingMetrics,
+)
 
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=IST)
 TODAY = dt.date(2026, 3, 15)
 BUSINESS_DATE = dt.date(2026, 3, 14)
 
-ADMIN = RequestContext(Actor("root", "admin"), source_ip="10.0.0.1", request_id="req-admin")
-MANAGER = RequestContext(Actor("meera", "manager"), source_ip="10.0.0.2", request_id="req-manager")
-COLLECTOR = RequestContext(Actor("col1", "collector"), source_ip="10.0.0.3", request_id="req-col1")
-OTHER_COLLECTOR = RequestContext(Actor("col2", "collector"), source_ip="10.0.0.4", request_id="req-col2")
-AUDITOR = RequestContext(Actor("audra", "auditor"), source_ip="10.0.0.5", request_id="req-auditor")
 
 PRINCIPAL_EACH = 10_000_00
 INTEREST_EACH = 1_000_00

@@ -10,6 +10,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item, watch_key_for
 from chalicelib.adapters.dynamodb.models import LegalCaseModel, LoanModel
 from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
@@ -58,6 +59,9 @@ def _item_to_case(item: LegalCaseModel) -> LegalCase:
 
 
 class DynamoDelinquencyStore:
+    def __init__(self) -> None:
+        self._loans = DynamoLoanRepository()
+
     @storage_call
     def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> LoansPage:
         """Loans whose watch date is ``day`` in one shard. The index holds keys only (every loan write
@@ -83,12 +87,8 @@ class DynamoDelinquencyStore:
         )
         return _page_of(results)
 
-    @storage_call
     def get(self, loan_id: str) -> Loan | None:
-        try:
-            return item_to_loan(LoanModel.get(loan_id, consistent_read=True))
-        except DoesNotExist:
-            return None
+        return self._loans.get(loan_id)
 
     @storage_call
     def save_evaluation(
