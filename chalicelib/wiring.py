@@ -26,6 +26,7 @@ from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
 from chalicelib.jobs.dpd import DpdJob
 from chalicelib.services.auth import AuthService
+from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
@@ -49,6 +50,7 @@ class Services:
     dpd_job: DpdJob
     completed_through: CompletedThrough
     metrics: EmfMetrics
+    denials: DenialRecorder
 
 
 _services: Services | None = None
@@ -102,6 +104,7 @@ def build(config: Settings) -> Services:
         ),
         completed_through=completed_through,
         metrics=metrics,
+        denials=DenialRecorder(audit, metrics),
     )
 
 

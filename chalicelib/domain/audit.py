@@ -1,10 +1,16 @@
-"""Audit entries (SPEC §8): append-only facts about every change and every denied attempt."""
+"""Audit entries: append-only facts about every change and every denied attempt (docs/rules.md, "Audit")."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+MAX_ATTEMPT_BYTES = 4096
+"""An attempted value (a refused body) larger than this, as compact JSON, is stored as a digest: an
+attacker must not be able to make the refusal fail, or the audit table expensive, by sending a lot."""
 
 
 class Outcome(StrEnum):
@@ -22,6 +28,8 @@ class Action(StrEnum):
     FINANCIAL_GUARD_BLOCKED = "FINANCIAL_GUARD_BLOCKED"
     DELINQUENCY_CHANGED = "DELINQUENCY_CHANGED"
     LEGAL_ESCALATED = "LEGAL_ESCALATED"
+    ACCESS_DENIED = "ACCESS_DENIED"
+    """A write route refused for the caller's role (403 FORBIDDEN)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +57,18 @@ class AuditEntry:
     def day(self) -> str:
         """IST date of ``at`` (``at`` carries the +05:30 offset), the partition of the by-day index."""
         return self.at[:10]
+
+
+def bounded_attempt(value: Any) -> Any:
+    """What an audit entry keeps of an attempted value: the value itself when it is small, else a
+    SHA-256 digest of its compact JSON with its size and a short preview, enough to match it against
+    logs or a client's copy without storing the whole thing."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str, allow_nan=False)
+        storable = True
+    except ValueError:  # NaN or Infinity: not JSON, so never stored as it is
+        text, storable = repr(value), False
+    raw = text.encode()
+    if storable and len(raw) <= MAX_ATTEMPT_BYTES:
+        return value
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "preview": text[:256]}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from chalicelib.domain.delinquency import Delinquency, assess, oldest_unpaid_due_date
+from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.schedule import Instalment
 
 LOAN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -50,6 +51,9 @@ class Loan:
     legal_escalated_on: dt.date | None = None
     last_job_date: dt.date | None = None
     """Business date of the last day-end run that wrote this loan."""
+    payments: tuple[LedgerEntry, ...] = ()
+    """The standing (not reversed) payments, as the replay of the schedule needs them
+    (``domain.ledger``): the paid amounts on ``schedule`` are always their replay."""
     created_at: str = ""
     updated_at: str = ""
     version: int = 0
@@ -74,6 +78,30 @@ def reassess(loan: Loan, business_date: dt.date) -> Loan:
         previous_npa_since=previous.npa_since,
     )
     return replace(loan, delinquency=delinquency)
+
+
+def delinquency_snapshot(loan: Loan) -> dict[str, str | int | None]:
+    """The delinquency fields as the audit trail records them before and after a change.
+
+    Every write that changes a stored loan's dpd, bucket, classification or ``npa_since`` writes a
+    DELINQUENCY_CHANGED entry from the stored snapshot to the new one, in the same transaction, so a
+    loan's entries chain (each ``before`` equals the previous ``after``) and end at the stored loan.
+    """
+    d = loan.delinquency
+    return {
+        "dpd": d.dpd,
+        "bucket": d.bucket.value,
+        "classification": d.classification.value,
+        "npa_since": d.npa_since.isoformat() if d.npa_since else None,
+        "dpd_as_of": d.as_of.isoformat(),
+    }
+
+
+def delinquency_changed(before: Loan, after: Loan) -> bool:
+    """True when a write from ``before`` to ``after`` needs a DELINQUENCY_CHANGED entry (see
+    :func:`delinquency_snapshot`); the as-of date alone moving is not a change."""
+    b, a = before.delinquency, after.delinquency
+    return (b.dpd, b.bucket, b.classification, b.npa_since) != (a.dpd, a.bucket, a.classification, a.npa_since)
 
 
 def initial_delinquency(schedule: tuple[Instalment, ...], business_date: dt.date) -> Delinquency:

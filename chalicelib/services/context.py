@@ -30,6 +30,32 @@ class RequestContext:
         if self.role not in allowed:
             raise Forbidden(f"role {self.role.value} may not do this")
 
+    def audit_entry(
+        self,
+        action: Action,
+        entity_type: str,
+        entity_id: str,
+        before: Any,
+        after: Any,
+        outcome: Outcome = Outcome.SUCCESS,
+        reason: str | None = None,
+    ) -> AuditEntry:
+        """An audit entry about one entity, by this caller, now."""
+        return AuditEntry(
+            audit_id=new_id(),
+            at=clock.now_iso(),
+            actor=self.actor,
+            source_ip=self.source_ip,
+            request_id=self.request_id,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            before=before,
+            after=after,
+            outcome=outcome,
+            reason=reason,
+        )
+
     def loan_audit(
         self,
         action: Action,
@@ -39,18 +65,5 @@ class RequestContext:
         outcome: Outcome = Outcome.SUCCESS,
         reason: str | None = None,
     ) -> AuditEntry:
-        """An audit entry about one loan, by this caller, now (SPEC §8: loan actions use the loan id)."""
-        return AuditEntry(
-            audit_id=new_id(),
-            at=clock.now_iso(),
-            actor=self.actor,
-            source_ip=self.source_ip,
-            request_id=self.request_id,
-            action=action,
-            entity_type="loan",
-            entity_id=loan_id,
-            before=before,
-            after=after,
-            outcome=outcome,
-            reason=reason,
-        )
+        """An audit entry about one loan: loan-level actions use the loan id as the entity id."""
+        return self.audit_entry(action, "loan", loan_id, before, after, outcome, reason)

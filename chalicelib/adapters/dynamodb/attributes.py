@@ -14,6 +14,7 @@ from pynamodb.attributes import Attribute
 from pynamodb.constants import NUMBER, STRING
 
 from chalicelib.domain.allocation import Allocation, AllocationLine
+from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.schedule import Instalment
 
 
@@ -83,6 +84,23 @@ class AllocationAttribute(Attribute[Allocation]):
 
     def deserialize(self, value: str) -> Allocation:
         return Allocation(tuple(AllocationLine(int(r[0]), int(r[1]), int(r[2])) for r in json.loads(value)))
+
+
+class LedgerAttribute(Attribute[list[LedgerEntry]]):
+    """A loan's standing payments as compact JSON rows ``[payment_id, payment_date, landed_on, amount]``:
+    about 60 bytes a payment, read with the loan at no extra request."""
+
+    attr_type = STRING
+
+    def serialize(self, value: list[LedgerEntry]) -> str:
+        rows = [[e.payment_id, e.payment_date.isoformat(), e.landed_on.isoformat(), e.amount_paise] for e in value]
+        return json.dumps(rows, separators=(",", ":"))
+
+    def deserialize(self, value: str) -> list[LedgerEntry]:
+        return [
+            LedgerEntry(str(r[0]), dt.date.fromisoformat(r[1]), dt.date.fromisoformat(r[2]), int(r[3]))
+            for r in json.loads(value)
+        ]
 
 
 class JsonAttribute(Attribute[Any]):

@@ -45,6 +45,7 @@ def loan_to_item(loan: Loan) -> LoanModel:
         annual_rate_bps=loan.annual_rate_bps,
         disbursement_date=loan.disbursement_date,
         schedule=list(loan.schedule),
+        ledger=list(loan.payments),
         outstanding_principal_paise=loan.outstanding_principal_paise,
         overdue_paise=d.overdue_paise,
         dpd=d.dpd,
@@ -79,6 +80,7 @@ def item_to_loan(item: LoanModel) -> Loan:
         annual_rate_bps=item.annual_rate_bps,
         disbursement_date=item.disbursement_date,
         schedule=tuple(item.schedule),
+        payments=tuple(item.ledger or ()),
         delinquency=Delinquency(
             as_of=item.dpd_as_of,
             dpd=item.dpd,

@@ -15,6 +15,7 @@ from chalicelib.adapters.dynamodb.attributes import (
     DateAttribute,
     IntegerAttribute,
     JsonAttribute,
+    LedgerAttribute,
     ScheduleAttribute,
 )
 from chalicelib.config import Settings
@@ -80,6 +81,8 @@ class LoanModel(Model):
     annual_rate_bps = IntegerAttribute(null=True)
     disbursement_date = DateAttribute()
     schedule = ScheduleAttribute()
+    ledger = LedgerAttribute(null=True)
+    """The standing payments the schedule's paid amounts are replayed from (``domain.ledger``)."""
     outstanding_principal_paise = IntegerAttribute()
     overdue_paise = IntegerAttribute()
     dpd = IntegerAttribute()
