@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.domain.allocation import Allocation, AllocationLine
+from chalicelib.domain.allocation import Allocation
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.delinquency import Bucket, Classification, dpd_on, overdue_paise
 from chalicelib.domain.errors import (
@@ -19,11 +19,14 @@ from chalicelib.domain.errors import (
     PaymentDateInFuture,
     PaymentDateTooOld,
 )
+from chalicelib.domain.ledger import LedgerEntry, replay
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
 from chalicelib.domain.payment import (
+    NO_ALLOCATION,
     Payment,
     PaymentMode,
     PaymentStatus,
+    allocations_now,
     check_amount,
     check_payment_date,
     is_valid_utr,
@@ -81,12 +84,14 @@ def npa_loan() -> Loan:
     return make_loan(instalments(DUES))
 
 
-def payment_for(loan_before: Loan, amount: int, allocation: Allocation, payment_id: str = "P1") -> Payment:
-    """A payment record as the service builds it: it remembers the loan's classification before it."""
+def payment_record(amount: int, allocation: Allocation, payment_id: str = "P1") -> Payment:
+    """A payment record as the service builds it. It no longer remembers the loan's classification
+    before it (``prior_classification`` is gone): a reversal replays the loan's standing payments, so
+    what the payment found is recovered from the ledger, and ``landed_on`` places it in that history."""
     return Payment(
         payment_id=payment_id,
         utr="UTR" + payment_id,
-        loan_id=loan_before.loan_id,
+        loan_id="LN-1",
         amount_paise=amount,
         payment_date=BUSINESS_DATE,
         mode=PaymentMode.UPI,
@@ -94,8 +99,7 @@ def payment_for(loan_before: Loan, amount: int, allocation: Allocation, payment_
         allocation=allocation,
         posted_at="2026-03-15T12:00:00.000+05:30",
         posted_by=ACTOR,
-        prior_classification=loan_before.delinquency.classification,
-        prior_npa_since=loan_before.delinquency.npa_since,
+        landed_on=BUSINESS_DATE,
     )
 
 
@@ -323,16 +327,21 @@ def test_npa_is_upgraded_to_standard_once_all_overdue_is_paid() -> None:
 
 
 # --- reversing --------------------------------------------------------------------------------
+# A reversal replays the loan's standing payments without the bounced one (SPEC §5): the loan is
+# exactly what it would be had that payment never been posted.
 
 
 def test_reversing_a_payoff_reopens_the_closed_loan() -> None:
     before = npa_loan()
-    closed, allocation = post_to_loan(before, OWED_ALL, BUSINESS_DATE)
+    closed, allocation = post_to_loan(before, OWED_ALL, BUSINESS_DATE, "P1")
     assert closed.status is LoanStatus.CLOSED
+    assert closed.payments == (LedgerEntry("P1", BUSINESS_DATE, BUSINESS_DATE, OWED_ALL),)
 
-    reopened = reverse_on_loan(closed, payment_for(before, OWED_ALL, allocation), BUSINESS_DATE)
+    reopened, taken_off = reverse_on_loan(closed, "P1", BUSINESS_DATE)
 
+    assert taken_off == allocation
     assert reopened.status is LoanStatus.ACTIVE
+    assert reopened.payments == ()
     assert reopened.schedule == before.schedule
     assert reopened.outstanding_principal_paise == before.principal_paise
     assert reopened.delinquency == before.delinquency
@@ -340,12 +349,12 @@ def test_reversing_a_payoff_reopens_the_closed_loan() -> None:
 
 def test_reversing_the_payment_that_upgraded_an_npa_brings_back_npa_with_its_original_date() -> None:
     before = npa_loan()
-    upgraded, allocation = post_to_loan(before, OVERDUE_ALL, BUSINESS_DATE)
+    upgraded, _ = post_to_loan(before, OVERDUE_ALL, BUSINESS_DATE, "P1")
     assert upgraded.delinquency.classification is Classification.STANDARD
 
     # Reversed some days later: the original NPA date comes back, not the reversal date.
     later = dt.date(2026, 3, 20)
-    reverted = reverse_on_loan(upgraded, payment_for(before, OVERDUE_ALL, allocation), later)
+    reverted, _ = reverse_on_loan(upgraded, "P1", later)
 
     d = reverted.delinquency
     assert (d.as_of, d.dpd, d.bucket, d.classification, d.npa_since, d.overdue_paise) == (
@@ -360,19 +369,19 @@ def test_reversing_the_payment_that_upgraded_an_npa_brings_back_npa_with_its_ori
 
 def test_a_reversed_payment_of_a_loan_that_was_not_npa_does_not_make_it_npa() -> None:
     before = make_loan(instalments(DUES[3:]))
-    after, allocation = post_to_loan(before, 2 * EMI, BUSINESS_DATE)
-    reverted = reverse_on_loan(after, payment_for(before, 2 * EMI, allocation), BUSINESS_DATE)
+    after, _ = post_to_loan(before, 2 * EMI, BUSINESS_DATE, "P1")
+    reverted, _ = reverse_on_loan(after, "P1", BUSINESS_DATE)
     assert reverted.delinquency == before.delinquency
     assert reverted.delinquency.classification is Classification.SMA_1
 
 
 def test_reversing_an_upgrade_that_followed_a_partial_payment_keeps_the_loan_npa() -> None:
     loan0 = npa_loan()
-    loan1, _ = post_to_loan(loan0, 2 * EMI, BUSINESS_DATE)  # still NPA, dpd 69
-    loan2, alloc_b = post_to_loan(loan1, 3 * EMI, BUSINESS_DATE)  # clears the rest: STANDARD
+    loan1, _ = post_to_loan(loan0, 2 * EMI, BUSINESS_DATE, "PA")  # still NPA, dpd 69
+    loan2, _ = post_to_loan(loan1, 3 * EMI, BUSINESS_DATE, "PB")  # clears the rest: STANDARD
     assert loan2.delinquency.classification is Classification.STANDARD
 
-    reverted = reverse_on_loan(loan2, payment_for(loan1, 3 * EMI, alloc_b, "PB"), BUSINESS_DATE)
+    reverted, _ = reverse_on_loan(loan2, "PB", BUSINESS_DATE)
 
     # dpd 69 alone would be SMA-2; the loan was NPA before the bounced payment, so it is NPA again.
     d = reverted.delinquency
@@ -383,78 +392,115 @@ def test_reversing_an_upgrade_that_followed_a_partial_payment_keeps_the_loan_npa
         NPA_SINCE,
         3 * EMI,
     )
+    assert reverted == loan1
 
 
-def test_reversing_an_earlier_payment_keeps_a_later_payments_effect() -> None:
+def test_reversing_an_earlier_payment_moves_a_later_payment_onto_the_oldest_instalment() -> None:
     loan0 = npa_loan()
-    loan1, alloc_a = post_to_loan(loan0, 2 * EMI, BUSINESS_DATE)  # instalments 1 and 2
-    loan2, _ = post_to_loan(loan1, EMI + 500_00, BUSINESS_DATE)  # instalment 3 and part of 4
-    payment_a = payment_for(loan0, 2 * EMI, alloc_a, "PA")
+    loan1, alloc_a = post_to_loan(loan0, 2 * EMI, BUSINESS_DATE, "PA")  # instalments 1 and 2
+    loan2, alloc_b = post_to_loan(loan1, EMI + 500_00, BUSINESS_DATE, "PB")  # instalment 3 and part of 4
+    assert [line.seq for line in alloc_b.lines] == [3, 4]
 
-    reverted = reverse_on_loan(loan2, payment_a, BUSINESS_DATE)
+    reverted, taken_off = reverse_on_loan(loan2, "PA", BUSINESS_DATE)
 
+    assert taken_off == alloc_a
+    # Changed with the replay rule: the old reversal subtracted A's allocation and left B on
+    # instalments 3 and 4 (dpd 130 from 5 Nov). B now covers the oldest instalment and its
+    # remaining 500 goes to instalment 2's interest first, as if A had never been posted.
     assert paid(reverted) == [
-        (0, 0),
-        (0, 0),
         (INTEREST_EACH, PRINCIPAL_EACH),
-        (500_00, 0),  # B's remaining 500 went to instalment 4's interest first
+        (500_00, 0),
+        (0, 0),
+        (0, 0),
         (0, 0),
         (0, 0),
     ]
+    assert [
+        (line.seq, line.interest_paise, line.principal_paise) for line in allocations_now(reverted)["PB"].lines
+    ] == [
+        (1, INTEREST_EACH, PRINCIPAL_EACH),
+        (2, 500_00, 0),
+    ]
     assert reverted.outstanding_principal_paise == 6 * PRINCIPAL_EACH - PRINCIPAL_EACH
     d = reverted.delinquency
+    # Oldest unpaid is now 5 Dec: day 130 - 30 = 100. Still NPA (it was before B) with its date.
     assert (d.dpd, d.classification, d.npa_since, d.overdue_paise) == (
-        DPD_FROM_NOV,
+        DPD_FROM_NOV - 30,
         Classification.NPA,
         NPA_SINCE,
         OVERDUE_ALL - EMI - 500_00,
     )
+    only_b, _ = post_to_loan(loan0, EMI + 500_00, BUSINESS_DATE, "PB")
+    assert reverted == only_b  # exactly as if A had never been posted
 
 
-def test_reversing_the_upgrading_payment_after_a_prepayment_keeps_the_prepayment() -> None:
+def test_reversing_the_upgrading_payment_after_a_prepayment_moves_the_prepayment_to_the_oldest() -> None:
     loan0 = npa_loan()
-    loan1, alloc_a = post_to_loan(loan0, OVERDUE_ALL, BUSINESS_DATE)  # upgrade to STANDARD
-    loan2, _ = post_to_loan(loan1, 3_000_00, BUSINESS_DATE)  # prepays part of instalment 6
+    loan1, _ = post_to_loan(loan0, OVERDUE_ALL, BUSINESS_DATE, "PA")  # upgrade to STANDARD
+    loan2, _ = post_to_loan(loan1, 3_000_00, BUSINESS_DATE, "PB")  # prepays part of instalment 6
     assert loan2.delinquency.classification is Classification.STANDARD
+    assert paid(loan2)[5] == (INTEREST_EACH, 2_000_00)
 
-    reverted = reverse_on_loan(loan2, payment_for(loan0, OVERDUE_ALL, alloc_a, "PA"), BUSINESS_DATE)
+    reverted, _ = reverse_on_loan(loan2, "PA", BUSINESS_DATE)
 
-    assert paid(reverted) == [(0, 0)] * 5 + [(INTEREST_EACH, 2_000_00)]
+    # Changed with the replay rule: the prepayment used to stay on instalment 6; now B's money sits
+    # on the oldest unpaid instalment, interest first.
+    assert paid(reverted) == [(INTEREST_EACH, 2_000_00)] + [(0, 0)] * 5
     d = reverted.delinquency
     assert (d.dpd, d.classification, d.npa_since, d.overdue_paise) == (
         DPD_FROM_NOV,
         Classification.NPA,
         NPA_SINCE,
-        OVERDUE_ALL,
+        OVERDUE_ALL - 3_000_00,
     )
 
 
 def test_reversing_a_later_prepayment_leaves_an_upgraded_loan_standard() -> None:
     loan0 = npa_loan()
-    loan1, _ = post_to_loan(loan0, OVERDUE_ALL, BUSINESS_DATE)
-    loan2, alloc_b = post_to_loan(loan1, 3_000_00, BUSINESS_DATE)
+    loan1, _ = post_to_loan(loan0, OVERDUE_ALL, BUSINESS_DATE, "PA")
+    loan2, alloc_b = post_to_loan(loan1, 3_000_00, BUSINESS_DATE, "PB")
 
-    reverted = reverse_on_loan(loan2, payment_for(loan1, 3_000_00, alloc_b, "PB"), BUSINESS_DATE)
+    reverted, taken_off = reverse_on_loan(loan2, "PB", BUSINESS_DATE)
 
-    assert reverted.schedule == loan1.schedule
-    assert reverted.delinquency == loan1.delinquency
+    assert taken_off == alloc_b
+    assert reverted == loan1
     assert reverted.delinquency.classification is Classification.STANDARD
 
 
 def test_reversal_on_a_written_off_loan_keeps_it_written_off() -> None:
     before = npa_loan()
-    after, allocation = post_to_loan(before, EMI, BUSINESS_DATE)
+    after, _ = post_to_loan(before, EMI, BUSINESS_DATE, "P1")
     written_off = dataclasses.replace(after, status=LoanStatus.WRITTEN_OFF)
-    reverted = reverse_on_loan(written_off, payment_for(before, EMI, allocation), BUSINESS_DATE)
+    reverted, _ = reverse_on_loan(written_off, "P1", BUSINESS_DATE)
     assert reverted.status is LoanStatus.WRITTEN_OFF
     assert reverted.schedule == before.schedule
 
 
-def test_reversing_an_allocation_the_loan_no_longer_holds_is_refused() -> None:
-    loan = npa_loan()
-    phantom = Allocation((AllocationLine(seq=1, interest_paise=1, principal_paise=0),))
-    with pytest.raises(ValueError):
-        reverse_on_loan(loan, payment_for(loan, 1, phantom), BUSINESS_DATE)
+def test_reversing_a_payment_the_loan_does_not_hold_is_refused() -> None:
+    # Was: an allocation the schedule no longer held. Now: a payment id not among the standing ones.
+    loan, _ = post_to_loan(npa_loan(), EMI, BUSINESS_DATE, "P1")
+    with pytest.raises(ValueError, match="P2"):
+        reverse_on_loan(loan, "P2", BUSINESS_DATE)
+    reverted, _ = reverse_on_loan(loan, "P1", BUSINESS_DATE)
+    with pytest.raises(ValueError, match="P1"):
+        reverse_on_loan(reverted, "P1", BUSINESS_DATE)
+
+
+def test_a_backdated_payment_is_allocated_before_an_earlier_posted_later_dated_one() -> None:
+    loan0 = npa_loan()
+    loan1, alloc_a = post_to_loan(loan0, EMI, BUSINESS_DATE, "PA", payment_date=dt.date(2026, 3, 14))
+    assert [line.seq for line in alloc_a.lines] == [1]
+    # Posted later (a larger id) but paid earlier: it takes the oldest instalment from A.
+    loan2, alloc_b = post_to_loan(loan1, EMI, BUSINESS_DATE, "PB", payment_date=dt.date(2026, 3, 9))
+    assert [line.seq for line in alloc_b.lines] == [1]
+    assert [line.seq for line in allocations_now(loan2)["PA"].lines] == [2]
+    assert allocations_now(loan2)["PB"] == alloc_b
+
+
+def test_the_payment_record_carries_its_ledger_entry() -> None:
+    record = payment_record(EMI, NO_ALLOCATION, "P9")
+    assert record.ledger_entry == LedgerEntry("P9", BUSINESS_DATE, BUSINESS_DATE, EMI)
+    assert record.allocation.total_paise == 0
 
 
 # --- property: money is conserved through any sequence of payments and reversals -------------
@@ -488,7 +534,8 @@ def test_payments_and_reversals_conserve_principal_and_never_go_negative(
     principal = sum(p for p, _ in rows)
     business_date = START + dt.timedelta(days=business_offset)
     loan = make_loan(schedule, business_date, principal_paise=principal)
-    live: list[Payment] = []
+    live: list[str] = []
+    posted = 0
 
     for kind, n in ops:
         if kind == "pay":
@@ -496,16 +543,21 @@ def test_payments_and_reversals_conserve_principal_and_never_go_negative(
             if loan.status is not LoanStatus.ACTIVE or owed == 0:
                 continue
             amount = max(1, owed * n // 1000)
-            updated, allocation = post_to_loan(loan, amount, business_date)
+            payment_id = f"P{posted:03d}"
+            posted += 1
+            updated, allocation = post_to_loan(loan, amount, business_date, payment_id)
             assert allocation.total_paise == amount
-            live.append(payment_for(loan, amount, allocation, f"P{len(live)}"))
+            live.append(payment_id)
             loan = updated
         elif live:
-            payment = live.pop(n % len(live))
-            loan = reverse_on_loan(loan, payment, business_date)
+            payment_id = live.pop(n % len(live))
+            loan, _ = reverse_on_loan(loan, payment_id, business_date)
 
-        paid_principal = sum(p.allocation.principal_paise for p in live)
-        paid_interest = sum(p.allocation.interest_paise for p in live)
+        assert [e.payment_id for e in loan.payments] == live
+        allocations = allocations_now(loan).values()
+        paid_principal = sum(a.principal_paise for a in allocations)
+        paid_interest = sum(a.interest_paise for a in allocations)
+        assert paid_principal + paid_interest == sum(e.amount_paise for e in loan.payments)
         assert loan.outstanding_principal_paise + paid_principal == principal
         assert sum(i.paid_principal_paise for i in loan.schedule) == paid_principal
         assert sum(i.paid_interest_paise for i in loan.schedule) == paid_interest
@@ -518,23 +570,27 @@ def test_payments_and_reversals_conserve_principal_and_never_go_negative(
         assert d.dpd == dpd_on(loan.schedule, business_date) >= 0
         assert d.overdue_paise == overdue_paise(loan.schedule, business_date) >= 0
         assert (d.classification is Classification.NPA) == (d.npa_since is not None)
+        assert replay(schedule, loan.payments, business_date).delinquency == d
 
-    for payment in reversed(live):
-        loan = reverse_on_loan(loan, payment, business_date)
+    for payment_id in reversed(list(live)):
+        loan, _ = reverse_on_loan(loan, payment_id, business_date)
     assert loan.schedule == schedule
+    assert loan.payments == ()
     assert loan.status is LoanStatus.ACTIVE
     assert loan.outstanding_principal_paise == principal
 
 
 def test_a_reversal_in_a_gap_keeps_an_npa_reached_in_the_gap() -> None:
-    """Evaluated last when SMA-2 (dpd 86); no run since. Reversing a later payment days after the loan
-    crossed dpd 91 must not present it as SMA: every day-end up to the reversal's date comes first."""
+    """Evaluated last when SMA-2 (dpd 86); no run since. Reversing the payment days after the loan
+    would have crossed dpd 91 without it must not present it as SMA: with the payment never posted,
+    every day-end up to the reversal's date sees instalment 1 (1 Jan) unpaid."""
     dues = [dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1), dt.date(2026, 4, 1)]
     stale = make_loan(instalments(dues), business_date=dt.date(2026, 3, 27))  # dpd 86, SMA-2
     assert stale.delinquency.classification is Classification.SMA_2
-    after, allocation = post_to_loan(stale, EMI, dt.date(2026, 3, 27))  # pays instalment 1: dpd 55
-    later = dt.date(2026, 5, 10)  # instalment 2 unpaid since 1 Feb: dpd 99 on 10 May, NPA since 2 May
-    reverted = reverse_on_loan(after, payment_for(stale, EMI, allocation), later)
+    after, _ = post_to_loan(stale, EMI, dt.date(2026, 3, 27), "P1")  # pays instalment 1: dpd 55
+    assert (after.delinquency.dpd, after.delinquency.classification) == (55, Classification.SMA_1)
+    later = dt.date(2026, 5, 10)  # 1 Jan unpaid: dpd 130 on 10 May, NPA since 1 Apr
+    reverted, _ = reverse_on_loan(after, "P1", later)
     d = reverted.delinquency
     assert (d.as_of, d.dpd, d.classification) == (later, 130, Classification.NPA)
     assert d.npa_since == dt.date(2026, 1, 1) + dt.timedelta(days=90)
