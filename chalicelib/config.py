@@ -19,7 +19,7 @@ class Settings:
     region: str
     app_version: str
     jwt_secret: str | None
-    """Set in local runs and tests; in AWS it is None and the secret comes from SSM (SPEC §3)."""
+    """Set in local runs and tests; in AWS it is None and the secret comes from SSM."""
     token_ttl_seconds: int
     cors_origin: str | None
     max_body_bytes: int
@@ -50,8 +50,8 @@ def settings() -> Settings:
         # One collector shift; the mobile app logs in again at the start of the next.
         token_ttl_seconds=_int("TOKEN_TTL_SECONDS", 8 * 3600),
         cors_origin=os.environ.get("CORS_ORIGIN") or None,
-        # Big enough for an imported 600-instalment schedule, small enough to refuse junk early.
-        max_body_bytes=_int("MAX_BODY_BYTES", 256 * 1024),
+        # The contract's limit (docs/api.md): an imported 600-instalment schedule is about 50 KiB.
+        max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
         login_max_failures=_int("LOGIN_MAX_FAILURES", 5),
         login_window_seconds=_int("LOGIN_WINDOW_SECONDS", 15 * 60),
         password_hash_iterations=_int("PASSWORD_HASH_ITERATIONS", 600_000),

@@ -5,6 +5,10 @@ CloudWatch and Scheduler, the tables and flags from infra/template.json, the dem
     make run                  (installs the venv and DynamoDB Local first, then runs this)
     python -m infra.local
 
+The API is Chalice's local server (what ``chalice local --no-autoreload`` runs), started as
+``python -m infra.local serve-api`` so that paths no route matches get the API's own 404 (see
+:class:`UnmatchedRouteGateway`).
+
 Ports: ``DYNAMODB_PORT`` (8000), ``MOTO_PORT`` (5001), ``API_PORT`` (8080);
 ``DEMO_LOANS`` (300) sizes the demo book.
 
@@ -17,10 +21,12 @@ demo passwords are published.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import glob
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -32,17 +38,26 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 import boto3
 from botocore.config import Config
+from chalice.app import Chalice
+from chalice.cli.factory import CLIFactory
+from chalice.config import Config as ChaliceConfig
+from chalice.deploy.validate import validate_routes
+from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, LocalGateway
 
+from chalicelib.api.errors import error_response
 from chalicelib.clock import last_completed_business_date
 from chalicelib.config import settings
+from chalicelib.domain.errors import NotFound
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import MIN_SECRET_BYTES, issue_token
 from chalicelib.wiring import services
@@ -355,18 +370,69 @@ def start_moto(stack: Stack, ports: Ports) -> Child:
 
 
 def start_api(stack: Stack, ports: Ports) -> Child:
-    argv = [
-        venv_script("chalice"),
-        "local",
-        "--no-autoreload",
-        "--stage",
-        STAGE,
-        "--host",
-        HOST,
-        "--port",
-        str(ports.api),
-    ]
+    argv = [sys.executable, "-m", "infra.local", "serve-api", "--host", HOST, "--port", str(ports.api)]
     return stack.start("api", argv, cwd=ROOT)
+
+
+class UnmatchedRouteGateway(LocalGateway):
+    """Chalice's local stand-in for API Gateway, except for paths no route matches: those get the API's
+    404 ``NOT_FOUND`` in its error shape, as API Gateway gives them through the gateway response in
+    infra/template.json. Chalice's own answer there is API Gateway's raw 403 "Missing Authentication
+    Token", which even quotes the request's Authorization header back; a greedy ``{proxy+}`` route
+    cannot catch those paths instead, because Chalice's local matcher does not treat it as greedy
+    (aws/chalice#2072)."""
+
+    def handle_request(self, method: str, path: str, headers: dict[str, Any], body: bytes | None) -> dict[str, Any]:
+        try:
+            self.event_converter.create_lambda_event(method=method, path=path, headers=headers, body=body)
+        except ValueError:
+            response = error_response(NotFound("nothing is served at this path"), str(uuid.uuid4()))
+            answer: dict[str, Any] = response.to_dict()
+            return answer
+        served: dict[str, Any] = super().handle_request(method, path, headers, body)
+        return served
+
+
+class _RequestHandler(ChaliceRequestHandler):
+    """Chalice's request handler with :class:`UnmatchedRouteGateway` in place of its own gateway."""
+
+    def __init__(
+        self,
+        request: Any,  # a socket (Chalice annotates it as bytes)
+        client_address: tuple[str, int],
+        server: HTTPServer,
+        app_object: Chalice,
+        config: ChaliceConfig,
+    ) -> None:
+        self.local_gateway = UnmatchedRouteGateway(app_object, config)
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+
+def local_api_server(app: Chalice, config: ChaliceConfig, host: str, port: int) -> LocalDevServer:
+    """Chalice's local development server for ``app`` (as ``chalice local`` builds it), answering
+    through :class:`UnmatchedRouteGateway`. Port 0 picks a free port (``server.server.server_address``)."""
+    validate_routes(app.routes)
+    if not isinstance(app, LocalChalice):
+        # As chalice.local.create_local_server does: the current request becomes per thread.
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
+    return LocalDevServer(app, config, host, port, handler_cls=_RequestHandler)
+
+
+def serve_api(argv: list[str]) -> int:
+    """``python -m infra.local serve-api [--host H] [--port P] [--stage S]``: the API alone, in the
+    foreground, with the environment this process has (``make run`` passes the local stack's)."""
+    parser = argparse.ArgumentParser(prog="python -m infra.local serve-api")
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORTS["API_PORT"])
+    parser.add_argument("--stage", default=STAGE)
+    args = parser.parse_args(argv)
+    # Like `chalice local`: the Lambda-style logs of the app go to stdout.
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    factory = CLIFactory(str(ROOT), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=args.stage)
+    local_api_server(config.chalice_app, config, args.host, args.port).serve_forever()
+    return 0
 
 
 def demo_loans() -> int:
@@ -488,6 +554,8 @@ def _request_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["serve-api"]:
+        return serve_api(sys.argv[2:])
     for sig in STOP_SIGNALS:
         signal.signal(sig, _request_stop)
     stack: Stack | None = None

@@ -1,4 +1,4 @@
-"""The one table from domain error codes to HTTP (SPEC §2), and the error body every client sees."""
+"""The one table from domain error codes to HTTP, and the error body every client sees (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from chalicelib.domain.errors import (
     InvalidSchedule,
     LoanExists,
     LoanNotPayable,
+    MethodNotAllowed,
     NotFound,
     Overpayment,
     PayloadTooLarge,
@@ -28,6 +29,7 @@ from chalicelib.domain.errors import (
     RequestInProgress,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 
@@ -37,12 +39,14 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     Forbidden: 403,
     FinancialFieldProtected: 403,
     NotFound: 404,
+    MethodNotAllowed: 405,
     LoanExists: 409,
     Conflict: 409,
     DuplicateUtr: 409,
     AlreadyReversed: 409,
     RequestInProgress: 409,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     InvalidSchedule: 422,
     AmountOutOfRange: 422,
     PaymentDateTooOld: 422,
@@ -63,16 +67,20 @@ def status_for(error: DomainError) -> int:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    # allow_nan=False: NaN and Infinity are not JSON; sending them would break every client's parser,
+    # so a value like that is a server bug (a 500 with a request id), never an invalid answer.
     return Response(
-        body=json.dumps(body, separators=(",", ":")),
+        body=json.dumps(body, separators=(",", ":"), allow_nan=False),
         status_code=status,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
 
 
-def error_response(error: DomainError, request_id: str, status: int | None = None) -> Response:
+def error_response(
+    error: DomainError, request_id: str, status: int | None = None, headers: dict[str, str] | None = None
+) -> Response:
     status = status or status_for(error)
-    headers = {"X-Request-Id": request_id}
+    headers = {**(headers or {}), "X-Request-Id": request_id}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="loan-crm"'
     if isinstance(error, RateLimited) and isinstance(error.details, dict):

@@ -1,18 +1,27 @@
-"""Route registration with one error boundary.
+"""Route registration with one error boundary, and the strict reading of requests (docs/api.md).
 
 Chalice turns any exception that is not its own into a bare 500 inside the view
-(``_get_view_function_response``), so the mapping from domain errors to SPEC §2 responses has to
-live around each view function. :func:`endpoint` does that once for every route, together with
+(``_get_view_function_response``), so the mapping from domain errors to responses has to live
+around each view function. :func:`endpoint` does that once for every route, together with
 authentication, the role check, request ids and body parsing.
+
+Chalice also answers a method a path does not serve (405) and a content type a route does not list
+(415) itself, before any view runs and in its own error shape; on API Gateway a method that is not
+defined on a resource never reaches the function at all. So each path is registered once, for every
+method, with one dispatcher that answers 405 and 415 in the API's error shape and hands everything
+else to the view registered for that method.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
+import math
+import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
@@ -22,9 +31,21 @@ from pydantic import ValidationError as PydanticValidationError
 
 from chalicelib.api import idempotency
 from chalicelib.api.errors import error_response, internal_error_response, json_response, status_for
+from chalicelib.api.schemas import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from chalicelib.config import settings
-from chalicelib.domain.audit import Actor
-from chalicelib.domain.errors import DomainError, PayloadTooLarge, Unauthenticated, Unavailable, ValidationFailed
+from chalicelib.domain.audit import Action, Actor
+from chalicelib.domain.errors import (
+    DomainError,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from chalicelib.domain.loan import LOAN_ID_PATTERN
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import decode_token
 from chalicelib.services.context import RequestContext
@@ -33,12 +54,150 @@ from chalicelib.wiring import services
 logger = Logger(service="loan-crm")
 M = TypeVar("M", bound=BaseModel)
 
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+"""Every method a path is registered for: the ones it does not serve answer 405 from the app, the same
+in tests, locally and on API Gateway. OPTIONS is left to CORS preflight (Chalice and API Gateway)."""
+WRITE_METHODS = frozenset({"DELETE", "PATCH", "POST", "PUT"})
+BODY_METHODS = frozenset({"PATCH", "POST", "PUT"})
+
+MAX_JSON_DEPTH = 32
+"""Levels of arrays and objects a body may nest; the top-level object or array is level 1."""
+MAX_QUERY_VALUE_CHARS = 512
+PATH_PARAMETER_PATTERNS: dict[str, re.Pattern[str]] = {"loan_id": LOAN_ID_PATTERN}
+"""Ids with a known shape. Any other URI parameter must match :data:`ANY_ID_PATTERN`."""
+ANY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+ENTITY_TYPE_BY_PARAMETER = {"loan_id": "loan", "payment_id": "payment"}
+"""Which audit entity a denied write names, by the route's URI parameter."""
+
+# --- reading JSON -----------------------------------------------------------------------------------
+
+Path = tuple[str | int, ...]
+
+
+def field_name(path: Path) -> str:
+    """A location as the 400 ``details`` name it, like pydantic does: ``schedule.0.due_date``."""
+    return ".".join(str(p) for p in path) or "body"
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A token json can read but the API does not accept; the walk reports it with its location."""
+
+    shown: str
+    message: str
+
+
+def _constant(name: str) -> _Unreadable:
+    return _Unreadable(name, "NaN and Infinity are not JSON numbers")
+
+
+def _float(text: str) -> float | _Unreadable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unreadable(text[:32], "number out of range")
+
+
+def _int(text: str) -> int | _Unreadable:
+    # int() refuses more than 4300 digits (sys.int_info.str_digits_check_threshold) with a ValueError;
+    # that is a bad value at a known place, not a malformed body.
+    try:
+        return int(text)
+    except ValueError:
+        return _Unreadable(f"{len(text)}-digit integer", "integer out of range")
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """An object as written, every key in order, repeats included (json's ``object_pairs_hook``)."""
+
+
+@dataclass
+class JsonDocument:
+    """A request body read strictly. ``value`` is what the body says (objects as dicts);
+    ``problems`` lists what makes it unacceptable although it could be read (repeated keys,
+    NaN/Infinity, numbers out of range, lone surrogates), each with its field; ``key_paths`` holds
+    the location of every key as written, repeats included, so a guard can look at all of them."""
+
+    text: str
+    value: Any = None
+    problems: list[dict[str, str]] = field(default_factory=list)
+    key_paths: list[Path] = field(default_factory=list)
+
+    def require_clean(self) -> Any:
+        if self.problems:
+            raise ValidationFailed("request body is not acceptable JSON", self.problems)
+        return self.value
+
+    def attempted(self) -> Any:
+        """What an audit entry records of this body: the value, or the text as sent when the value
+        would not say it faithfully (a repeated key keeps only its last value)."""
+        return self.text if self.problems else self.value
+
+    def _walk(self, node: Any, path: Path, depth: int) -> Any:
+        if isinstance(node, _Pairs | list) and depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        if isinstance(node, _Pairs):
+            result: dict[str, Any] = {}
+            for key, item in node:
+                here = (*path, key)
+                self.key_paths.append(here)
+                self._check_text(key, here)
+                if key in result:
+                    self.problems.append({"field": field_name(here), "message": "key appears more than once"})
+                result[key] = self._walk(item, here, depth + 1)
+            return result
+        if isinstance(node, list):
+            return [self._walk(item, (*path, i), depth + 1) for i, item in enumerate(node)]
+        if isinstance(node, _Unreadable):
+            self.problems.append({"field": field_name(path), "message": node.message})
+            return node.shown
+        if isinstance(node, str):
+            self._check_text(node, path)
+        return node
+
+    def _check_text(self, text: str, path: Path) -> None:
+        # "\ud800" is valid JSON but not Unicode: it cannot be stored (UTF-8) or sent back.
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.problems.append({"field": field_name(path), "message": "not valid Unicode (lone surrogate)"})
+
+
+def _too_deep() -> ValidationFailed:
+    return ValidationFailed(
+        "request body is nested too deeply",
+        [{"field": "body", "message": f"at most {MAX_JSON_DEPTH} levels of arrays and objects"}],
+    )
+
+
+def _malformed(message: str) -> ValidationFailed:
+    return ValidationFailed("request body is not valid JSON", [{"field": "body", "message": message}])
+
+
+def read_json(raw: bytes) -> JsonDocument:
+    """Read a body as JSON: 400 when it is not UTF-8, not JSON or nested too deeply. Problems that
+    leave it readable are collected on the document, not raised (see :meth:`JsonDocument.require_clean`)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _malformed("not UTF-8 text") from None
+    try:
+        tree = json.loads(text, object_pairs_hook=_Pairs, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except json.JSONDecodeError as exc:
+        # exc.msg is json's own description ("Expecting value"); never the text around it.
+        raise _malformed(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise _too_deep() from None
+    document = JsonDocument(text)
+    document.value = document._walk(tree, (), 1)
+    return document
+
+
+# --- the request a view sees ------------------------------------------------------------------------
+
 
 def pydantic_details(exc: PydanticValidationError) -> list[dict[str, str]]:
     details = []
-    for err in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        details.append({"field": field, "message": err["msg"], "type": err["type"]})
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        details.append({"field": field_name(tuple(err["loc"])), "message": err["msg"], "type": err["type"]})
     return details
 
 
@@ -51,23 +210,20 @@ class Call:
     request_id: str
     fingerprint: str | None = None
     """Set when the client sent an Idempotency-Key: identifies this logical request across retries."""
+    _document: JsonDocument | None = None
 
     def raw_body(self) -> bytes:
-        raw = self.request.raw_body or b""
-        if isinstance(raw, str):
-            raw = raw.encode()
-        limit = settings().max_body_bytes
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes", {"max_bytes": limit})
-        return raw
+        return _raw_body(self.request)
+
+    def document(self) -> JsonDocument:
+        """The body read as JSON (413, 400 when unreadable), problems not yet judged."""
+        if self._document is None:
+            self._document = read_json(self.raw_body())
+        return self._document
 
     def json_value(self) -> Any:
-        """The body as any JSON value; empty, malformed or NaN is a 400."""
-        raw = self.raw_body()
-        try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationFailed("request body is not valid JSON", [{"field": "body", "message": str(exc)}]) from None
+        """The body as any JSON value; empty, malformed, too deep, a repeated key or NaN is a 400."""
+        return self.document().require_clean()
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; anything else (empty, malformed, an array, NaN) is a 400."""
@@ -88,17 +244,51 @@ class Call:
             raise ValidationFailed("request body is invalid", pydantic_details(exc)) from None
 
     def query(self, allowed: set[str]) -> dict[str, str]:
+        """The query parameters; an unknown name, an overlong value or a control character is a 400."""
         params = dict(self.request.query_params or {})
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ValidationFailed(
                 "unknown query parameters", [{"field": name, "message": "not supported"} for name in unknown]
             )
+        bad = [
+            {"field": name, "message": f"at most {MAX_QUERY_VALUE_CHARS} printable characters"}
+            for name, value in sorted(params.items())
+            if len(value) > MAX_QUERY_VALUE_CHARS or not value.isprintable()
+        ]
+        if bad:
+            raise ValidationFailed("invalid query parameters", bad)
         return params
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def query_date(params: dict[str, str], name: str) -> dt.date | None:
+    """An optional ``YYYY-MM-DD`` query parameter within the business date range, else a 400."""
+    value = params.get(name)
+    if value is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        day = None
+    # fromisoformat also reads "20260315"; only the form the API writes is accepted.
+    if day is None or day.isoformat() != value:
+        raise ValidationFailed(f"{name} must be a date", [{"field": name, "message": "YYYY-MM-DD (IST)"}])
+    if not FIRST_BUSINESS_DATE <= day <= LAST_BUSINESS_DATE:
+        raise ValidationFailed(
+            f"{name} is out of range",
+            [{"field": name, "message": f"between {FIRST_BUSINESS_DATE} and {LAST_BUSINESS_DATE}"}],
+        )
+    return day
+
+
+def _raw_body(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    limit = settings().max_body_bytes
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body over {limit} bytes", {"max_bytes": limit})
+    return raw
 
 
 def _request_id(request: Request) -> str:
@@ -122,6 +312,31 @@ def _authenticate(request: Request, request_id: str) -> RequestContext:
     return RequestContext(actor=actor, source_ip=_source_ip(request), request_id=request_id)
 
 
+def _check_path_parameters(params: dict[str, Any]) -> None:
+    # An id that cannot exist is not looked up: a 10 000-character key is a DynamoDB error, not a miss.
+    for name, value in params.items():
+        pattern = PATH_PARAMETER_PATTERNS.get(name, ANY_ID_PATTERN)
+        if not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise NotFound(f"{name.removesuffix('_id')} not found")
+
+
+def _is_json(request: Request) -> bool:
+    """A body is JSON when it says so (``application/json``, UTF-8 if a charset is named) or, as
+    Chalice and API Gateway assume, when it names no type at all."""
+    headers: Any = request.headers or {}
+    header = headers.get("content-type")
+    if header is None:
+        return True
+    media_type, *parameters = str(header).split(";")
+    if media_type.strip().lower() != "application/json":
+        return False
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
 def _cors() -> CORSConfig | None:
     origin = settings().cors_origin
     if not origin:
@@ -135,6 +350,63 @@ def _cors() -> CORSConfig | None:
 
 
 ANONYMOUS = Actor(sub="anonymous", role=Role.AUDITOR.value)
+
+
+def _record_denial(ctx: RequestContext, request: Request, path: str, params: dict[str, Any], exc: Forbidden) -> None:
+    """A 403 on a write route goes on the audit trail; recording it never changes the answer."""
+    if request.method not in WRITE_METHODS:
+        return
+    entity_type, entity_id = "route", f"{request.method} {path}"
+    for name, kind in ENTITY_TYPE_BY_PARAMETER.items():
+        if name in params:
+            entity_type, entity_id = kind, str(params[name])
+            break
+    try:
+        attempted = read_json(_raw_body(request)).attempted()
+    except DomainError:
+        attempted = None
+    try:
+        services().denials.record(ctx, Action.ACCESS_DENIED, entity_type, entity_id, attempted, exc.message)
+    except Exception:
+        logger.exception("could not audit a denied write", extra={"request_id": ctx.request_id})
+
+
+# --- registration -----------------------------------------------------------------------------------
+
+_views_by_path: dict[str, dict[str, Callable[..., Response]]] = {}
+"""Path template -> method -> view, for every route :func:`endpoint` registered."""
+
+
+def _path_views(bp: Blueprint, path: str) -> dict[str, Callable[..., Response]]:
+    """The views of one path; the first time a path is seen it is registered with Chalice for every
+    method, with a dispatcher that answers 405 and 415 in the API's error shape."""
+    views = _views_by_path.get(path)
+    if views is not None:
+        return views
+    views = _views_by_path[path] = {}
+
+    def dispatch(**params: Any) -> Response:
+        request = bp.current_request
+        view = views.get(request.method)
+        if view is None:
+            allowed = sorted(views)
+            refusal: DomainError = MethodNotAllowed(
+                f"{request.method} is not served on this path", {"allowed": allowed}
+            )
+            return error_response(refusal, _request_id(request), headers={"Allow": ", ".join(allowed)})
+        if request.method in BODY_METHODS and not _is_json(request):
+            refusal = UnsupportedMediaType("request bodies must be application/json", {"expected": "application/json"})
+            return error_response(refusal, _request_id(request))
+        return view(**params)
+
+    dispatch.__name__ = "route_" + re.sub(r"\W+", "_", path).strip("_")
+    bp.route(path, methods=list(HTTP_METHODS), cors=_cors() or False, content_types=["*/*"])(dispatch)
+    return views
+
+
+def served_methods(path: str) -> list[str]:
+    """The methods a registered path template has a view for, e.g. ``["GET", "POST"]``."""
+    return sorted(_views_by_path.get(path, {}))
 
 
 def endpoint(
@@ -157,6 +429,8 @@ def endpoint(
             except DomainError as exc:
                 if status_for(exc) >= 500:
                     raise
+                if isinstance(exc, Forbidden):
+                    _record_denial(call.ctx, call.request, path, params, exc)
                 return error_response(exc, call.request_id)
             if isinstance(result, Response):
                 result.headers.setdefault("X-Request-Id", call.request_id)
@@ -170,16 +444,25 @@ def endpoint(
             try:
                 if authenticated:
                     ctx = _authenticate(request, request_id)
-                    if roles is not None:
-                        ctx.require(roles)
                 else:
                     ctx = RequestContext(actor=ANONYMOUS, source_ip=_source_ip(request), request_id=request_id)
+                _check_path_parameters(params)
+                if roles is not None:
+                    try:
+                        ctx.require(roles)
+                    except Forbidden as exc:
+                        _record_denial(ctx, request, path, params, exc)
+                        raise
                 headers: Any = request.headers or {}
                 raw_key = headers.get(idempotency.HEADER) if idempotent else None
                 if raw_key is None:
                     return respond(Call(request, ctx, request_id), params)
                 key = idempotency.validate_key(str(raw_key))
                 call = Call(request, ctx, request_id)
+                if call.raw_body():
+                    # A body that is not acceptable JSON is refused before the key is taken, so the
+                    # client can fix it and retry with the same key.
+                    call.document().require_clean()
                 # request.path is the route template ("/api/v1/payments/{payment_id}/reverse"); without
                 # the URI parameters one key would replay one payment's reversal for another payment.
                 resource = request.path + json.dumps(params, sort_keys=True, separators=(",", ":"))
@@ -206,7 +489,11 @@ def endpoint(
                 logger.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
                 return internal_error_response(request_id)
 
-        bp.route(path, methods=list(methods), cors=_cors() or False)(view)
+        views = _path_views(bp, path)
+        for method in methods:
+            if method in views:
+                raise ValueError(f"{method} {path} is registered twice")
+            views[method] = view
         return view
 
     return decorate

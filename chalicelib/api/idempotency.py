@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on POST (SPEC §5), built on powertools idempotency.
+"""``Idempotency-Key`` on POST (docs/api.md), built on powertools idempotency.
 
 Same caller + key + same request within 24 h replays the first response (status and body, with
 ``Idempotent-Replayed: true``); the same key with another request is 422 IDEMPOTENCY_KEY_REUSED; a key
@@ -57,7 +57,7 @@ def fingerprint(sub: str, key: str, method: str, path: str, body: bytes) -> str:
     after parsing, so whitespace or key order do not make it "another body")."""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past json's recursion limit
         canonical = body
     digest = hashlib.sha256()
     for part in (sub.encode(), key.encode(), method.encode(), path.encode(), canonical):

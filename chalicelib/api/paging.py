@@ -6,6 +6,9 @@ from chalicelib.domain.errors import ValidationFailed
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_CURSOR_CHARS = 1024
+"""Far above any cursor a listing hands out (a few short keys, base64-encoded), and short enough that
+no key inside one can exceed DynamoDB's key size, which would be a ValidationException, not a 400."""
 
 
 def page_params(params: dict[str, str]) -> tuple[int, str | None]:
@@ -16,4 +19,7 @@ def page_params(params: dict[str, str]) -> tuple[int, str | None]:
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ValidationFailed("limit must be a whole number", [{"field": "limit", "message": f"1 to {MAX_LIMIT}"}])
         limit = int(raw)
-    return limit, params.get("cursor") or None
+    cursor = params.get("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise ValidationFailed("invalid cursor", [{"field": "cursor", "message": "not a cursor from this listing"}])
+    return limit, cursor

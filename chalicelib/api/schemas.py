@@ -1,9 +1,11 @@
 """Request bodies, validated strictly: unknown fields refused, paise only as JSON integers (a float,
-string or bool is a 400 even if it looks whole), dates only as ``YYYY-MM-DD``."""
+string or bool is a 400 even if it looks whole), integers within 64 bits, dates only as ``YYYY-MM-DD``
+and within the business date range (docs/api.md)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
@@ -14,14 +16,21 @@ from chalicelib.services.loans import GeneratedTerms, NewLoan
 
 MAX_PRINCIPAL_PAISE = 1_000_000_000_000
 """₹1,000 crore: far above any retail loan; only there so absurd numbers are refused, not stored."""
+FIRST_BUSINESS_DATE = dt.date(2000, 1, 1)
+LAST_BUSINESS_DATE = dt.date(2099, 12, 31)
+"""Every business date the API accepts, in a body or a query, lies in this range (400 otherwise)."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9]{10,15}$")]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN.pattern)]
 LoanId = Annotated[str, StringConstraints(pattern=LOAN_ID_PATTERN.pattern)]
 Paise = Annotated[int, Field(strict=True, ge=0, le=MAX_PRINCIPAL_PAISE)]
+Int64 = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
+BusinessDate = Annotated[dt.date, Field(ge=FIRST_BUSINESS_DATE, le=LAST_BUSINESS_DATE)]
 
 
 class StrictModel(BaseModel):
@@ -36,7 +45,7 @@ class BorrowerIn(StrictModel):
 
 
 class ScheduleRowIn(StrictModel):
-    due_date: dt.date
+    due_date: BusinessDate
     principal_paise: Paise
     interest_paise: Paise
 
@@ -47,10 +56,10 @@ class CreateLoanIn(StrictModel):
     loan_id: LoanId | None = None
     borrower: BorrowerIn
     principal_paise: Annotated[int, Field(strict=True, ge=1, le=MAX_PRINCIPAL_PAISE)]
-    disbursement_date: dt.date
+    disbursement_date: BusinessDate
     annual_rate_bps: Annotated[int, Field(strict=True, ge=0, le=10_000)] | None = None
     tenure_months: Annotated[int, Field(strict=True, ge=1, le=600)] | None = None
-    first_due_date: dt.date | None = None
+    first_due_date: BusinessDate | None = None
     schedule: Annotated[list[ScheduleRowIn], Field(min_length=1, max_length=600)] | None = None
     collector_id: Identifier | None = None
     branch: Text | None = None
@@ -127,9 +136,10 @@ Utr = Annotated[str, BeforeValidator(_utr), StringConstraints(pattern=UTR_PATTER
 class PaymentIn(StrictModel):
     loan_id: LoanId
     utr: Utr
-    amount_paise: Annotated[int, Field(strict=True)]
-    """Only the JSON type is checked here (400); the range is a business rule (422 AMOUNT_OUT_OF_RANGE)."""
-    payment_date: dt.date
+    amount_paise: Int64
+    """Only the JSON type (and that it fits 64 bits) is checked here (400); the range is a business
+    rule (422 AMOUNT_OUT_OF_RANGE)."""
+    payment_date: BusinessDate
     mode: PaymentMode
 
 
@@ -138,6 +148,6 @@ class ReverseIn(StrictModel):
 
 
 class RunDpdIn(StrictModel):
-    business_date: dt.date | None = None
+    business_date: BusinessDate | None = None
     """Defaults to the last completed business date (yesterday, IST)."""
     full_scan: bool = False

@@ -30,6 +30,18 @@ class PayloadTooLarge(DomainError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class MethodNotAllowed(DomainError):
+    """The path exists but is not served for this HTTP method; ``details.allowed`` lists those that are."""
+
+    code = "METHOD_NOT_ALLOWED"
+
+
+class UnsupportedMediaType(DomainError):
+    """A request body declared as something other than ``application/json``."""
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class Unauthenticated(DomainError):
     code = "UNAUTHENTICATED"
 

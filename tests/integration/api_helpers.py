@@ -239,3 +239,41 @@ def api_fixture(moto_stack: str, tmp_path: Path) -> Iterator[Api]:
             auth.add_user(username, PASSWORD, role)
         session.mint_all()
         yield session
+
+
+def stored_items(api: Api, skip: tuple[str, ...] = ("audit",)) -> dict[str, list[dict[str, Any]]]:
+    """Every item of every table of the test's stage, by short table name, in a stable order; the
+    tables named in ``skip`` are left out. Two dumps are equal exactly when nothing was stored."""
+    prefix = f"loan-crm-{api.stage}-"
+    dump: dict[str, list[dict[str, Any]]] = {}
+    for name in api._ddb.list_tables()["TableNames"]:
+        short = name.removeprefix(prefix)
+        if not name.startswith(prefix) or short in skip:
+            continue
+        items: list[dict[str, Any]] = []
+        for page in api._ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
+            items += page["Items"]
+        dump[short] = sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+    return dump
+
+
+def assert_error_shape(reply: Reply) -> dict[str, Any]:
+    """Any 4xx or 5xx answer is one JSON object ``{"error": {"code", "message", "details"}}``."""
+    body = json.loads(reply.body)
+    assert isinstance(body, dict) and set(body) == {"error"}, reply.body[:300]
+    error: dict[str, Any] = body["error"]
+    assert set(error) == ERROR_KEYS, reply.body[:300]
+    assert isinstance(error["code"], str) and error["code"], reply.body[:300]
+    assert isinstance(error["message"], str) and error["message"], reply.body[:300]
+    return error
+
+
+def local_gateway_request(
+    gateway: Any, method: str, path: str, headers: dict[str, str], body: bytes | str = b""
+) -> Reply:
+    """A request through a chalice.local gateway (e.g. infra.local.UnmatchedRouteGateway), as the local
+    server makes it; chalice.test.Client uses Chalice's plain gateway. Answers are JSON, never base64."""
+    payload = body.encode() if isinstance(body, str) else body
+    answer = gateway.handle_request(method=method, path=path, headers=headers, body=payload)
+    raw = answer.get("body") or b""
+    return Reply(answer["statusCode"], dict(answer.get("headers") or {}), raw.encode() if isinstance(raw, str) else raw)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 from pynamodb.attributes import Attribute
@@ -104,12 +105,35 @@ class LedgerAttribute(Attribute[list[LedgerEntry]]):
 
 
 class JsonAttribute(Attribute[Any]):
-    """Free-form JSON (audit before/after). Stored as a string so integers stay integers."""
+    """Free-form JSON (audit before/after). Stored as a string so integers stay integers.
+
+    Whatever is stored must read back as JSON every client can parse, so NaN and Infinity are never
+    written as such (they are not JSON): such a value is stored with each non-finite number spelled
+    as a string. Reading never fails either: a stored text that is not JSON (written before this rule,
+    or by hand) comes back as that text, and NaN or Infinity inside it as strings.
+    """
 
     attr_type = STRING
 
     def serialize(self, value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+        try:
+            return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str, allow_nan=False)
+        except ValueError:
+            return json.dumps(_finite(value), separators=(",", ":"), sort_keys=True, default=str, allow_nan=False)
 
     def deserialize(self, value: str) -> Any:
-        return json.loads(value)
+        try:
+            return json.loads(value, parse_constant=str)
+        except (ValueError, RecursionError):
+            return value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by its name ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

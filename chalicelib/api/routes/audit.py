@@ -1,13 +1,15 @@
-"""``GET /api/v1/audit`` (SPEC §8): read-only; no route changes or deletes an entry."""
+"""``GET /api/v1/audit``: read-only; no route changes or deletes an entry."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from chalice.app import Blueprint
 
-from chalicelib.api.http import Call, endpoint
+from chalicelib import clock
+from chalicelib.api.http import Call, endpoint, query_date
 from chalicelib.api.paging import page_params
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import ValidationFailed
@@ -16,6 +18,11 @@ from chalicelib.services.ports import AuditFilter
 from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
+
+MAX_RANGE_DAYS = 366
+"""``from``..``to`` may be at most this many days apart: a year, leap day included."""
+MAX_FILTER_CHARS = 256
+ACTION_PATTERN = re.compile(r"^[A-Z][A-Z_]{0,63}$")
 
 
 def audit_dict(entry: AuditEntry) -> dict[str, Any]:
@@ -35,28 +42,41 @@ def audit_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _day(params: dict[str, str], name: str) -> str | None:
-    value = params.get(name)
+def _filter(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name) or None
     if value is None:
         return None
-    try:
-        return dt.date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise ValidationFailed(f"{name} must be a date", [{"field": name, "message": "YYYY-MM-DD (IST)"}]) from None
+    if len(value) > MAX_FILTER_CHARS or (name == "action" and not ACTION_PATTERN.fullmatch(value)):
+        shape = "an action name (A-Z and _)" if name == "action" else f"at most {MAX_FILTER_CHARS} characters"
+        raise ValidationFailed(f"invalid {name}", [{"field": name, "message": shape}])
+    return value
+
+
+def _day_range(params: dict[str, str]) -> tuple[dt.date | None, dt.date | None]:
+    """``from`` and ``to`` as given, checked: in order, and at most a year apart (a missing ``to``
+    means today, so ``from`` alone cannot reach back further either)."""
+    first, last = query_date(params, "from"), query_date(params, "to")
+    if first and last and first > last:
+        raise ValidationFailed("from is after to", [{"field": "from", "message": "must not be after to"}])
+    if first and ((last or clock.today_ist()) - first).days > MAX_RANGE_DAYS:
+        raise ValidationFailed(
+            "from and to are too far apart",
+            [{"field": "from", "message": f"at most {MAX_RANGE_DAYS} days before to (or today)"}],
+        )
+    return first, last
 
 
 @endpoint(bp, "/api/v1/audit", roles=READ_AUDIT)
 def list_audit(call: Call) -> dict[str, Any]:
     params = call.query({"entity_id", "actor", "action", "from", "to", "limit", "cursor"})
     limit, cursor = page_params(params)
+    first, last = _day_range(params)
     filters = AuditFilter(
-        entity_id=params.get("entity_id") or None,
-        actor=params.get("actor") or None,
-        action=params.get("action") or None,
-        from_day=_day(params, "from"),
-        to_day=_day(params, "to"),
+        entity_id=_filter(params, "entity_id"),
+        actor=_filter(params, "actor"),
+        action=_filter(params, "action"),
+        from_day=first.isoformat() if first else None,
+        to_day=last.isoformat() if last else None,
     )
-    if filters.from_day and filters.to_day and filters.from_day > filters.to_day:
-        raise ValidationFailed("from is after to", [{"field": "from", "message": "must not be after to"}])
     page = services().audit.list(filters, limit, cursor)
     return {"items": [audit_dict(e) for e in page.items], "next_cursor": page.next_cursor}

@@ -1,4 +1,4 @@
-"""``GET /health`` (SPEC §9): no auth, 503 when a dependency check fails so load balancers and the
+"""``GET /health``: no auth, 503 when a dependency check fails so load balancers and the
 post-deploy checklist see it."""
 
 from __future__ import annotations

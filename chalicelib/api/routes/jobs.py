@@ -1,18 +1,16 @@
-"""Day-end job history and manual runs, legal escalations, and flags (SPEC §6, §7)."""
+"""Day-end job history and manual runs, legal escalations, and flags."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from chalice.app import Blueprint, Response
 
 from chalicelib import clock
 from chalicelib.api.errors import json_response
-from chalicelib.api.http import Call, endpoint
+from chalicelib.api.http import Call, endpoint, query_date
 from chalicelib.api.paging import page_params
 from chalicelib.api.schemas import RunDpdIn
-from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.roles import ADMIN_ONLY, READ_ALL, READ_FLAGS
 from chalicelib.domain.runs import RunOutcome
 from chalicelib.jobs.lambda_handlers import dispatch_to_job_lambda
@@ -24,16 +22,11 @@ bp = Blueprint(__name__)
 
 @endpoint(bp, "/api/v1/jobs/dpd/runs", roles=READ_ALL)
 def list_runs(call: Call) -> list[dict[str, Any]]:
-    """SPEC §6 shows the history as a plain list, newest first. ``limit`` (default 50) bounds it;
+    """The history is a plain list, newest first. ``limit`` (default 50) bounds it;
     ``before=YYYY-MM-DD`` pages back: pass the oldest date of the previous answer."""
     params = call.query({"limit", "before"})
     limit, _ = page_params(params)
-    before = None
-    if "before" in params:
-        try:
-            before = dt.date.fromisoformat(params["before"])
-        except ValueError:
-            raise ValidationFailed("before must be a date", [{"field": "before", "message": "YYYY-MM-DD"}]) from None
+    before = query_date(params, "before")
     return [run_dict(r) for r in services().runs.history(limit, before)]
 
 

@@ -1,4 +1,4 @@
-"""Loan endpoints (SPEC §4)."""
+"""Loan endpoints: create, read, list, contact updates behind the financial guard, assignment."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.http import Call, created, endpoint
 from chalicelib.api.paging import page_params
-from chalicelib.api.schemas import AssignIn, CreateLoanIn, PatchLoanIn
+from chalicelib.api.schemas import IDENTIFIER_PATTERN, AssignIn, CreateLoanIn, PatchLoanIn
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.errors import ValidationFailed
-from chalicelib.domain.guard import protected_paths
+from chalicelib.domain.guard import protected_among
 from chalicelib.domain.loan import LoanStatus
 from chalicelib.domain.roles import MANAGE_LOANS
 from chalicelib.services.loans import ContactChanges
@@ -42,12 +42,15 @@ def list_loans(call: Call) -> dict[str, Any]:
             raise ValidationFailed(
                 f"unknown {name}", [{"field": name, "message": "one of " + ", ".join(sorted(allowed))}]
             )
+    collector_id = params.get("collector_id") or None
+    if collector_id is not None and not IDENTIFIER_PATTERN.fullmatch(collector_id):
+        raise ValidationFailed("unknown collector_id", [{"field": "collector_id", "message": "not a username"}])
     limit, cursor = page_params(params)
     filters = LoanFilter(
         bucket=params.get("bucket"),
         classification=params.get("classification"),
         status=params.get("status"),
-        collector_id=params.get("collector_id"),
+        collector_id=collector_id,
     )
     page = services().loans.list(call.ctx, filters, limit, cursor)
     return {"items": [loan_dict(loan) for loan in page.items], "next_cursor": page.next_cursor}
@@ -61,14 +64,16 @@ def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
 
 @endpoint(bp, "/api/v1/loans/{loan_id}", methods=("PATCH",))
 def patch_loan(call: Call, loan_id: str) -> dict[str, Any]:
-    # The guard looks at the raw body before anything else, for every role: a collector trying to
-    # rewrite dpd is exactly the attempt the audit trail must show. Any JSON value is looked at, so an
-    # array body naming dpd is refused and audited as the attempt it is, not only as malformed.
-    raw = call.json_value()
-    paths = protected_paths(raw)
+    # The guard looks at the body before anything else, for every role: a collector trying to rewrite
+    # dpd is exactly the attempt the audit trail must show. It sees every key as written — in an array
+    # body, or repeated in one object where only the last value would survive parsing — so a protected
+    # field cannot hide behind a harmless duplicate. Whatever else is wrong with the body (a repeated
+    # key, NaN) is judged after the guard and the role check: a 400, and nothing is applied.
+    document = call.document()
+    paths = protected_among(document.key_paths)
     loans = services().loans
     if paths:
-        loans.refuse_financial_change(call.ctx, loan_id, raw, paths)
+        loans.refuse_financial_change(call.ctx, loan_id, document.attempted(), paths)
     call.ctx.require(MANAGE_LOANS)
     body = call.parse(PatchLoanIn)
     changes = ContactChanges(
