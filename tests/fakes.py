@@ -24,7 +24,7 @@ from chalicelib.domain.audit import Actor, AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Loan
 from chalicelib.services.context import RequestContext
-from chalicelib.services.ports import AuditFilter, LoanFilter, Page, User
+from chalicelib.services.ports import AuditFilter, LoanFilter, LoginWindow, Page, ThrottleKey, User
 
 T = TypeVar("T")
 
@@ -192,29 +192,25 @@ class InMemoryUserStore:
 @dataclass
 class _Window:
     started_at: int
-    failures: int
+    attempts: int
 
 
 class InMemoryLoginThrottle:
-    """A fixed window per username, as the DynamoDB throttle: the window opens at the first failure
-    and counts until ``window_seconds`` have passed; the next failure after that opens a new one."""
+    """A fixed window per (username, source), as the DynamoDB throttle: the window opens at the first
+    attempt and counts until ``window_seconds`` have passed; the next attempt after that opens a new one."""
 
     def __init__(self) -> None:
-        self.windows: dict[str, _Window] = {}
+        self.windows: dict[ThrottleKey, _Window] = {}
 
-    def failures(self, username: str, window_start: int) -> int:
-        window = self.windows.get(username)
-        return window.failures if window is not None and window.started_at >= window_start else 0
-
-    def record_failure(self, username: str, now: int, window_seconds: int) -> int:
-        window = self.windows.get(username)
+    def count_attempt(self, key: ThrottleKey, now: int, window_seconds: int) -> LoginWindow:
+        window = self.windows.get(key)
         if window is None or window.started_at < now - window_seconds:
-            window = self.windows[username] = _Window(started_at=now, failures=0)
-        window.failures += 1
-        return window.failures
+            window = self.windows[key] = _Window(started_at=now, attempts=0)
+        window.attempts += 1
+        return LoginWindow(attempts=window.attempts, started_at=window.started_at)
 
-    def clear(self, username: str) -> None:
-        self.windows.pop(username, None)
+    def clear(self, key: ThrottleKey) -> None:
+        self.windows.pop(key, None)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Passwords, tokens and login throttling (SPEC §3).
+"""Passwords, tokens and login throttling (the rules in words: docs/auth.md).
 
 Tokens: HS256 only (the algorithm is pinned, so a token claiming ``none`` or RS256 is refused), every
-claim required, a small leeway for clock skew between API Gateway's Lambdas and the client. Expiry is
-checked against the project clock, not PyJWT's own ``now``, so a frozen test clock means the same thing
-everywhere.
+claim required and of the type we issue, a small leeway for clock skew between API Gateway's Lambdas
+and the client. Expiry is checked against the project clock, not PyJWT's own ``now``, so a frozen test
+clock means the same thing everywhere. Any malformed token is a 401 (Unauthenticated), never a crash.
+
+Logins: each attempt is counted for its (username, source address) before the password is checked,
+so concurrent guesses cannot get past the allowance; a success clears the count.
 """
 
 from __future__ import annotations
@@ -12,24 +15,34 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
+from jwt.exceptions import InvalidSubjectError
 
 from chalicelib import clock
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import RateLimited, Unauthenticated, ValidationFailed
 from chalicelib.domain.roles import Role
-from chalicelib.services.ports import LoginThrottle, Metrics, User, UserStore
+from chalicelib.services.ports import LoginThrottle, Metrics, ThrottleKey, User, UserStore
 
 ISSUER = "loan-crm"
 AUDIENCE = "loan-crm-api"
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 30
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss", "aud")
+ROLE_NAMES = frozenset(r.value for r in Role)
 MIN_SECRET_BYTES = 32
+MAX_TOKEN_CHARS = 4096
+"""Our tokens are about 250 characters; anything this long is refused before it is parsed."""
+MAX_EPOCH_SECONDS = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last second a calendar date can name: a larger iat or exp is no time."""
+UNKNOWN_SOURCE = "unknown"
+IPV6_THROTTLE_PREFIX = 64
 
 
 def hash_password(password: str, iterations: int) -> str:
@@ -76,22 +89,61 @@ def issue_token(sub: str, role: str, secret: str, ttl_seconds: int) -> IssuedTok
 
 
 def decode_token(token: str, secret: str) -> Actor:
-    """The caller behind a bearer token, or Unauthenticated with a reason safe to show."""
+    """The caller behind a bearer token, or Unauthenticated with a reason safe to show: the reason
+    names what is wrong, never the token or a claim's value."""
+    key = _check_secret(secret)
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthenticated("invalid token: too long")
     try:
         claims = jwt.decode(
             token,
-            _check_secret(secret),
+            key,
             algorithms=[ALGORITHM],
             audience=AUDIENCE,
             issuer=ISSUER,
-            options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False},
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_exp": False,
+                "verify_iat": False,
+                "strict_aud": True,
+            },
         )
     except jwt.PyJWTError as exc:
-        raise Unauthenticated(f"invalid token: {exc}") from None
-    now = clock.now_epoch()
+        raise Unauthenticated(_refusal(exc)) from None
+    return _actor(claims, clock.now_epoch())
+
+
+_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.InvalidSignatureError, "invalid token: bad signature"),
+    (jwt.InvalidAlgorithmError, "invalid token: algorithm not allowed"),
+    (jwt.InvalidAudienceError, "invalid token: wrong audience"),
+    (jwt.InvalidIssuerError, "invalid token: wrong issuer"),
+    (InvalidSubjectError, "invalid token: sub must be a non-empty string"),
+    (jwt.DecodeError, "invalid token: malformed"),
+)
+"""PyJWT's own messages may quote parts of the token, so callers see one of these instead. Subclasses
+come before their bases (InvalidSignatureError is a DecodeError)."""
+
+
+def _refusal(exc: jwt.PyJWTError) -> str:
+    # PyJWT only reports claims we named, but check before putting one in a message anyway.
+    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in REQUIRED_CLAIMS:
+        return f"invalid token: claim {exc.claim} is missing"
+    return next((message for kind, message in _REFUSALS if isinstance(exc, kind)), "invalid token")
+
+
+def _is_epoch(value: object) -> bool:
+    """Integer epoch seconds within the range of a calendar date (a bool is not an integer here)."""
+    return type(value) is int and 0 <= value <= MAX_EPOCH_SECONDS
+
+
+def _actor(claims: dict[str, Any], now: int) -> Actor:
+    """Type and range checks PyJWT leaves to us; every claim was present and iss/aud already match."""
     exp, iat = claims["exp"], claims["iat"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
-        raise Unauthenticated("invalid token: iat and exp must be integers")
+    if not (_is_epoch(exp) and _is_epoch(iat)):
+        raise Unauthenticated("invalid token: iat and exp must be integer epoch seconds")
+    if exp <= iat:
+        raise Unauthenticated("invalid token: exp must be after iat")
     if exp + LEEWAY_SECONDS <= now:
         raise Unauthenticated("token expired")
     if iat - LEEWAY_SECONDS > now:
@@ -99,9 +151,29 @@ def decode_token(token: str, secret: str) -> Actor:
     sub, role = claims["sub"], claims["role"]
     if not isinstance(sub, str) or not sub:
         raise Unauthenticated("invalid token: sub must be a non-empty string")
-    if role not in {r.value for r in Role}:
+    # A list or object role is unhashable: check the type before looking it up in a set.
+    if not isinstance(role, str) or role not in ROLE_NAMES:
         raise Unauthenticated("invalid token: unknown role")
     return Actor(sub=sub, role=role)
+
+
+def throttle_source(source_ip: str | None) -> str:
+    """The source a login attempt is counted against: an IPv4 address as it is, an IPv6 address by its
+    /64 network (one subscriber usually holds a whole /64, and counting single addresses would give an
+    attacker a fresh allowance per address), an IPv4-mapped IPv6 address as the IPv4 one.
+
+    No address, or one that does not parse, is ``unknown``: API Gateway always sets the caller's
+    address, so only direct invocations and test harnesses lack one, and those share one count per
+    username (the throttle fails closed rather than open). The result never contains ``#``."""
+    try:
+        address = ipaddress.ip_address(source_ip or "")
+    except ValueError:
+        return UNKNOWN_SOURCE
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address), IPV6_THROTTLE_PREFIX), strict=False))
+    return str(address)
 
 
 @functools.lru_cache(maxsize=4)
@@ -121,26 +193,34 @@ class AuthService:
     window_seconds: int
     iterations: int
 
-    def login(self, username: str, password: str) -> IssuedToken:
-        """Check a password; throttle a username after repeated failures whether or not it exists,
-        so the answer never tells an attacker which usernames are real."""
+    def login(self, username: str, password: str, source_ip: str | None = None) -> IssuedToken:
+        """Check a password, at most ``max_failures`` times per window for one username from one
+        source (see :func:`throttle_source`).
+
+        The attempt is counted before the password is checked, atomically, so concurrent guesses
+        cannot all slip in under the limit; over it, the answer is RateLimited without a check, even
+        for the right password. Unknown usernames are counted and checked the same way, so the answer
+        never tells an attacker which usernames are real. A success clears the count."""
         username = username.strip().lower()
         if not username or not password:
             raise ValidationFailed("username and password are required")
         now = clock.now_epoch()
-        if self.throttle.failures(username, now - self.window_seconds) >= self.max_failures:
+        key = ThrottleKey(username=username, source=throttle_source(source_ip))
+        window = self.throttle.count_attempt(key, now, self.window_seconds)
+        if window.attempts > self.max_failures:
             self.metrics.count("AuthThrottled")
+            # The window stops counting once window_seconds have passed since it opened.
+            retry_after = window.started_at + self.window_seconds + 1 - now
             raise RateLimited(
                 "too many failed logins for this username; try again later",
-                {"retry_after_seconds": self.window_seconds},
+                {"retry_after_seconds": retry_after},
             )
         user = self.users.get(username)
         valid = verify_password(password, user.password_hash if user else _dummy_hash(self.iterations))
         if not (user and user.active and valid):
-            self.throttle.record_failure(username, now, self.window_seconds)
             self.metrics.count("AuthFailed")
             raise Unauthenticated("wrong username or password")
-        self.throttle.clear(username)
+        self.throttle.clear(key)
         return issue_token(user.username, user.role, self.secret(), self.ttl_seconds)
 
     def add_user(self, username: str, password: str, role: Role) -> User:

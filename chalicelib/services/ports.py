@@ -92,16 +92,35 @@ class UserStore(Protocol):
     def put(self, user: User) -> None: ...
 
 
+@dataclass(frozen=True)
+class ThrottleKey:
+    """Whose login attempts count together: one username tried from one source."""
+
+    username: str
+    source: str
+    """A normalised source address, or ``unknown`` (see ``services.auth.throttle_source``)."""
+
+
+@dataclass(frozen=True)
+class LoginWindow:
+    """The throttle window one attempt was counted in."""
+
+    attempts: int
+    """Attempts counted in this window so far, the one just counted included."""
+    started_at: int
+    """Epoch seconds of the window's first attempt; the window lasts ``window_seconds`` from there."""
+
+
 class LoginThrottle(Protocol):
-    def failures(self, username: str, window_start: int) -> int:
-        """Failures recorded for ``username`` since ``window_start`` (epoch seconds)."""
+    def count_attempt(self, key: ThrottleKey, now: int, window_seconds: int) -> LoginWindow:
+        """Count one attempt atomically, before its password is checked: into the window that started
+        at most ``window_seconds`` before ``now``, or into a new window opened at ``now``. Concurrent
+        attempts in one window each get a different count, so a limit on the count is exact."""
         ...
 
-    def record_failure(self, username: str, now: int, window_seconds: int) -> int:
-        """Count one failure atomically; returns the count in the current window."""
+    def clear(self, key: ThrottleKey) -> None:
+        """Forget ``key``'s attempts (after a successful login)."""
         ...
-
-    def clear(self, username: str) -> None: ...
 
 
 class UtrTaken(Exception):

@@ -1,12 +1,15 @@
-"""Login, token checks and the role matrix of SPEC §3."""
+"""Login, its throttle per username and source address, token checks and the role matrix."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
 import jwt
 import pytest
+from chalice.local import LambdaEventConverter
 
 from chalicelib import clock
 from chalicelib.wiring import services
@@ -58,6 +61,14 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 def signed(payload: dict[str, Any], secret: str | None = None, algorithm: str = "HS256") -> str:
     return jwt.encode(payload, secret or services().jwt_secret(), algorithm=algorithm)
+
+
+def hand_signed(payload: dict[str, Any]) -> str:
+    """HS256 under the real secret, for payloads PyJWT refuses to encode (a non-string ``iss``)."""
+    segments = [jwt.utils.base64url_encode(json.dumps(part).encode()) for part in ({"alg": "HS256"}, payload)]
+    signing_input = b".".join(segments)
+    signature = hmac.new(services().jwt_secret().encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
 
 
 # --- login ------------------------------------------------------------------------------------------
@@ -135,6 +146,44 @@ def test_throttle_counts_unknown_usernames_and_resets_on_success(api: Api) -> No
         assert login(api, "auditor1", PASSWORD).status == 200
 
 
+def login_from(api: Api, monkeypatch: pytest.MonkeyPatch, source_ip: str, username: str, password: str) -> Reply:
+    """A login as API Gateway would pass it on from ``source_ip`` (Chalice's local gateway otherwise
+    says every request comes from 127.0.0.1)."""
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", source_ip)
+    return login(api, username, password)
+
+
+def test_guesses_from_one_address_do_not_lock_the_user_out_from_another(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    attacker, office = "203.0.113.7", "198.51.100.9"
+    for _ in range(5):
+        assert_error(login_from(api, monkeypatch, attacker, "admin1", "guess"), 401, "UNAUTHENTICATED")
+    assert_error(login_from(api, monkeypatch, attacker, "admin1", PASSWORD), 429, "RATE_LIMITED")
+    # A spoofed X-Forwarded-For does not move the attacker to another count.
+    monkeypatch.setattr(LambdaEventConverter, "LOCAL_SOURCE_IP", attacker)
+    spoofed = api.post(
+        TOKEN_PATH, {"username": "admin1", "password": PASSWORD}, as_=None, headers={"X-Forwarded-For": office}
+    )
+    assert_error(spoofed, 429, "RATE_LIMITED")
+
+    assert login_from(api, monkeypatch, office, "admin1", PASSWORD).status == 200
+    assert_error(login_from(api, monkeypatch, attacker, "admin1", PASSWORD), 429, "RATE_LIMITED")
+    counts = metric_counts(capsys.readouterr().out)
+    assert (counts.get("AuthFailed"), counts.get("AuthThrottled")) == (5, 3)
+
+
+def test_a_success_clears_the_count_of_its_own_address_only(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    for source_ip in ("203.0.113.7", "198.51.100.9"):
+        for _ in range(4):
+            assert_error(login_from(api, monkeypatch, source_ip, "auditor1", "guess"), 401, "UNAUTHENTICATED")
+    assert login_from(api, monkeypatch, "203.0.113.7", "auditor1", PASSWORD).status == 200
+    assert_error(login_from(api, monkeypatch, "198.51.100.9", "auditor1", "guess"), 401, "UNAUTHENTICATED")
+    assert_error(login_from(api, monkeypatch, "198.51.100.9", "auditor1", PASSWORD), 429, "RATE_LIMITED")
+    assert login_from(api, monkeypatch, "203.0.113.7", "auditor1", PASSWORD).status == 200
+
+
 # --- tokens -----------------------------------------------------------------------------------------
 
 
@@ -176,6 +225,63 @@ def test_bad_tokens_are_401(api: Api) -> None:
         assert_error(reply, 401, "UNAUTHENTICATED")
 
 
+WRONG_TYPED: dict[str, dict[str, Any]] = {
+    "list role": {"role": ["admin"]},
+    "object role": {"role": {"admin": True}},
+    "number sub": {"sub": 42},
+    "list sub": {"sub": ["admin1"]},
+    "object sub": {"sub": {"id": "admin1"}},
+    "empty sub": {"sub": ""},
+    "string iat": {"iat": "now"},
+    "float exp": {"exp": 1.0e12},
+    "bool exp": {"exp": True},
+    "huge exp": {"exp": 10**40},
+    "list iss": {"iss": ["loan-crm"]},
+    "number iss": {"iss": 7},
+    "list aud with ours in it": {"aud": ["loan-crm-api"]},
+    "object aud": {"aud": {"loan-crm-api": 1}},
+}
+
+
+@pytest.mark.parametrize("override", WRONG_TYPED.values(), ids=WRONG_TYPED.keys())
+def test_wrong_typed_claims_are_401_not_500(api: Api, override: dict[str, Any]) -> None:
+    assert with_token(api, hand_signed(claims())).status == 200  # the refusal comes from the override
+    token = hand_signed({**claims(), **override})
+    body = loan_body(loan_id="LN-WRONG-CLAIMS")
+    for method, path in [("GET", "/api/v1/loans"), ("POST", "/api/v1/loans"), ("GET", "/api/v1/audit")]:
+        reply = api.request(method, path, None, body=body, headers={"Authorization": f"Bearer {token}"})
+        assert_error(reply, 401, "UNAUTHENTICATED")
+        assert token not in reply.body.decode()
+    assert api.raw_loan("LN-WRONG-CLAIMS") is None
+
+
+@pytest.mark.parametrize("size", [5 * 1024, 100 * 1024])
+def test_an_oversized_bearer_token_is_401_and_never_echoed(api: Api, size: int) -> None:
+    good = signed(claims())
+    head, payload, signature = good.split(".")
+    token = f"{head}.{payload + 'A' * (size - len(good))}.{signature}"
+    reply = with_token(api, token)
+    assert_error(reply, 401, "UNAUTHENTICATED")
+    assert reply.json["error"]["message"] == "invalid token: too long"
+    assert "AAAAAAAA" not in reply.body.decode() and all("AAAAAAAA" not in v for v in reply.headers.values())
+
+
+def test_401_messages_never_echo_the_token(api: Api) -> None:
+    marker = "LEAKMARKER"
+    head = jwt.utils.base64url_encode(json.dumps({"alg": "HS256", "kid": marker}).encode()).decode()
+    for token in (
+        f"{marker}.{marker}.{marker}",
+        f"{head}.{marker}.{marker}",
+        signed(claims(role=marker)),
+        hand_signed(claims(iss=[marker])),
+        signed(claims(aud=[marker])),
+        signed(claims(), secret=f"{marker}-another-secret-long-enough-0123456789"),
+    ):
+        reply = with_token(api, token)
+        assert_error(reply, 401, "UNAUTHENTICATED")
+        assert marker not in reply.body.decode()
+
+
 def test_token_expiry_uses_the_project_clock_with_30_seconds_leeway(api: Api) -> None:
     now = clock.now_epoch()
     token = signed(claims(iat=now, exp=now + 100))
@@ -192,7 +298,7 @@ MATRIX: dict[str, dict[str, int]] = {
     "collector": {"create": 403, "list": 200, "get": 200, "patch": 403, "assign": 403, "audit": 403},
     "auditor": {"create": 403, "list": 200, "get": 200, "patch": 403, "assign": 403, "audit": 200},
 }
-"""SPEC §3: admin everything; manager loans and assignment but not the audit trail; a collector reads
+"""Admin everything; manager loans and assignment but not the audit trail; a collector reads
 its own loans and nothing else here; an auditor reads everything, the audit trail included."""
 
 

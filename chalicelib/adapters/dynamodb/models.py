@@ -291,11 +291,17 @@ class UserModel(Model):
 
 
 class LoginAttemptModel(Model):
+    """Login attempts of one (username, source) in the window opened by the first of them.
+
+    The key is ``<username>#<source>``. Its stored attribute keeps the table's original name
+    ``username``: a new key attribute would mean replacing the table, which CloudFormation refuses for
+    a table with a fixed name. The row expires by TTL once its window is over."""
+
     class Meta(_Meta):
         short_name = "login-attempts"
 
-    username = UnicodeAttribute(hash_key=True)
-    failures = IntegerAttribute()
+    throttle_key = UnicodeAttribute(hash_key=True, attr_name="username")
+    attempts = IntegerAttribute()
     window_started_at = IntegerAttribute()
     expires_at = IntegerAttribute()
 

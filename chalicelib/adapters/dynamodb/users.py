@@ -1,12 +1,15 @@
-"""Stored users and the failed-login counter."""
+"""Stored users and the login-attempt counter."""
 
 from __future__ import annotations
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
-from chalicelib.services.ports import User
+from chalicelib.domain.errors import Unavailable
+from chalicelib.services.ports import LoginWindow, ThrottleKey, User
 
 
 class DynamoUserStore:
@@ -24,46 +27,62 @@ class DynamoUserStore:
 
 
 class DynamoLoginThrottle:
-    """Failures per username in a fixed window. Counting is an atomic ADD; starting a new window is a
-    conditional SET, so concurrent failures cannot reset each other's count. The row expires by TTL."""
+    """Attempts per (username, source) in a fixed window opened by the first attempt; the row expires
+    by TTL after its window.
+
+    Every write is conditional on the state it expects: an ADD into a window that is still current, or
+    a SET opening a new window where there is none or it has passed. Losing a race only means trying
+    the other write, so concurrent attempts never lose a count and never reset a window another one
+    has just opened."""
 
     @storage_call
-    def failures(self, username: str, window_start: int) -> int:
-        try:
-            item = LoginAttemptModel.get(username, consistent_read=True)
-        except DoesNotExist:
-            return 0
-        return item.failures if item.window_started_at >= window_start else 0
-
-    @storage_call
-    def record_failure(self, username: str, now: int, window_seconds: int) -> int:
-        item = LoginAttemptModel(username)
+    def count_attempt(self, key: ThrottleKey, now: int, window_seconds: int) -> LoginWindow:
+        item = LoginAttemptModel(_storage_key(key))
         window_start = now - window_seconds
-        try:
-            item.update(
-                actions=[LoginAttemptModel.failures.add(1)],
-                condition=LoginAttemptModel.window_started_at >= window_start,
+        for _ in range(_ROUNDS):
+            counted = _update_if(
+                item,
+                [LoginAttemptModel.attempts.add(1)],
+                LoginAttemptModel.window_started_at >= window_start,
             )
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise
-            try:
-                item.update(
-                    actions=[
-                        LoginAttemptModel.failures.set(1),
-                        LoginAttemptModel.window_started_at.set(now),
-                        LoginAttemptModel.expires_at.set(now + window_seconds),
-                    ],
-                    condition=LoginAttemptModel.window_started_at.does_not_exist()
-                    | (LoginAttemptModel.window_started_at < window_start),
-                )
-            except UpdateError as again:
-                if again.cause_response_code != "ConditionalCheckFailedException":
-                    raise
-                # Someone else opened the new window first; count into it.
-                item.update(actions=[LoginAttemptModel.failures.add(1)])
-        return int(item.failures)
+            if counted:
+                return LoginWindow(attempts=int(item.attempts), started_at=int(item.window_started_at))
+            opened = _update_if(
+                item,
+                [
+                    LoginAttemptModel.attempts.set(1),
+                    LoginAttemptModel.window_started_at.set(now),
+                    LoginAttemptModel.expires_at.set(now + window_seconds + 1),
+                ],
+                LoginAttemptModel.window_started_at.does_not_exist()
+                | (LoginAttemptModel.window_started_at < window_start),
+            )
+            if opened:
+                return LoginWindow(attempts=1, started_at=now)
+            # Another attempt opened a new window between our two writes: count into it.
+        raise Unavailable("login attempts could not be counted; try again")
 
     @storage_call
-    def clear(self, username: str) -> None:
-        LoginAttemptModel(username).delete()
+    def clear(self, key: ThrottleKey) -> None:
+        LoginAttemptModel(_storage_key(key)).delete()
+
+
+_ROUNDS = 4
+"""Each lost round means another writer changed the row in between; more than a few in a row does
+not happen short of a storm of successful logins for the same key."""
+
+
+def _storage_key(key: ThrottleKey) -> str:
+    # A source never contains "#", so the last "#" always separates the two, whatever the username.
+    return f"{key.username}#{key.source}"
+
+
+def _update_if(item: LoginAttemptModel, actions: list[Action], condition: Condition) -> bool:
+    """Apply ``actions`` if ``condition`` holds; False if it did not (the item is then unchanged)."""
+    try:
+        item.update(actions=actions, condition=condition)
+    except UpdateError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -16,7 +16,8 @@ bp = Blueprint(__name__)
 @endpoint(bp, "/api/v1/auth/token", methods=("POST",), authenticated=False)
 def issue_token(call: Call) -> dict[str, Any]:
     body = call.parse(TokenIn)
-    token = services().auth.login(body.username, body.password)
+    # The caller's address as API Gateway saw it, never a client-supplied header such as X-Forwarded-For.
+    token = services().auth.login(body.username, body.password, call.ctx.source_ip)
     return {
         "access_token": token.access_token,
         "token_type": "Bearer",
