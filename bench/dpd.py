@@ -1,4 +1,4 @@
-"""Cost of the day-end DPD job (SPEC §6) on DynamoDB Local: the watch-index run against the full scan.
+"""Cost of the day-end DPD job (docs/day-end.md) on DynamoDB Local: the watch-index run against the full scan.
 
 For each book size, on a fresh in-memory DynamoDB Local:
 

@@ -5,15 +5,18 @@ They mirror the DynamoDB adapters (``chalicelib/adapters/dynamodb/runs.py`` and 
 
 - a run is taken with one conditional step: free if there is no record, or it FAILED or was SKIPPED,
   or it is RUNNING with ``lease_until < now``; a taken record keeps its mode, segments, errors and
-  ``started_at``; otherwise ALREADY_COMPLETED (record COMPLETED) or IN_PROGRESS;
+  ``started_at``, and its ``continuations`` only when taken by a continuation (else 0); otherwise
+  ALREADY_COMPLETED (record COMPLETED) or IN_PROGRESS;
 - ``checkpoint`` needs the same ``run_id`` and status RUNNING, ``finish`` the same ``run_id``, else
   ``LostLease``; ``plan`` and ``release`` need the same ``run_id`` (else ``ConditionFailed``, which
-  is what a failed PynamoDB conditional update is to the job: an ordinary exception);
+  is what a failed PynamoDB conditional update is to the job: an ordinary exception); ``release``
+  adds 1 to ``continuations``;
 - ``skip`` has the same condition as ``acquire``;
 - the loans are the dict of an ``InMemoryLoanRepository`` (tests/fakes.py), so loan services and the
   job see one book; ``watched(day, shard)`` lists, in ``loan_id`` order, the loans whose watch date
   (``domain.loan.watch_date``) is ``day`` and whose ``watch_shard`` is ``shard``, as the sparse
-  ``watch-index``; pages are ``page_size`` long and a full page always carries a cursor;
+  ``watch-index``, and ``pending(shard)`` those whose watch is ``PENDING_ESCALATION``; pages are
+  ``page_size`` long and a full page always carries a cursor;
 - ``save_evaluation`` stores the loan with ``version + 1``, its audit entries and its legal case
   together, only if the stored loan still has the version read, its ``dpd_as_of`` is not after the
   business date and the loan has no legal case yet; ``Conflict`` otherwise, with nothing written.
@@ -30,12 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.adapters.dynamodb.mapping import watch_key_for
+from chalicelib.adapters.dynamodb.mapping import pending_key_for, watch_key_for
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
 from chalicelib.domain.legal import LegalCase
-from chalicelib.domain.loan import Loan, watch_date
+from chalicelib.domain.loan import Loan, PendingEscalation, watch_date
 from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
 from tests.fakes import InMemoryLoanRepository
 
@@ -75,7 +78,14 @@ class InMemoryRunStore:
             return _copy(record) if record else None
 
     def acquire(
-        self, business_date: dt.date, run_id: str, trigger: str, now: int, lease_seconds: int, now_iso: str
+        self,
+        business_date: dt.date,
+        run_id: str,
+        trigger: str,
+        now: int,
+        lease_seconds: int,
+        now_iso: str,
+        continuation: bool = False,
     ) -> RunRecord | RunOutcome:
         with self.lock:
             current = self.records.get(business_date)
@@ -88,6 +98,8 @@ class InMemoryRunStore:
             current.trigger = trigger
             current.lease_until = now + lease_seconds
             current.finished_at = None
+            if not continuation:
+                current.continuations = 0
             self.records[business_date] = current
             return _copy(current)
 
@@ -138,6 +150,7 @@ class InMemoryRunStore:
             if record is None:
                 raise ConditionFailed("release: run_id differs")
             record.lease_until = 0
+            record.continuations += 1
 
     def skip(self, business_date: dt.date, trigger: str, run_id: str, now: int, now_iso: str) -> RunOutcome:
         with self.lock:
@@ -189,8 +202,11 @@ class InMemoryDelinquencyStore:
         return zlib.crc32(loan_id.encode()) % self.watch_shards
 
     def watch_key(self, loan: Loan) -> str | None:
-        day = watch_date(loan)
-        return None if day is None else watch_key_for(day, self.shard_of(loan.loan_id))
+        watch = watch_date(loan)
+        if watch is None:
+            return None
+        shard = self.shard_of(loan.loan_id)
+        return pending_key_for(shard) if isinstance(watch, PendingEscalation) else watch_key_for(watch, shard)
 
     def _page(self, loans: list[Loan], cursor: dict[str, Any] | None, key: dict[str, str]) -> tuple[list[Loan], Any]:
         after = cursor["loan_id"] if cursor else ""
@@ -201,6 +217,12 @@ class InMemoryDelinquencyStore:
 
     def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> tuple[list[Loan], Any]:
         wanted = watch_key_for(day, shard)
+        with self.lock:
+            loans = [x for x in self.repo.loans.values() if self.watch_key(x) == wanted]
+            return self._page(loans, cursor, {"watch_key": wanted})
+
+    def pending(self, shard: int, cursor: dict[str, Any] | None) -> tuple[list[Loan], Any]:
+        wanted = pending_key_for(shard)
         with self.lock:
             loans = [x for x in self.repo.loans.values() if self.watch_key(x) == wanted]
             return self._page(loans, cursor, {"watch_key": wanted})

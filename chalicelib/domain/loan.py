@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from chalicelib.domain.delinquency import Delinquency, assess, oldest_unpaid_due_date
 from chalicelib.domain.ledger import LedgerEntry
@@ -110,19 +110,32 @@ def initial_delinquency(schedule: tuple[Instalment, ...], business_date: dt.date
 
 
 ESCALATION_DPD = 90
-"""Legal escalation once dpd reaches 90 (SPEC §6), one day before the loan turns NPA."""
+"""Legal escalation once dpd reaches 90, one day before the loan turns NPA (docs/day-end.md)."""
 _BOUNDARY_DPDS = (31, 61, ESCALATION_DPD, 91)
 
 
-def watch_date(loan: Loan) -> dt.date | None:
-    """The next business date on which this loan's bucket, classification or escalation can change
-    if nothing is paid — the day-end job only needs to look at loans whose watch date has come.
+class PendingEscalation(Enum):
+    """The watch of a loan eligible for legal escalation and not escalated yet: it is not due on a date
+    but is looked at by every day-end run until one escalates it (docs/day-end.md, "Pending escalation")."""
+
+    PENDING = "PENDING"
+
+
+PENDING_ESCALATION = PendingEscalation.PENDING
+
+
+def watch_date(loan: Loan) -> dt.date | PendingEscalation | None:
+    """When the day-end job must look at this loan, as far as its bucket, classification or escalation
+    can change without a payment (the job reads only the loans whose watch has come):
 
     - not ACTIVE: never (only a payment or reversal changes it, and those re-evaluate it themselves);
+    - dpd >= ``ESCALATION_DPD`` as of its evaluated date and not escalated: ``PENDING_ESCALATION``. Every
+      run reads these, so the run for the very date the loan was evaluated at (a payment, a reversal or
+      an import evaluates it for the last completed business date, whose run may still be to come)
+      escalates it, and a loan the run may not escalate (the switch is off) waits there unwritten;
     - nothing overdue: the next unpaid instalment's due date (unpaid at that day's end = dpd 1);
-    - overdue: the next dpd boundary (31, 61, 90 for escalation, 91 for NPA) still ahead;
-    - eligible for escalation but not escalated (the switch was off): the next day, every day, so the
-      first run after the switch is back on escalates it.
+    - overdue: the day its dpd reaches the next boundary still ahead (31, 61, 90 for escalation, 91 for
+      NPA). Those are always after the evaluated date, so a run still to come for that date loses nothing.
     """
     if loan.status is not LoanStatus.ACTIVE:
         return None
@@ -133,7 +146,7 @@ def watch_date(loan: Loan) -> dt.date | None:
         return min(upcoming) if upcoming else None
     dpd = (as_of - oldest).days + 1
     if dpd >= ESCALATION_DPD and not loan.legal_escalated:
-        return as_of + dt.timedelta(days=1)
+        return PENDING_ESCALATION
     for boundary in _BOUNDARY_DPDS:
         if boundary > dpd and not (boundary == ESCALATION_DPD and loan.legal_escalated):
             return oldest + dt.timedelta(days=boundary - 1)

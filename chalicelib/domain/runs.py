@@ -1,5 +1,5 @@
-"""Day-end run records (SPEC §6): one per business date, holding its latest outcome and, while it
-runs, a checkpoint per segment so another invocation can carry on where this one stopped."""
+"""Day-end run records (docs/day-end.md): one per business date, holding its latest outcome and, while
+it runs, a checkpoint per segment so another invocation can carry on where this one stopped."""
 
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ class RunOutcome(StrEnum):
     FAILED = "FAILED"
     CONTINUING = "CONTINUING"
     """Stopped before the Lambda time limit; a fresh invocation continues from the checkpoints."""
+
+
+MAX_CONTINUATIONS = 50
+"""How many times one attempt at a run may hand over to a continuation. The invocation that would hand
+over once more fails the run instead (a clear ``last_error``): a run that needs more is stuck, or its
+invocations get far too little time, and either needs a person rather than an endless chain."""
 
 
 class LostLease(Exception):
@@ -59,6 +65,11 @@ class RunRecord:
     segments: dict[str, SegmentState] = field(default_factory=dict)
     errors: int = 0
     last_error: str | None = None
+    """Safe to show: a domain error's code and message, or a generic text naming the run; never an
+    exception's repr (it may carry ARNs, table names, request ids). The logs have the full exception."""
+    continuations: int = 0
+    """Hand-overs so far in the current attempt: each one adds 1; an invocation that is not itself a
+    continuation starts a new attempt at 0 (see ``MAX_CONTINUATIONS``)."""
 
     @property
     def loans_scanned(self) -> int:

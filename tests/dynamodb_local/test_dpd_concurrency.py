@@ -1,5 +1,5 @@
 """Concurrent invocations of the day-end run, a payment during a run, and an invocation that outlives its
-lease (SPEC §6: "a concurrent run reports IN_PROGRESS"; exactly once per date; ``dpd_as_of`` never moves
+lease (docs/day-end.md: a concurrent run reports IN_PROGRESS; exactly once per date; ``dpd_as_of`` never moves
 backwards). Every actor is its own spawned process (its own clock, pinned to ``RUN_AT``; its own moto for
 SSM, where no flag is set, so all are on) against one DynamoDB Local.
 
@@ -243,9 +243,9 @@ def test_a_payment_posted_while_the_run_is_in_progress_is_not_lost(bench: Bench,
     the payment re-evaluates it. Either way the loan ends with the payment applied and its delinquency as
     of the run date with the payment counted; every other loan is as in a clean run.
 
-    Escalation is the one thing the order decides: the day-end counts every payment posted so far (SPEC
-    §6), so a payment posted before the run reaches a loan at dpd 90+ can bring it below 90 first, and an
-    escalation is for good once made."""
+    Escalation is the one thing the order decides: the day-end counts every payment posted so far
+    (docs/day-end.md), so a payment posted before the run reaches a loan at dpd 90+ can bring it below
+    90 first, and an escalation is for good once made."""
     bench.reset()
     loans = services().loans.loans
     before = loans.get(paid.loan_id)

@@ -1,4 +1,4 @@
-"""The day-end job through the API and its Lambda entry point (SPEC §6), against moto.
+"""The day-end job through the API and its Lambda entry point (docs/day-end.md), against moto.
 
 The clock stands at 12:00 IST on 15 Mar 2026 (api_helpers.FROZEN_AT), so the latest date that can run
 is 14 Mar. Loans created then are shown as of 14 Mar; runs for later dates are made at a later instant
@@ -7,16 +7,24 @@ with ``api.at``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import time
 from typing import Any
 
 import boto3
 import pytest
 
 from chalicelib.clock import IST
+from chalicelib.domain.audit import Actor
+from chalicelib.domain.delinquency import bucket_for, dpd_on
 from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.loan import ESCALATION_DPD, Loan
+from chalicelib.domain.runs import MAX_CONTINUATIONS, RunStatus
 from chalicelib.jobs.lambda_handlers import dpd_job
+from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
+from infra.seed import DEFAULT_SEED, demo_loan
 from tests.integration.api_helpers import (
     YESTERDAY,
     Api,
@@ -69,7 +77,7 @@ def run(api: Api, body: dict[str, Any] | None = None, as_: str = "admin") -> dic
 
 
 def history(api: Api, as_: str = "admin", **params: str) -> list[dict[str, Any]]:
-    """Every run record, paging back with ``before`` (SPEC §6 shows the history as a plain list)."""
+    """Every run record, paging back with ``before`` (the history is a plain list)."""
     items: list[dict[str, Any]] = []
     before = None
     while True:
@@ -332,3 +340,162 @@ def test_a_failed_run_fails_the_invocation_so_lambda_retries_it(api: Api, monkey
     monkeypatch.undo()
     # The retry resumes the failed run and completes it.
     assert lambda_handlers.dpd_job({"business_date": YESTERDAY}, LambdaContext())["outcome"] == "COMPLETED"
+
+
+# --- any time budget: progress, continuation here or on Lambda, the bound ------------------------------
+
+BOOK = 300
+BOOK_RUN_DATE = dt.date(2026, 3, 24)
+
+
+def seed_book(count: int) -> list[Loan]:
+    """The demo book (infra/seed.py: every bucket, generated and imported schedules; no collectors here)
+    through the loan service, as of 14 Mar."""
+    ctx = RequestContext(actor=Actor("seed", "admin"))
+    create = services().loans.create
+    return [
+        create(ctx, dataclasses.replace(demo_loan(n, DEFAULT_SEED, dt.date(2026, 3, 14)), collector_id=None))
+        for n in range(1, count + 1)
+    ]
+
+
+def one_segment_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One segment thread, so an invocation with no time left does exactly one page (with four, one to
+    four pages, by how the threads happen to start)."""
+    monkeypatch.setattr(services().dpd_job, "workers", 1)
+
+
+def test_one_invoke_through_the_test_client_completes_a_300_loan_book(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chalice.test.Client().lambda_.invoke`` with its default context (3 s of remaining time, real
+    time) on moto: the job works through its time, hands over, and the continuations run here until
+    the run is complete; the one call answers with the completed run."""
+    book = seed_book(BOOK)
+    # moto's TransactWriteItems deep-copies the tables it writes (to roll back), which another thread's
+    # write can change under it ("dictionary changed size during iteration"): on moto the job writes
+    # from one thread. The DynamoDB Local tests (tests/dynamodb_local) run it with all its threads.
+    one_segment_at_a_time(monkeypatch)
+    # The rules, from the schedules alone (no payments): ten days on, a loan is written when its bucket
+    # moves or it is escalated (reaching dpd 90 is escalation, every other boundary a bucket edge).
+    dpd = {loan.loan_id: dpd_on(loan.schedule, BOOK_RUN_DATE) for loan in book}
+    escalated = {k for k, v in dpd.items() if v >= ESCALATION_DPD}
+    moved = {loan.loan_id for loan in book if bucket_for(dpd[loan.loan_id]) is not loan.delinquency.bucket}
+    assert len(escalated) >= 10 and len(moved) >= 20
+
+    with api.at(LATER):
+        started = time.monotonic()
+        answer = api.client.lambda_.invoke("dpd_job", {"business_date": BOOK_RUN_DATE.isoformat()}).payload
+        took = time.monotonic() - started
+    assert answer["outcome"] == "COMPLETED", answer
+    run = answer["run"]
+    assert run["status"] == "COMPLETED" and run["mode"] == "scan"
+    assert (run["loans_scanned"], run["loans_updated"], run["escalated"], run["pending_escalation"]) == (
+        BOOK,
+        len(moved | escalated),
+        len(escalated),
+        0,
+    )
+    record = services().runs.get(BOOK_RUN_DATE)
+    assert record is not None and record.status is RunStatus.COMPLETED
+    # Each invocation here had 3 s (and kept 600 ms in hand): a longer run was continued in process.
+    assert (record.continuations >= 1) is (took > 3.0) or 2.4 < took <= 3.0
+    assert record.continuations < MAX_CONTINUATIONS
+    print(f"\n300-loan book: one invoke, {took:.1f} s, {record.continuations} continuations in process")
+    with api.at(LATER):
+        shown = {loan.loan_id: api.loan(loan.loan_id) for loan in book[:40]}
+    assert all(x["dpd_as_of"] == BOOK_RUN_DATE.isoformat() for x in shown.values())
+    assert {k for k, x in shown.items() if x["legal"]["escalated"]} == escalated & shown.keys()
+
+
+def test_with_no_time_left_every_invocation_still_does_a_page_and_the_chain_completes_the_run(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_book(40)
+    one_segment_at_a_time(monkeypatch)
+    pages: list[str] = []
+    job = services().dpd_job
+    fetch = job._fetch
+
+    def counting(segment_id: str, cursor: dict[str, Any] | None) -> Any:
+        pages.append(segment_id)
+        return fetch(segment_id, cursor)
+
+    job._fetch = counting  # type: ignore[method-assign]
+    try:
+        answer = dpd_job({"business_date": YESTERDAY}, LambdaContext(remaining_ms=0))
+    finally:
+        del job._fetch
+    assert answer["outcome"] == "COMPLETED"
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.status is RunStatus.COMPLETED
+    # Sixteen scan segments of one page each: one page an invocation, each read once.
+    assert record.continuations == 15
+    assert sorted(pages) == sorted(set(pages)) and len(pages) == 16
+    assert record.loans_scanned == 40
+
+
+def test_on_aws_lambda_the_continuation_is_a_new_asynchronous_invocation(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.jobs import lambda_handlers
+
+    seed_book(40)
+    one_segment_at_a_time(monkeypatch)
+    invoked: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", LambdaContext.function_name)
+    monkeypatch.setattr(lambda_handlers, "_invoke_async", lambda name, payload: invoked.append((name, payload)))
+    first = dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext(remaining_ms=0))
+    assert first["outcome"] == "CONTINUING"
+    assert invoked == [
+        (
+            LambdaContext.function_name,
+            {"business_date": "2026-03-14", "trigger": "scheduler", "full_scan": False, "continuation": True},
+        )
+    ]
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.continuations == 1 and record.loans_scanned > 0
+    # The continuation (as Lambda delivers it) carries on with the run's trigger and count.
+    while invoked:
+        _name, payload = invoked.pop()
+        answer = dpd_job(payload, LambdaContext(remaining_ms=0))
+    assert answer["outcome"] == "COMPLETED"
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.trigger == "scheduler" and record.continuations == 15
+
+
+def test_a_chain_longer_than_the_bound_fails_the_run_with_a_clear_error(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.jobs import dpd as dpd_module
+    from chalicelib.jobs import lambda_handlers
+
+    seed_book(40)
+    one_segment_at_a_time(monkeypatch)
+    monkeypatch.setattr(dpd_module, "MAX_CONTINUATIONS", 2)
+    with pytest.raises(lambda_handlers.DpdRunFailedError, match="FAILED"):
+        dpd_job({"business_date": YESTERDAY}, LambdaContext(remaining_ms=0))
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.status is RunStatus.FAILED
+    assert record.last_error == (
+        "the run was handed over 2 times and still had 13 of 16 segments to do; run the date again to carry "
+        "on from its checkpoints"
+    )
+    assert [i["status"] for i in history(api)] == ["FAILED"]
+
+    # Run again (a new attempt, a new chain), it carries on from its checkpoints and completes.
+    monkeypatch.undo()
+    assert dpd_job({"business_date": YESTERDAY}, LambdaContext(remaining_ms=0))["outcome"] == "COMPLETED"
+    record = services().runs.get(dt.date(2026, 3, 14))
+    assert record is not None and record.loans_scanned == 40 and record.errors == 1
+
+
+def test_the_manual_run_answers_with_its_outcome_when_it_ran_here_even_with_a_job_function_named(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only inside AWS Lambda is a manual run handed to the job's Lambda; ``chalice local`` and the test
+    client run it here (a stray DPD_JOB_FUNCTION in a developer's environment changes nothing)."""
+    seed_book(5)
+    monkeypatch.setenv("DPD_JOB_FUNCTION", "loan-crm-local-dpd_job")
+    answer = run(api, {"business_date": YESTERDAY})
+    assert answer["outcome"] == "COMPLETED" and answer["run"]["status"] == "COMPLETED"

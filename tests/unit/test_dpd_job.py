@@ -1,4 +1,4 @@
-"""The day-end DPD job (SPEC §6) on in-memory stores (tests/fake_dpd.py) with a frozen clock.
+"""The day-end DPD job (docs/day-end.md) on in-memory stores (tests/fake_dpd.py) with a frozen clock.
 
 The last test is the key property: running the job incrementally, day by day, with gaps, skipped
 and repeated runs and payments in between, shows every loan on every completed date exactly as a
@@ -24,7 +24,14 @@ from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.audit import Action, Actor, AuditEntry
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.flags import FlagName
-from chalicelib.domain.loan import Borrower, Loan, LoanStatus
+from chalicelib.domain.loan import (
+    Borrower,
+    Loan,
+    LoanStatus,
+    delinquency_changed,
+    delinquency_snapshot,
+    reassess,
+)
 from chalicelib.domain.payment import post_to_loan
 from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus
 from chalicelib.domain.schedule import Instalment, generate_schedule
@@ -125,10 +132,53 @@ class World:
         """As PaymentService.post does: the loan as shown, the payment applied for yesterday (IST)."""
         loan = self.service.present(self.repo.loans[loan_id])
         updated, _ = post_to_loan(loan, amount, clock.last_completed_business_date())
+        return self.write(updated, Action.PAYMENT_POSTED, {"amount": amount})
+
+    def reverse_to(self, unpaid: Loan) -> Loan:
+        """What a reversal leaves (the loan exactly as had the payment never been posted: ``unpaid``,
+        the loan before it), evaluated for yesterday (IST) as PaymentService.reverse does."""
+        stored = self.repo.loans[unpaid.loan_id]
+        updated = dataclasses.replace(reassess(unpaid, clock.last_completed_business_date()), version=stored.version)
+        return self.write(updated, Action.PAYMENT_REVERSED, {"reversed": True})
+
+    def write(self, updated: Loan, action: Action, after: dict[str, Any]) -> Loan:
+        """Store a payment's or reversal's loan with its entry and, as every write that changes the
+        stored delinquency does, a DELINQUENCY_CHANGED entry (``domain.loan.delinquency_snapshot``)."""
+        stored_before = self.repo.loans[updated.loan_id]
         updated = dataclasses.replace(updated, updated_at=clock.now_iso())
-        stored = self.repo.update(updated, MANAGER.loan_audit(Action.PAYMENT_POSTED, loan_id, None, {"amount": amount}))
+        stored = self.repo.update(updated, MANAGER.loan_audit(action, updated.loan_id, None, after))
+        if delinquency_changed(stored_before, stored):
+            self.audit.append(
+                MANAGER.loan_audit(
+                    Action.DELINQUENCY_CHANGED,
+                    stored.loan_id,
+                    delinquency_snapshot(stored_before),
+                    delinquency_snapshot(stored),
+                )
+            )
         self.clock.advance(seconds=1)
         return stored
+
+    def assert_audit_chains(self, created: dict[str, Loan]) -> None:
+        """For every loan, its DELINQUENCY_CHANGED entries in audit_id order chain from the loan as
+        created to the loan as stored: each ``before`` is the previous ``after`` (the first ``before``
+        the created loan), and the last ``after`` is the stored loan. No change is missing."""
+        for loan_id, first in created.items():
+            link = chain_fields(delinquency_snapshot(first))
+            for entry in self.entries(Action.DELINQUENCY_CHANGED):
+                if entry.entity_id != loan_id:
+                    continue
+                assert chain_fields(entry.before) == link, (loan_id, entry)
+                link = chain_fields(entry.after)
+            assert link == chain_fields(delinquency_snapshot(self.repo.loans[loan_id])), loan_id
+
+
+CHAIN_FIELDS = ("dpd", "bucket", "classification", "npa_since")
+
+
+def chain_fields(snapshot: Any) -> tuple[Any, ...]:
+    assert isinstance(snapshot, dict), snapshot
+    return tuple(snapshot[name] for name in CHAIN_FIELDS)
 
 
 def state(loan: Loan) -> tuple[Any, ...]:
@@ -406,7 +456,12 @@ def test_running_out_of_time_hands_over_and_the_continuation_finishes_like_one_r
     assert interrupted.metrics.counted("DpdRunSucceeded") == 2
 
 
-def test_an_error_in_a_segment_fails_the_run_and_a_rerun_completes_it(world: World) -> None:
+ARN = "arn:aws:dynamodb:ap-south-1:123456789012:table/loan-crm-prod-loans"
+
+
+def test_an_error_in_a_segment_fails_the_run_and_a_rerun_completes_it(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     failing, clean = twin_books(small_book, world.clock)
     world.clock.advance(days=20)
     raised = []
@@ -414,7 +469,7 @@ def test_an_error_in_a_segment_fails_the_run_and_a_rerun_completes_it(world: Wor
     def explode(loan: Loan) -> None:
         if loan.loan_id == "C-dpd30" and not raised:
             raised.append(loan.loan_id)
-            raise RuntimeError("storage exploded")
+            raise RuntimeError(f"An error occurred (ValidationException) when calling TransactWriteItems on {ARN}")
 
     failing.store.before_save = explode
     result = failing.run(LATER)
@@ -423,7 +478,11 @@ def test_an_error_in_a_segment_fails_the_run_and_a_rerun_completes_it(world: Wor
     assert result.record is not None
     assert result.record.status is RunStatus.FAILED
     assert result.record.errors == 1
-    assert result.record.last_error is not None and "storage exploded" in result.record.last_error
+    # The record says what happened without the internals (ARN, table name, repr); the log has them.
+    run_id = result.record.run_id
+    assert result.record.last_error == f"internal error (RuntimeError); see the job's logs for run {run_id}"
+    logged = [r for r in caplog.records if r.exc_info and ARN in str(r.exc_info[1])]
+    assert logged and all(run_id in r.getMessage() or getattr(r, "run_id", None) == run_id for r in logged)
     assert result.record.finished_at is not None
     assert failing.metrics.counted("DpdRunFailed") == 1
     assert failing.metrics.counted("DpdRunSucceeded") == 0
@@ -437,6 +496,20 @@ def test_an_error_in_a_segment_fails_the_run_and_a_rerun_completes_it(world: Wor
     assert book(failing) == book(clean)
     assert counts(rerun.record) == counts(clean.runs.get(LATER))
     assert failing.metrics.counted("DpdRunSucceeded") == 1
+
+
+def test_a_domain_error_is_recorded_in_its_own_words(world: World) -> None:
+    small_book(world)
+
+    def always_changed(loan: Loan) -> None:
+        if loan.loan_id == "E-dpd90":  # another writer gets in first, every time
+            stored = world.repo.loans[loan.loan_id]
+            world.repo.loans[loan.loan_id] = dataclasses.replace(stored, version=stored.version + 1)
+
+    world.store.before_save = always_changed
+    result = world.run(YESTERDAY)
+    assert result.outcome is RunOutcome.FAILED and result.record is not None
+    assert result.record.last_error == "CONFLICT: loan E-dpd90 kept changing during the day-end run"
 
 
 def test_an_error_after_another_invocation_took_the_run_over_is_not_a_failure(world: World) -> None:
@@ -535,6 +608,168 @@ def test_escalation_off_counts_pending_and_the_first_run_after_it_is_on_escalate
     }
 
 
+L = YESTERDAY
+"""In the escalation-date tests, the business date whose run is still to come when a payment lands."""
+
+
+def move_to(clk: FixedClock, when: dt.datetime) -> None:
+    clk.advance(seconds=(when - clk.now()).total_seconds())
+
+
+def night_before_the_run_for(day: dt.date) -> dt.datetime:
+    """00:10 IST the next day: the day has ended (payments land on it), its 00:30 run has not fired."""
+    return dt.datetime.combine(day + days(1), dt.time(0, 10), tzinfo=IST)
+
+
+@pytest.fixture
+def watched() -> Iterator[tuple[World, dict[str, Loan]]]:
+    """13 Jun: "P" (dpd 90 on 14 Jun) and a bystander created, the runs for 12 Jun (a scan) and 13 Jun
+    (watch mode: P is at dpd 89, nothing to write) done, early on 14 Jun."""
+    with use_clock(FixedClock(at(L - days(1)))) as clk:
+        assert isinstance(clk, FixedClock)
+        w = World(clk)
+        created = {"P": w.add_monthly("P", L - days(89)), "other": w.add_monthly("other", L + days(10))}
+        assert w.run(L - days(2)).outcome is RunOutcome.COMPLETED
+        move_to(clk, night_before_the_run_for(L - days(1)))
+        thirteenth = w.run(L - days(1))
+        assert thirteenth.record is not None and thirteenth.record.mode == "watch"
+        assert w.loan("P").delinquency.as_of == L - days(2)  # dpd 89 on 13 Jun changed nothing: not written
+        yield w, created
+
+
+def test_a_payment_that_does_not_cure_before_the_run_for_its_date_does_not_delay_escalation(
+    watched: tuple[World, dict[str, Loan]],
+) -> None:
+    w, created = watched
+    move_to(w.clock, night_before_the_run_for(L))
+    paid = w.pay("P", 500)  # far less than the oldest instalment: dpd 90 on 14 Jun all the same
+    assert (paid.delinquency.as_of, paid.delinquency.dpd, paid.legal_escalated) == (L, 90, False)
+
+    result = w.run(L)
+    assert result.record is not None and result.record.mode == "watch"
+    assert (result.record.escalated, result.record.pending_escalation) == (1, 0)
+    loan = w.loan("P")
+    assert (loan.legal_escalated, loan.legal_escalated_on) == (True, L)
+    assert w.store.cases["P"].escalated_on == L
+    assert [e.entity_id for e in w.entries(Action.LEGAL_ESCALATED)] == ["P"]
+    w.assert_audit_chains(created)
+
+
+def test_escalation_switched_off_keeps_the_paid_loan_pending_unwritten_until_it_is_back_on(
+    watched: tuple[World, dict[str, Loan]],
+) -> None:
+    w, created = watched
+    move_to(w.clock, night_before_the_run_for(L))
+    w.pay("P", 500)
+    w.flags.set("ESCALATION_ENABLED", False)
+    off = w.run(L)
+    assert off.record is not None and (off.record.escalated, off.record.pending_escalation) == (0, 1)
+    assert not w.loan("P").legal_escalated
+
+    # 15 Jun: dpd 91, NPA; written for that, still pending.
+    move_to(w.clock, night_before_the_run_for(L + days(1)))
+    npa = w.run(L + days(1))
+    assert npa.record is not None and (npa.record.loans_updated, npa.record.pending_escalation) == (1, 1)
+    assert w.loan("P").delinquency.classification.value == "NPA"
+    # 16 and 17 Jun: nothing changes but the dpd; the pending loan is read, counted, and not written.
+    stored = w.loan("P")
+    for day in (L + days(2), L + days(3)):
+        move_to(w.clock, night_before_the_run_for(day))
+        quiet = w.run(day)
+        assert quiet.record is not None
+        assert (quiet.record.loans_updated, quiet.record.escalated, quiet.record.pending_escalation) == (0, 0, 1)
+    assert w.loan("P") == stored
+
+    w.flags.set("ESCALATION_ENABLED", True)
+    move_to(w.clock, night_before_the_run_for(L + days(4)))
+    on = w.run(L + days(4))
+    assert on.record is not None and (on.record.escalated, on.record.pending_escalation) == (1, 0)
+    assert w.loan("P").legal_escalated_on == L + days(4)
+    w.assert_audit_chains(created)
+
+
+def test_a_reversal_that_reveals_dpd_90_before_the_run_for_its_date_is_escalated_by_that_run(
+    watched: tuple[World, dict[str, Loan]],
+) -> None:
+    w, created = watched
+    move_to(w.clock, night_before_the_run_for(L - days(1)) + dt.timedelta(hours=9))  # 14 Jun, 09:10
+    unpaid = w.loan("P")
+    paid = w.pay("P", 11_000)  # the oldest instalment: dpd 59 on 13 Jun
+    assert (paid.delinquency.as_of, paid.delinquency.dpd) == (L - days(1), 59)
+    move_to(w.clock, night_before_the_run_for(L))
+    bounced = w.reverse_to(unpaid)  # the cheque bounced: dpd 90 on 14 Jun
+    assert (bounced.delinquency.as_of, bounced.delinquency.dpd, bounced.legal_escalated) == (L, 90, False)
+
+    result = w.run(L)
+    assert result.record is not None and result.record.escalated == 1
+    assert w.loan("P").legal_escalated_on == L
+    w.assert_audit_chains(created)
+
+
+def test_a_loan_imported_past_dpd_90_before_the_run_for_its_date_is_escalated_by_that_run(
+    watched: tuple[World, dict[str, Loan]],
+) -> None:
+    w, created = watched
+    move_to(w.clock, night_before_the_run_for(L))
+    created["imported"] = w.add("imported", [(L - days(119), 10_000, 1_000), (L + days(20), 10_000, 1_000)])
+    assert (created["imported"].delinquency.as_of, created["imported"].delinquency.dpd) == (L, 120)
+
+    result = w.run(L)
+    assert result.record is not None and result.record.mode == "watch"
+    assert {x.loan_id: x.legal_escalated_on for x in w.repo.loans.values() if x.legal_escalated} == {
+        "P": L,
+        "imported": L,
+    }
+    w.assert_audit_chains(created)
+
+
+def test_every_delinquency_write_of_a_run_is_audited_and_the_trail_chains(world: World) -> None:
+    """An escalation write moves the stored dpd without a bucket change (89 to 90): it is audited too."""
+    small_book(world)
+    created = {loan_id: world.loan(loan_id) for loan_id in world.repo.loans}
+    assert world.run(YESTERDAY).outcome is RunOutcome.COMPLETED
+    for n in range(1, 40):
+        world.clock.advance(days=1)
+        if n % 7 == 3:
+            world.pay("B-dpd1", 3_000)
+        assert world.run(YESTERDAY + days(n)).outcome is RunOutcome.COMPLETED
+    first = next(e for e in world.entries(Action.DELINQUENCY_CHANGED) if e.entity_id == "D-dpd89")
+    assert (first.before["dpd"], first.after["dpd"]) == (89, 90)
+    assert first.before["bucket"] == first.after["bucket"] == "61-90"
+    world.assert_audit_chains(created)
+
+
+def test_a_skipped_date_run_after_a_later_one_changes_nothing_and_escalates_nothing(
+    watched: tuple[World, dict[str, Loan]],
+) -> None:
+    """A pending loan is not rewritten while the switch is off, so its stored ``dpd_as_of`` stays behind
+    the latest run. The run of an older, skipped date must not take it for a loan to evaluate (and
+    escalate, dated before the date it is already shown for)."""
+    w, _created = watched
+    w.flags.set("ESCALATION_ENABLED", False)
+    for day in (L, L + days(1)):  # 14 Jun: P reaches dpd 90 (pending); 15 Jun: 91, NPA
+        move_to(w.clock, night_before_the_run_for(day))
+        assert w.run(day).outcome is RunOutcome.COMPLETED
+    move_to(w.clock, night_before_the_run_for(L + days(2)))
+    w.flags.set("CRON_ENABLED", False)
+    assert w.run(L + days(2)).outcome is RunOutcome.SKIPPED  # 16 Jun
+    w.flags.set("CRON_ENABLED", True)
+    move_to(w.clock, night_before_the_run_for(L + days(3)))
+    assert w.run(L + days(3)).outcome is RunOutcome.COMPLETED  # 17 Jun, still off: P not rewritten
+    assert w.loan("P").delinquency.as_of == L + days(1)
+
+    w.flags.set("ESCALATION_ENABLED", True)
+    before = book(w)
+    late = w.run(L + days(2))  # the skipped 16 Jun, run now
+    assert late.outcome is RunOutcome.COMPLETED and late.record is not None
+    assert late.record.mode == "superseded" and counts(late.record) == (0, 0, 0, 0)
+    assert book(w) == before and w.store.cases == {}
+
+    move_to(w.clock, night_before_the_run_for(L + days(4)))
+    assert w.run(L + days(4)).outcome is RunOutcome.COMPLETED
+    assert w.loan("P").legal_escalated_on == L + days(4)
+
+
 def test_metrics_and_audit_entries_of_a_run(world: World) -> None:
     small_book(world)
     result = world.run(YESTERDAY)
@@ -557,8 +792,10 @@ def test_metrics_and_audit_entries_of_a_run(world: World) -> None:
     world.clock.advance(days=1)
     world.run(TODAY)
     changes = {e.entity_id: e for e in world.entries(Action.DELINQUENCY_CHANGED)}
-    # On 15 Jun C reaches dpd 31 (SMA-1) and E dpd 91 (NPA); D reaches 90 (escalated, still SMA-2).
-    assert set(changes) == {"C-dpd30", "E-dpd90"}
+    # On 15 Jun C reaches dpd 31 (SMA-1) and E dpd 91 (NPA); D reaches 90 (escalated, still SMA-2: its
+    # write moves the stored dpd, so it is audited too).
+    assert set(changes) == {"C-dpd30", "D-dpd89", "E-dpd90"}
+    assert (changes["D-dpd89"].before["dpd"], changes["D-dpd89"].after["dpd"]) == (89, 90)
     c = changes["C-dpd30"]
     assert c.actor.sub == "system:dpd_job" and c.entity_type == "loan" and c.entity_id == "C-dpd30"
     assert (c.before["bucket"], c.before["classification"]) == ("1-30", "SMA-0")
@@ -600,7 +837,7 @@ def test_a_run_never_moves_a_loan_backwards(world: World) -> None:
 def test_a_payment_in_a_gap_keeps_an_npa_reached_in_the_gap(world: World) -> None:
     """No run for ten days; the loan turned NPA on 19 Jun meanwhile. A part-payment on the 25th
     (evaluated for the 24th) clears the oldest instalment: dpd falls to 66, but the loan stays NPA
-    with its date, exactly as if every day-end had run (SPEC §6: NPA until all overdue is paid)."""
+    with its date, exactly as if every day-end had run (NPA until all overdue is paid)."""
     first_due = YESTERDAY - days(85)  # dpd 86 on 14 Jun, 91 on 19 Jun
     world.add(
         "gap",
@@ -632,9 +869,9 @@ class RefState:
 
 
 def ref_rule(schedule: tuple[Instalment, ...], day: dt.date, prev: RefState | None) -> RefState:
-    """SPEC §6 for one day-end, written out on its own: dpd counts from the oldest instalment due on
-    or before the day and not fully paid (that due date is day 1); an NPA stays NPA while anything is
-    overdue; a loan newly NPA records the date its dpd reached 91."""
+    """The day-end rules (docs/day-end.md) for one day, written out on their own: dpd counts from the
+    oldest instalment due on or before the day and not fully paid (that due date is day 1); an NPA stays
+    NPA while anything is overdue; a loan newly NPA records the date its dpd reached 91."""
     unpaid = [i for i in schedule if i.due_date <= day and i.paid_principal_paise + i.paid_interest_paise < i.due_paise]
     overdue = sum(i.due_paise - i.paid_principal_paise - i.paid_interest_paise for i in unpaid)
     dpd = (day - min(i.due_date for i in unpaid)).days + 1 if unpaid else 0
@@ -709,6 +946,8 @@ class Step:
     escalation: bool
     repeat: bool
     rerun_skipped: bool
+    early_payments: tuple[tuple[int, int], ...]
+    """Posted after the day has ended but before its run (00:10 IST): they land on the run's own date."""
     payments: tuple[tuple[int, int], ...]
     new_loans: tuple[LoanSpec, ...]
 
@@ -727,7 +966,8 @@ steps = st.builds(
     escalation=st.sampled_from([True, True, True, False]),
     repeat=st.booleans(),
     rerun_skipped=st.booleans(),
-    payments=st.lists(st.tuples(st.integers(0, 20), st.sampled_from([15, 50, 100, 140])), max_size=2).map(tuple),
+    early_payments=st.lists(st.tuples(st.integers(0, 20), st.sampled_from([1, 15, 50, 100])), max_size=2).map(tuple),
+    payments=st.lists(st.tuples(st.integers(0, 20), st.sampled_from([1, 15, 50, 100, 140])), max_size=2).map(tuple),
     new_loans=st.lists(loan_specs, max_size=1).map(tuple),
 )
 START = D(2025, 3, 1)
@@ -751,6 +991,7 @@ class Simulation:
         self.clock = clk
         self.world = World(clk, shards=3, page_size=2, workers=2)
         self.refs: dict[str, RefLoan] = {}
+        self.created: dict[str, Loan] = {}
         self.as_of_seen: dict[str, dt.date] = {}
 
     @property
@@ -771,6 +1012,7 @@ class Simulation:
             ),
         )
         self.refs[loan_id] = RefLoan(loan_id, [(self.today - days(1), created.schedule)])
+        self.created[loan_id] = created
         self.clock.advance(seconds=1)
 
     def pay(self, index: int, percent: int) -> None:
@@ -786,10 +1028,8 @@ class Simulation:
         owed = sum(i.unpaid_paise for i in loan.schedule)
         amount = min(owed, max(1, base * percent // 100))
         updated, _ = post_to_loan(loan, amount, yesterday)
-        entry = MANAGER.loan_audit(Action.PAYMENT_POSTED, loan_id, None, {"amount_paise": amount})
-        stored = self.world.repo.update(dataclasses.replace(updated, updated_at=clock.now_iso()), entry)
+        stored = self.world.write(updated, Action.PAYMENT_POSTED, {"amount_paise": amount})
         self.refs[loan_id].events.append((yesterday, stored.schedule))
-        self.clock.advance(seconds=1)
 
     def run(self, business_date: dt.date) -> RunResult:
         before = dict(self.world.repo.loans)
@@ -798,7 +1038,7 @@ class Simulation:
         previous = self.world.runs.get(business_date)
         result = self.world.run(business_date)
         if result.outcome is RunOutcome.COMPLETED and (newest is None or business_date > newest):
-            self.check_run(business_date, result.record, escalation)
+            self.check_run(business_date, result.record, escalation, before)
         elif result.outcome is RunOutcome.COMPLETED:
             # An older date run after a newer one: every loan has moved past it already.
             event("an older skipped date run after a newer one")
@@ -812,7 +1052,13 @@ class Simulation:
         self.check_book()
         return result
 
-    def check_run(self, business_date: dt.date, record: RunRecord | None, escalation: bool) -> None:
+    def check_run(
+        self, business_date: dt.date, record: RunRecord | None, escalation: bool, before: dict[str, Loan]
+    ) -> None:
+        """The reference for escalation: a loan not yet escalated is escalated by the first completed run
+        whose business date finds its dpd >= 90 (every payment posted so far counted, those that landed
+        on that very date before the run included), or, the switch being off, by the first such run
+        after it is back on."""
         assert record is not None and record.status is RunStatus.COMPLETED
         event(f"run in {record.mode} mode")
         newly, pending = [], []
@@ -825,6 +1071,8 @@ class Simulation:
                 if escalation:
                     ref.escalated_on = business_date
                     event("escalated")
+                    if before[ref.loan_id].delinquency.as_of == business_date:
+                        event("escalated by the run for the date a payment or an import had evaluated it at")
         assert (record.escalated, record.pending_escalation) == (len(newly), len(pending))
 
     def check_book(self) -> None:
@@ -853,6 +1101,7 @@ class Simulation:
             assert (shown.legal_escalated, shown.legal_escalated_on) == (ref.escalated_on is not None, ref.escalated_on)
         escalations = Counter(e.entity_id for e in self.world.entries(Action.LEGAL_ESCALATED))
         assert all(n == 1 for n in escalations.values()), escalations
+        self.world.assert_audit_chains(self.created)
         assert (
             set(escalations) == set(self.world.store.cases) == {r.loan_id for r in self.refs.values() if r.escalated_on}
         )
@@ -860,6 +1109,8 @@ class Simulation:
     def step(self, step: Step) -> None:
         self.clock.advance(days=step.gap)
         yesterday = self.today - days(1)
+        for index, percent in step.early_payments:
+            self.pay(index, percent)
         flags = self.world.flags
         flags.set("ESCALATION_ENABLED", step.escalation)
         if step.run != "none":

@@ -1,6 +1,6 @@
-"""``watch_date`` (the next day a loan's state can change without a payment) and the business date a
-job event names (SPEC §6). Expected dates are written out by hand from the rules, not computed with
-the code under test."""
+"""``watch_date`` (the next day a loan's state can change without a payment, or "pending escalation"),
+the ``watch_key`` it becomes, and the business date a job event names (docs/day-end.md). Expected
+dates are written out by hand from the rules, not computed with the code under test."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from typing import Any
 
 import pytest
 
+from chalicelib.adapters.dynamodb.mapping import watch_key, watch_shard
 from chalicelib.domain.errors import ValidationFailed
-from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, watch_date
+from chalicelib.domain.loan import (
+    PENDING_ESCALATION,
+    Borrower,
+    Loan,
+    LoanStatus,
+    PendingEscalation,
+    initial_delinquency,
+    watch_date,
+)
 from chalicelib.domain.schedule import Instalment
 from chalicelib.jobs.dpd import business_date_from_event
 
@@ -51,7 +60,7 @@ def loan(
 
 
 FULL = 11_000
-CASES: list[tuple[str, Loan, dt.date | None]] = [
+CASES: list[tuple[str, Loan, dt.date | PendingEscalation | None]] = [
     ("closed", loan(D(2025, 3, 1), status=LoanStatus.CLOSED), None),
     ("written off", loan(D(2025, 5, 1), status=LoanStatus.WRITTEN_OFF), None),
     ("nothing due yet: first due date", loan(D(2025, 1, 5)), D(2025, 1, 10)),
@@ -68,10 +77,20 @@ CASES: list[tuple[str, Loan, dt.date | None]] = [
     ("dpd 89", loan(D(2025, 4, 8)), D(2025, 4, 9)),
     ("dpd 61, already escalated: NPA day", loan(D(2025, 3, 11), escalated=True), D(2025, 4, 10)),
     ("dpd 89, already escalated", loan(D(2025, 4, 8), escalated=True), D(2025, 4, 10)),
-    ("dpd 90, not escalated: next day", loan(D(2025, 4, 9)), D(2025, 4, 10)),
+    ("dpd 90, not escalated: pending, every run", loan(D(2025, 4, 9)), PENDING_ESCALATION),
     ("dpd 90, escalated: NPA day", loan(D(2025, 4, 9), escalated=True), D(2025, 4, 10)),
-    ("dpd 91, not escalated: next day", loan(D(2025, 4, 10)), D(2025, 4, 11)),
-    ("dpd 150, not escalated: next day", loan(D(2025, 6, 8)), D(2025, 6, 9)),
+    ("dpd 91, not escalated: pending", loan(D(2025, 4, 10)), PENDING_ESCALATION),
+    ("dpd 150, not escalated: pending", loan(D(2025, 6, 8)), PENDING_ESCALATION),
+    (
+        "dpd 90 after a part-payment of the oldest, not escalated: pending",
+        loan(D(2025, 4, 9), paid={1: 5_000}),
+        PENDING_ESCALATION,
+    ),
+    (
+        "oldest paid: dpd 59 from the second (10 Feb), dpd 61 on 11 Apr",
+        loan(D(2025, 4, 9), paid={1: FULL}),
+        D(2025, 4, 11),
+    ),
     ("dpd 91, escalated: nothing left to change", loan(D(2025, 4, 10), escalated=True), None),
     ("dpd 400, escalated", loan(D(2026, 2, 13), escalated=True), None),
     ("partly paid oldest instalment still counts (dpd 11)", loan(D(2025, 1, 20), paid={1: 10_999}), D(2025, 2, 9)),
@@ -85,14 +104,32 @@ CASES: list[tuple[str, Loan, dt.date | None]] = [
 
 
 @pytest.mark.parametrize(("case", "subject", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_watch_date(case: str, subject: Loan, expected: dt.date | None) -> None:
+def test_watch_date(case: str, subject: Loan, expected: dt.date | PendingEscalation | None) -> None:
     assert watch_date(subject) == expected
 
 
-def test_watch_date_is_always_after_the_evaluated_date() -> None:
+def test_a_watch_date_is_always_after_the_evaluated_date() -> None:
+    """So a run still to come for the evaluated date (a payment evaluates a loan for yesterday before
+    yesterday's run) loses nothing by a date watch; only escalation is due on the evaluated date itself,
+    and that is what the pending watch is for."""
     for _case, subject, expected in CASES:
-        if expected is not None:
+        if isinstance(expected, dt.date):
             assert expected > subject.delinquency.as_of
+
+
+@pytest.mark.parametrize(
+    ("subject", "key"),
+    [
+        (loan(D(2025, 1, 20)), "2025-02-09"),
+        (loan(D(2025, 4, 9)), "PENDING"),
+        (loan(D(2025, 6, 8)), "PENDING"),
+        (loan(D(2026, 2, 13), escalated=True), None),
+        (loan(D(2025, 3, 1), status=LoanStatus.CLOSED), None),
+    ],
+)
+def test_the_watch_key_is_the_watch_and_the_shard(subject: Loan, key: str | None) -> None:
+    expected = None if key is None else f"{key}#{watch_shard(subject.loan_id):02d}"
+    assert watch_key(subject) == expected
 
 
 EVENTS: list[tuple[str, dict[str, Any], dt.date]] = [

@@ -11,7 +11,13 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
-from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item, watch_key_for
+from chalicelib.adapters.dynamodb.mapping import (
+    audit_to_item,
+    item_to_loan,
+    loan_to_item,
+    pending_key_for,
+    watch_key_for,
+)
 from chalicelib.adapters.dynamodb.models import LegalCaseModel, LoanModel
 from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
 from chalicelib.domain.audit import AuditEntry
@@ -62,14 +68,20 @@ class DynamoDelinquencyStore:
     def __init__(self) -> None:
         self._loans = DynamoLoanRepository()
 
-    @storage_call
     def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> LoansPage:
-        """Loans whose watch date is ``day`` in one shard. The index holds keys only (every loan write
-        would otherwise pay to copy the whole loan into it), so the page's loans are then read by key,
+        """Loans whose watch date is ``day``, in one shard."""
+        return self._watch_partition(watch_key_for(day, shard), cursor)
+
+    def pending(self, shard: int, cursor: dict[str, Any] | None) -> LoansPage:
+        """Loans pending escalation, in one shard (every run reads these)."""
+        return self._watch_partition(pending_key_for(shard), cursor)
+
+    @storage_call
+    def _watch_partition(self, key: str, cursor: dict[str, Any] | None) -> LoansPage:
+        """One page of a watch-index partition. The index holds keys only (every loan write would
+        otherwise pay to copy the whole loan into it), so the page's loans are then read by key,
         consistently — which also means the job decides on current data, not on a lagging index."""
-        results = LoanModel.watch_index.query(
-            watch_key_for(day, shard), last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE
-        )
+        results = LoanModel.watch_index.query(key, last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE)
         ids = [item.loan_id for item in results]
         loans = {item.loan_id: item for item in LoanModel.batch_get(ids, consistent_read=True)} if ids else {}
         # Keep the index's order; a loan deleted meanwhile (never, today) would simply drop out.

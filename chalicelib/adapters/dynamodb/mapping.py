@@ -9,12 +9,13 @@ import zlib
 from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
-from chalicelib.domain.loan import Borrower, Loan, LoanStatus, watch_date
+from chalicelib.domain.loan import PENDING_ESCALATION, Borrower, Loan, LoanStatus, PendingEscalation, watch_date
 from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
 
 WATCH_SHARDS = 16
-"""Shards per watch date. EMIs cluster on a few days of the month; 16 partitions per date keep one
-popular date from becoming one hot partition and give the day-end job 16 queries to run in parallel."""
+"""Shards per watch date, and of the loans pending escalation. EMIs cluster on a few days of the month;
+16 partitions per date keep one popular date from becoming one hot partition and give the day-end job
+16 queries to run in parallel."""
 
 
 def watch_shard(loan_id: str) -> int:
@@ -25,9 +26,19 @@ def watch_key_for(day: dt.date, shard: int) -> str:
     return f"{day.isoformat()}#{shard:02d}"
 
 
+def pending_key_for(shard: int) -> str:
+    """The watch-index partition of the loans pending escalation in one shard, which every run reads."""
+    return f"{PENDING_ESCALATION.value}#{shard:02d}"
+
+
 def watch_key(loan: Loan) -> str | None:
-    day = watch_date(loan)
-    return None if day is None else watch_key_for(day, watch_shard(loan.loan_id))
+    """The loan's ``watch_key``: ``YYYY-MM-DD#NN`` for a date watch, ``PENDING#NN`` for a loan pending
+    escalation, none when only a payment can change it (``domain.loan.watch_date``)."""
+    watch = watch_date(loan)
+    if watch is None:
+        return None
+    shard = watch_shard(loan.loan_id)
+    return pending_key_for(shard) if isinstance(watch, PendingEscalation) else watch_key_for(watch, shard)
 
 
 def loan_to_item(loan: Loan) -> LoanModel:

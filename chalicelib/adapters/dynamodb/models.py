@@ -60,7 +60,8 @@ class WatchIndex(GlobalSecondaryIndex["LoanModel"]):
     """Sparse and keys-only: only ACTIVE loans whose delinquency can still change without a payment
     have a key, and only the key is copied (every loan write would otherwise rewrite the whole loan here).
     ``watch_key`` is ``YYYY-MM-DD#NN``: the watch date and a shard, so the loans falling due on a
-    popular EMI date (the 5th) spread over several partitions and can be read in parallel."""
+    popular EMI date (the 5th) spread over several partitions and can be read in parallel; or
+    ``PENDING#NN`` for a loan pending escalation, which every run reads (docs/day-end.md)."""
 
     class Meta:
         index_name = "watch-index"
@@ -185,6 +186,8 @@ class DpdRunModel(Model):
     cursor and its counts always move together in one conditional update."""
     errors = IntegerAttribute(default=0)
     last_error = UnicodeAttribute(null=True)
+    continuations = IntegerAttribute(null=True)
+    """Hand-overs to a continuation in the current attempt (``domain.runs.MAX_CONTINUATIONS``)."""
 
     status_index = RunStatusIndex()
 

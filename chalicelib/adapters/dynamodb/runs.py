@@ -33,6 +33,7 @@ def _item_to_record(item: DpdRunModel) -> RunRecord:
         segments={k: SegmentState(**json.loads(v)) for k, v in raw.items()},
         errors=item.errors or 0,
         last_error=item.last_error,
+        continuations=item.continuations or 0,
     )
 
 
@@ -62,23 +63,30 @@ class DynamoRunStore:
 
     @storage_call
     def acquire(
-        self, business_date: dt.date, run_id: str, trigger: str, now: int, lease_seconds: int, now_iso: str
+        self,
+        business_date: dt.date,
+        run_id: str,
+        trigger: str,
+        now: int,
+        lease_seconds: int,
+        now_iso: str,
+        continuation: bool = False,
     ) -> RunRecord | RunOutcome:
         """Take the date's run: free if it never ran, failed, was skipped, or its owner's lease ran out.
-        Checkpoints of an earlier attempt are kept, so the new owner resumes rather than restarts."""
+        Checkpoints of an earlier attempt are kept, so the new owner resumes rather than restarts; the
+        count of continuations is kept only by a continuation (anything else starts a new attempt)."""
         item = DpdRunModel(business_date.isoformat())
-        refused = self._take(
-            item,
-            now,
-            [
-                DpdRunModel.status.set(RunStatus.RUNNING.value),
-                DpdRunModel.run_id.set(run_id),
-                DpdRunModel.trigger.set(trigger),
-                DpdRunModel.lease_until.set(now + lease_seconds),
-                DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
-                DpdRunModel.finished_at.remove(),
-            ],
-        )
+        actions: list[Any] = [
+            DpdRunModel.status.set(RunStatus.RUNNING.value),
+            DpdRunModel.run_id.set(run_id),
+            DpdRunModel.trigger.set(trigger),
+            DpdRunModel.lease_until.set(now + lease_seconds),
+            DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
+            DpdRunModel.finished_at.remove(),
+        ]
+        if not continuation:
+            actions.append(DpdRunModel.continuations.set(0))
+        refused = self._take(item, now, actions)
         if refused is not None:
             return refused
         return _item_to_record(item)
@@ -128,9 +136,11 @@ class DynamoRunStore:
 
     @storage_call
     def release(self, business_date: dt.date, run_id: str) -> None:
-        """Hand the run over: the next invocation may take it at once instead of waiting out the lease."""
+        """Hand the run over to a continuation, counted: the next invocation may take it at once instead
+        of waiting out the lease."""
         DpdRunModel(business_date.isoformat()).update(
-            actions=[DpdRunModel.lease_until.set(0)], condition=DpdRunModel.run_id == run_id
+            actions=[DpdRunModel.lease_until.set(0), DpdRunModel.continuations.add(1)],
+            condition=DpdRunModel.run_id == run_id,
         )
 
     @storage_call
