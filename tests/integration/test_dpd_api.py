@@ -398,8 +398,9 @@ def test_one_invoke_through_the_test_client_completes_a_300_loan_book(
     )
     record = services().runs.get(BOOK_RUN_DATE)
     assert record is not None and record.status is RunStatus.COMPLETED
-    # Each invocation here had 3 s (and kept 600 ms in hand): a longer run was continued in process.
-    assert (record.continuations >= 1) is (took > 3.0) or 2.4 < took <= 3.0
+    # Each invocation here had 3 s (and kept 600 ms in hand, finishing the page it was on): a run that
+    # took well over that was continued in process (on this machine: 10-12 s, 3 continuations).
+    assert record.continuations >= 1 or took < 5.0
     assert record.continuations < MAX_CONTINUATIONS
     print(f"\n300-loan book: one invoke, {took:.1f} s, {record.continuations} continuations in process")
     with api.at(LATER):
