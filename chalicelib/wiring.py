@@ -104,7 +104,7 @@ def build(config: Settings) -> Services:
         ),
         completed_through=completed_through,
         metrics=metrics,
-        denials=DenialRecorder(audit, metrics),
+        denials=loans.denials,
     )
 
 

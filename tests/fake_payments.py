@@ -2,7 +2,7 @@
 
 It follows the DynamoDB adapter where behaviour is observable: ``post`` writes the payment, the UTR
 claim, the loan (only if its stored version is still the one read and it is still ACTIVE) and the
-audit entry all together or not at all; a claimed UTR wins over a version conflict (UtrTaken); the
+audit entries all together or not at all; a claimed UTR wins over a version conflict (UtrTaken); the
 stored loan's version goes up by one. ``reverse`` needs the stored payment still POSTED
 (AlreadyReversed otherwise) and the loan version unchanged (Conflict). Claims are never removed.
 """
@@ -10,13 +10,13 @@ stored loan's version goes up by one. ``reverse`` needs the stored payment still
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
-from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentStatus
 from chalicelib.services.ports import Page, UtrTaken
 from tests.fakes import InMemoryAuditLog, InMemoryLoanRepository, _page
 
@@ -49,7 +49,7 @@ class InMemoryPaymentRepository:
     def payment_id_for_utr(self, utr: str) -> str | None:
         return self.utr_claims.get(utr)
 
-    def _check_audit_and_loan(self, loan: Loan, audit: AuditEntry, require_active: bool) -> None:
+    def _check_audit_and_loan(self, loan: Loan, audits: Sequence[AuditEntry], require_active: bool) -> None:
         current = self.loans.loans.get(loan.loan_id)
         if (
             current is None
@@ -57,35 +57,40 @@ class InMemoryPaymentRepository:
             or (require_active and current.status is not LoanStatus.ACTIVE)
         ):
             raise Conflict(f"loan {loan.loan_id} changed meanwhile", {"loan_id": loan.loan_id})
-        if audit.audit_id in self.audit.entries:
-            raise ValueError(f"audit entry {audit.audit_id} already exists")
+        for audit in audits:
+            if audit.audit_id in self.audit.entries:
+                raise ValueError(f"audit entry {audit.audit_id} already exists")
 
-    def _commit(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+    def _commit(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         stored = dataclasses.replace(loan, version=loan.version + 1)
+        # As in DynamoDB, a standing payment's allocation is not stored: it is derived from the ledger.
+        if payment.status is PaymentStatus.POSTED:
+            payment = dataclasses.replace(payment, allocation=NO_ALLOCATION)
         self.payments[payment.payment_id] = payment
         self.loans.loans[loan.loan_id] = stored
-        self.audit.append(audit)
+        for audit in audits:
+            self.audit.append(audit)
         return stored
 
-    def post(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         self.post_calls += 1
         self._run_hook(payment, loan)
         if payment.utr in self.utr_claims:
             raise UtrTaken(payment.utr)
         if payment.payment_id in self.payments:
             raise Conflict(f"payment {payment.payment_id} already exists")
-        self._check_audit_and_loan(loan, audit, require_active=True)
+        self._check_audit_and_loan(loan, audits, require_active=True)
         self.utr_claims[payment.utr] = payment.payment_id
-        return self._commit(payment, loan, audit)
+        return self._commit(payment, loan, audits)
 
-    def reverse(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         self.reverse_calls += 1
         self._run_hook(payment, loan)
         current = self.payments.get(payment.payment_id)
         if current is None or current.status is not PaymentStatus.POSTED:
             raise AlreadyReversed(f"payment {payment.payment_id} is already reversed")
-        self._check_audit_and_loan(loan, audit, require_active=False)
-        return self._commit(payment, loan, audit)
+        self._check_audit_and_loan(loan, audits, require_active=False)
+        return self._commit(payment, loan, audits)
 
     def list_for_loan(self, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
         mine = (p for p in self.payments.values() if p.loan_id == loan_id)

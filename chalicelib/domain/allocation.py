@@ -1,9 +1,9 @@
-"""Applying a payment to a schedule, and taking it back off (SPEC §5).
+"""Applying a payment to a schedule (docs/rules.md, "Allocation").
 
 Order: instalments by due date; within one, interest before principal; whatever remains goes to the
 next instalment, including ones not yet due (a prepayment of later EMIs). The allocation records
-exactly which instalment got how much, so a reversal (a bounced cheque, a failed NACH) removes those
-same amounts and nothing else: un-applying is the exact inverse of applying.
+exactly which instalment got how much. A reversal does not subtract an allocation: the loan's
+standing payments are replayed without it (``domain.ledger``).
 """
 
 from __future__ import annotations
@@ -71,30 +71,6 @@ def apply_payment(schedule: Sequence[Instalment], amount_paise: int) -> tuple[tu
         )
     updated.sort(key=lambda i: i.seq)
     return tuple(updated), Allocation(tuple(lines))
-
-
-def unapply_payment(schedule: Sequence[Instalment], allocation: Allocation) -> tuple[Instalment, ...]:
-    """Remove exactly what ``allocation`` applied. Raises ValueError if the schedule no longer holds
-    those amounts (it would mean the ledger was changed outside payments)."""
-    by_seq = {line.seq: line for line in allocation.lines}
-    unknown = set(by_seq) - {i.seq for i in schedule}
-    if unknown:
-        raise ValueError(f"allocation names instalments not in the schedule: {sorted(unknown)}")
-    result = []
-    for inst in schedule:
-        line = by_seq.get(inst.seq)
-        if line is None:
-            result.append(inst)
-            continue
-        # Instalment's own checks refuse a paid amount below zero.
-        result.append(
-            replace(
-                inst,
-                paid_interest_paise=inst.paid_interest_paise - line.interest_paise,
-                paid_principal_paise=inst.paid_principal_paise - line.principal_paise,
-            )
-        )
-    return tuple(result)
 
 
 def is_fully_paid(schedule: Sequence[Instalment]) -> bool:

@@ -38,6 +38,12 @@ class Actor:
     role: str
 
 
+DELINQUENCY_ACTOR = Actor(sub="system:dpd_job", role="system")
+"""Whose name delinquency changes carry, whatever caused them (a day-end run, or the recompute after a
+payment or reversal, whose entry keeps that request's id and source IP): the rules changed the loan,
+not the person who posted the money."""
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     audit_id: str

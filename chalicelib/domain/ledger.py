@@ -9,7 +9,12 @@ never been posted.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from chalicelib.domain.allocation import Allocation, apply_payment
+from chalicelib.domain.delinquency import Delinquency, assess
+from chalicelib.domain.schedule import Instalment
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +28,83 @@ class LedgerEntry:
     """The business date the payment was recomputed for when it was posted (the last completed
     business date then): the point in the loan's history where its money arrived."""
     amount_paise: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A schedule replayed from its standing payments."""
+
+    schedule: tuple[Instalment, ...]
+    """The scheduled amounts with the paid amounts the payments add up to."""
+    allocations: tuple[Allocation, ...]
+    """Where each payment's money sits now, in the order of the payments given."""
+    delinquency: Delinquency
+    """As of the business date asked for, with NPA carried through the loan's history."""
+
+
+def allocation_order(entry: LedgerEntry) -> tuple[dt.date, str]:
+    """Money is allocated in the order it was paid: payment date, then posting time."""
+    return entry.payment_date, entry.payment_id
+
+
+def _landing_order(entry: LedgerEntry) -> tuple[dt.date, str]:
+    return entry.landed_on, entry.payment_id
+
+
+def replay(schedule: Sequence[Instalment], payments: Sequence[LedgerEntry], business_date: dt.date) -> Replay:
+    """The loan as its standing payments make it, as of the end of ``business_date``.
+
+    - Allocation: the payments, in :func:`allocation_order`, are applied one after the other to the
+      schedule with nothing paid (``allocation.apply_payment``: oldest instalment first, interest
+      before principal). What the instalments end up holding depends only on the total, but which
+      payment covers which instalment depends on the order, so a payment dated earlier moves ahead
+      of later ones and a reversal moves later money onto the oldest unpaid instalment.
+    - Delinquency: NPA is sticky, so the classification depends on the loan's history, not only on
+      where it stands today. The history is replayed in the order the money landed: before each
+      payment, every day-end up to the business date it landed on; then the payment's own
+      recompute; finally every day-end up to ``business_date``. Between two payments nothing is
+      paid, so a single :func:`assess` at the later date gives what each day-end in between would
+      have (overdue amounts only grow while nothing is paid).
+
+    Raises ValueError if the payments add up to more than the schedule (the services refuse such a
+    payment first, so reaching it is a bug) or if ``business_date`` is before a payment landed.
+    """
+    unpaid = _unpaid(schedule)
+    current, allocations = allocate(unpaid, payments)
+    state: Delinquency | None = None
+    paid_so_far = 0
+    for entry in sorted(payments, key=_landing_order):
+        if entry.landed_on > business_date:
+            raise ValueError(f"payment {entry.payment_id} landed on {entry.landed_on}, after {business_date}")
+        state = _assess_after(_paid(unpaid, paid_so_far), entry.landed_on, state)
+        paid_so_far += entry.amount_paise
+        state = _assess_after(_paid(unpaid, paid_so_far), entry.landed_on, state)
+    delinquency = _assess_after(current, business_date, state)
+    return Replay(current, allocations, delinquency)
+
+
+def allocate(
+    schedule: Sequence[Instalment], payments: Sequence[LedgerEntry]
+) -> tuple[tuple[Instalment, ...], tuple[Allocation, ...]]:
+    """The allocation half of :func:`replay`: the schedule the payments fill, and each payment's
+    allocation (in the order the payments were given)."""
+    order = sorted(range(len(payments)), key=lambda n: allocation_order(payments[n]))
+    allocations: list[Allocation] = [Allocation(())] * len(payments)
+    current = _unpaid(schedule)
+    for n in order:
+        current, allocations[n] = apply_payment(current, payments[n].amount_paise)
+    return current, tuple(allocations)
+
+
+def _unpaid(schedule: Sequence[Instalment]) -> tuple[Instalment, ...]:
+    return tuple(replace(i, paid_principal_paise=0, paid_interest_paise=0) for i in schedule)
+
+
+def _paid(unpaid: tuple[Instalment, ...], total_paise: int) -> tuple[Instalment, ...]:
+    return apply_payment(unpaid, total_paise)[0] if total_paise else unpaid
+
+
+def _assess_after(schedule: Sequence[Instalment], business_date: dt.date, previous: Delinquency | None) -> Delinquency:
+    if previous is None:
+        return assess(schedule, business_date)
+    return assess(schedule, business_date, previous.classification, previous.npa_since)

@@ -1,4 +1,4 @@
-"""Payments (SPEC §5): what a valid payment is, and what posting or reversing one does to a loan.
+"""Payments (docs/rules.md, "Payments"): what a valid payment is, and what posting or reversing one does to a loan.
 
 Pure: the service supplies today's IST date and the last completed business date.
 """
@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chalicelib.domain.allocation import Allocation, apply_payment, is_fully_paid, total_unpaid_paise, unapply_payment
+from chalicelib.domain.allocation import Allocation, is_fully_paid, total_unpaid_paise
 from chalicelib.domain.audit import Actor
-from chalicelib.domain.delinquency import Classification, assess
 from chalicelib.domain.errors import (
     AmountOutOfRange,
     LoanNotPayable,
@@ -21,6 +20,7 @@ from chalicelib.domain.errors import (
     PaymentDateInFuture,
     PaymentDateTooOld,
 )
+from chalicelib.domain.ledger import LedgerEntry, Replay, allocate, replay
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.money import format_inr
 
@@ -57,12 +57,18 @@ def is_valid_utr(utr: str) -> bool:
     return bool(UTR_PATTERN.fullmatch(utr))
 
 
-def check_amount(amount_paise: int) -> None:
-    if not MIN_PAYMENT_PAISE <= amount_paise <= MAX_PAYMENT_PAISE:
-        raise AmountOutOfRange(
-            f"amount must be between {format_inr(MIN_PAYMENT_PAISE)} and {format_inr(MAX_PAYMENT_PAISE)}",
-            {"min_paise": MIN_PAYMENT_PAISE, "max_paise": MAX_PAYMENT_PAISE},
-        )
+def check_amount(amount_paise: int, remaining_paise: int | None = None) -> None:
+    """₹1 to ₹1 crore; below ₹1 only a payment of exactly ``remaining_paise`` (everything the loan
+    still owes), so a residual of a few paise can always be cleared."""
+    if MIN_PAYMENT_PAISE <= amount_paise <= MAX_PAYMENT_PAISE:
+        return
+    if 0 < amount_paise < MIN_PAYMENT_PAISE and amount_paise == remaining_paise:
+        return
+    raise AmountOutOfRange(
+        f"amount must be between {format_inr(MIN_PAYMENT_PAISE)} and {format_inr(MAX_PAYMENT_PAISE)}"
+        " (or exactly what the loan still owes, when that is less)",
+        {"min_paise": MIN_PAYMENT_PAISE, "max_paise": MAX_PAYMENT_PAISE},
+    )
 
 
 def check_payment_date(payment_date: dt.date, today: dt.date) -> None:
@@ -77,6 +83,9 @@ def check_payment_date(payment_date: dt.date, today: dt.date) -> None:
         )
 
 
+NO_ALLOCATION = Allocation(())
+
+
 @dataclass(frozen=True, slots=True)
 class Payment:
     payment_id: str
@@ -86,13 +95,13 @@ class Payment:
     payment_date: dt.date
     mode: PaymentMode
     status: PaymentStatus
-    allocation: Allocation
     posted_at: str
     posted_by: Actor
-    prior_classification: Classification
-    """The loan's classification just before this payment: a reversal must not leave a loan upgraded
-    out of NPA by money that never arrived."""
-    prior_npa_since: dt.date | None
+    landed_on: dt.date
+    """The business date the payment was recomputed for when posted (its place in the loan's history)."""
+    allocation: Allocation = NO_ALLOCATION
+    """Where the money sits now: for a standing payment, its share of the loan's replay (the
+    service fills it from the loan); for a reversed one, what the reversal took off."""
     request_fingerprint: str | None = None
     """Hash of (caller, Idempotency-Key, body) when the client sent a key: lets a retry whose first
     attempt committed but never got its answer be recognised as the same request."""
@@ -100,10 +109,40 @@ class Payment:
     reversed_by: Actor | None = None
     reversal_reason: str | None = None
 
+    @property
+    def ledger_entry(self) -> LedgerEntry:
+        return LedgerEntry(self.payment_id, self.payment_date, self.landed_on, self.amount_paise)
 
-def post_to_loan(loan: Loan, amount_paise: int, business_date: dt.date) -> tuple[Loan, Allocation]:
-    """Apply a payment to an ACTIVE loan and recompute its delinquency for ``business_date``; a
-    payment that clears everything closes the loan."""
+
+def _replayed(loan: Loan, payments: tuple[LedgerEntry, ...], business_date: dt.date) -> tuple[Loan, Replay]:
+    """The loan as ``payments`` make it for ``business_date``: schedule, delinquency and status.
+    A written-off loan stays written off; otherwise it is CLOSED exactly when nothing is owed.
+
+    The loan's paid amounts must be the replay of its ledger before anything is replayed: a loan
+    stored without its ledger (data from before the ledger existed) would otherwise lose its paid
+    amounts, so it is refused (ValueError) instead of silently rewritten."""
+    if allocate(loan.schedule, loan.payments)[0] != loan.schedule:
+        raise ValueError(f"loan {loan.loan_id}: paid amounts do not match its ledger; reconcile before posting")
+    result = replay(loan.schedule, payments, business_date)
+    status = LoanStatus.CLOSED if is_fully_paid(result.schedule) else LoanStatus.ACTIVE
+    if loan.status is LoanStatus.WRITTEN_OFF:
+        status = LoanStatus.WRITTEN_OFF
+    updated = dataclasses.replace(
+        loan, schedule=result.schedule, payments=payments, status=status, delinquency=result.delinquency
+    )
+    return updated, result
+
+
+def post_to_loan(
+    loan: Loan,
+    amount_paise: int,
+    business_date: dt.date,
+    payment_id: str = "",
+    payment_date: dt.date | None = None,
+) -> tuple[Loan, Allocation]:
+    """Add a payment to an ACTIVE loan and replay it for ``business_date`` (the last completed
+    business date, where the payment lands); a payment that clears everything closes the loan.
+    Returns the loan and where this payment's money went."""
     if loan.status is not LoanStatus.ACTIVE:
         raise LoanNotPayable(f"loan {loan.loan_id} is {loan.status.value}, not ACTIVE")
     owed = total_unpaid_paise(loan.schedule)
@@ -112,38 +151,26 @@ def post_to_loan(loan: Loan, amount_paise: int, business_date: dt.date) -> tuple
             f"amount {format_inr(amount_paise)} is more than everything still owed ({format_inr(owed)})",
             {"max_payable_paise": owed},
         )
-    previous = loan.delinquency
-    if previous.as_of < business_date:
-        # Every day-end up to business_date comes before this payment, whether or not a run has evaluated
-        # the loan for it yet (a missed or late run): an NPA reached meanwhile stays NPA, with its date.
-        previous = assess(loan.schedule, business_date, previous.classification, previous.npa_since)
-    schedule, allocation = apply_payment(loan.schedule, amount_paise)
-    status = LoanStatus.CLOSED if is_fully_paid(schedule) else LoanStatus.ACTIVE
-    delinquency = assess(schedule, business_date, previous.classification, previous.npa_since)
-    return dataclasses.replace(loan, schedule=schedule, status=status, delinquency=delinquency), allocation
+    entry = LedgerEntry(payment_id, payment_date or business_date, business_date, amount_paise)
+    updated, result = _replayed(loan, (*loan.payments, entry), business_date)
+    return updated, result.allocations[-1]
 
 
-def reverse_on_loan(loan: Loan, payment: Payment, business_date: dt.date) -> Loan:
-    """Take a payment back off its loan: a closed loan reopens, and if the loan was NPA before the
-    payment it is NPA again (with its original date) while anything is overdue."""
-    before = loan.delinquency
-    if before.as_of < business_date and loan.status is LoanStatus.ACTIVE:
-        # As for a payment: every day-end up to business_date comes first (an NPA reached meanwhile stays).
-        before = assess(loan.schedule, business_date, before.classification, before.npa_since)
-    schedule = unapply_payment(loan.schedule, payment.allocation)
-    previous, npa_since = before.classification, before.npa_since
-    if payment.prior_classification is Classification.NPA and previous is not Classification.NPA:
-        previous, npa_since = Classification.NPA, payment.prior_npa_since
-    delinquency = assess(schedule, business_date, previous, npa_since)
-    if delinquency.classification is Classification.NPA:
-        # Money that bounced never arrived: the oldest instalment it had covered has been overdue all
-        # along, so the true NPA date may be earlier than the one recorded while the payment stood.
-        without = assess(schedule, business_date)
-        if without.npa_since is not None and (
-            delinquency.npa_since is None or without.npa_since < delinquency.npa_since
-        ):
-            delinquency = dataclasses.replace(delinquency, npa_since=without.npa_since)
-    status = LoanStatus.CLOSED if is_fully_paid(schedule) else LoanStatus.ACTIVE
-    if loan.status is LoanStatus.WRITTEN_OFF:
-        status = LoanStatus.WRITTEN_OFF
-    return dataclasses.replace(loan, schedule=schedule, status=status, delinquency=delinquency)
+def reverse_on_loan(loan: Loan, payment_id: str, business_date: dt.date) -> tuple[Loan, Allocation]:
+    """Take a payment off its loan: the loan becomes exactly what it would be had the payment never
+    been posted (the standing payments replayed without it), for ``business_date``. Returns the loan
+    and what the reversal took off (the payment's allocation just before). ValueError if the loan
+    does not hold that payment."""
+    positions = [n for n, e in enumerate(loan.payments) if e.payment_id == payment_id]
+    if len(positions) != 1:
+        raise ValueError(f"loan {loan.loan_id} does not hold payment {payment_id} exactly once")
+    taken_off = allocate(loan.schedule, loan.payments)[1][positions[0]]
+    standing = tuple(e for e in loan.payments if e.payment_id != payment_id)
+    updated, _ = _replayed(loan, standing, business_date)
+    return updated, taken_off
+
+
+def allocations_now(loan: Loan) -> dict[str, Allocation]:
+    """Where each standing payment's money sits on the loan now, by payment id."""
+    _, allocations = allocate(loan.schedule, loan.payments)
+    return {e.payment_id: a for e, a in zip(loan.payments, allocations, strict=True)}

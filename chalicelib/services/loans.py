@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action, Outcome
+from chalicelib.domain.audit import Action
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.context import RequestContext
+from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.ids import new_loan_id
 from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Metrics, Page, UserStore
 from chalicelib.services.views import borrower_dict, loan_dict
@@ -69,6 +70,9 @@ class LoanService:
     """The latest business date a day-end run completed. The run writes only loans whose bucket,
     classification or escalation changed; every other loan is shown as of that date by deriving its
     dpd from the schedule here, with the same rules the run applies."""
+
+    def __post_init__(self) -> None:
+        self.denials = DenialRecorder(self.audit, self.metrics)
 
     def present(self, loan: Loan) -> Loan:
         """The loan as of the latest completed run (or its own later evaluation by a payment)."""
@@ -124,12 +128,18 @@ class LoanService:
         return self.loans.create(loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, stored_view))
 
     def get(self, ctx: RequestContext, loan_id: str) -> Loan:
-        """A loan the caller may see; collectors get 404 for loans not assigned to them, exactly as
-        for loans that do not exist, so ids cannot be probed."""
+        """A loan the caller may see, as of the latest completed run (:meth:`present`)."""
+        return self.present(self.stored(ctx, loan_id))
+
+    def stored(self, ctx: RequestContext, loan_id: str) -> Loan:
+        """A loan the caller may see, exactly as stored: what every write starts from, so that its
+        audit entries' ``before`` is the stored state and the loan's trail chains. Collectors get 404
+        for loans not assigned to them, exactly as for loans that do not exist, so ids cannot be
+        probed."""
         loan = self.loans.get(loan_id)
         if loan is None or (ctx.is_collector and loan.collector_id != ctx.actor.sub):
             raise NotFound(f"loan {loan_id} not found")
-        return self.present(loan)
+        return loan
 
     def list(self, ctx: RequestContext, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
         if ctx.is_collector:
@@ -142,7 +152,7 @@ class LoanService:
     def refuse_financial_change(self, ctx: RequestContext, loan_id: str, body: Any, paths: builtins.list[str]) -> None:
         """Record and refuse an attempt to write protected fields; always raises."""
         reason = "protected fields: " + ", ".join(paths)
-        self.audit.append(ctx.loan_audit(Action.FINANCIAL_GUARD_BLOCKED, loan_id, None, body, Outcome.DENIED, reason))
+        self.denials.record(ctx, Action.FINANCIAL_GUARD_BLOCKED, "loan", loan_id, body, reason)
         self.metrics.count("FinancialGuardTriggered")
         raise FinancialFieldProtected(
             "financial fields cannot be changed through this API; the whole request was refused",
@@ -153,7 +163,7 @@ class LoanService:
         """Merge borrower contact data and notes; nothing else on a loan is writable here."""
         ctx.require(MANAGE_LOANS)
         for _ in range(UPDATE_ATTEMPTS):
-            loan = self.get(ctx, loan_id)
+            loan = self.stored(ctx, loan_id)
             merged = {**borrower_dict(loan), **changes.borrower}
             if not merged.get("name") or not merged.get("phone"):
                 raise ValidationFailed("borrower name and phone cannot be removed")
@@ -163,12 +173,14 @@ class LoanService:
                 notes=changes.notes if changes.notes_given else loan.notes,
             )
             if updated == loan:
-                return loan
+                return self.present(loan)
             updated = dataclasses.replace(updated, updated_at=clock.now_iso())
             before = {"borrower": borrower_dict(loan), "notes": loan.notes}
             after = {"borrower": borrower_dict(updated), "notes": updated.notes}
             try:
-                return self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after))
+                return self.present(
+                    self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after))
+                )
             except Conflict:
                 continue
         raise Conflict(f"loan {loan_id} is being changed by others; try again")
@@ -177,9 +189,9 @@ class LoanService:
         ctx.require(MANAGE_LOANS)
         self._require_collector(collector_id)
         for _ in range(UPDATE_ATTEMPTS):
-            loan = self.get(ctx, loan_id)
+            loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
-                return loan
+                return self.present(loan)
             updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
             entry = ctx.loan_audit(
                 Action.LOAN_ASSIGNED,
@@ -188,7 +200,7 @@ class LoanService:
                 {"collector_id": collector_id},
             )
             try:
-                return self.loans.update(updated, entry)
+                return self.present(self.loans.update(updated, entry))
             except Conflict:
                 continue
         raise Conflict(f"loan {loan_id} is being changed by others; try again")

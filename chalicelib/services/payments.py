@@ -1,6 +1,6 @@
-"""Posting and reversing payments (SPEC §5).
+"""Posting and reversing payments (docs/rules.md, "Payments").
 
-Checks run in the spec's order — UTR format and JSON types (the request schema), amount range, IST
+Checks run in the documented order — UTR format and JSON types (the request schema), amount range, IST
 date window, loan visibility/status/overpayment, UTR uniqueness — each with its own code. The write is
 one transaction; a concurrent change to the same loan (another payment) is retried here with jittered
 backoff, so distinct payments arriving together all land.
@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action
+from chalicelib.domain.allocation import Allocation, total_unpaid_paise
+from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound, Unavailable
-from chalicelib.domain.loan import Loan, reassess
+from chalicelib.domain.loan import Loan, LoanStatus, delinquency_changed, delinquency_snapshot
 from chalicelib.domain.payment import (
+    MIN_PAYMENT_PAISE,
     Payment,
     PaymentMode,
     PaymentStatus,
+    allocations_now,
     check_amount,
     check_payment_date,
     post_to_loan,
@@ -31,7 +36,9 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.loans import LoanService
 from chalicelib.services.ports import Metrics, Page, PaymentRepository, UtrTaken
-from chalicelib.services.views import loan_money_dict
+from chalicelib.services.views import loan_balance_dict
+
+T = TypeVar("T")
 
 POST_ATTEMPTS = 12
 """Optimistic-lock retries for one payment. Eight collectors posting to one loan in the same instant
@@ -65,71 +72,12 @@ class PaymentService:
         self.metrics.count("PaymentRejected", reason=error.code)
         return error
 
-    def _replay_of(self, utr: str, fingerprint: str | None, ctx: RequestContext) -> PostedPayment | None:
-        """An earlier attempt of this very request (same caller, key and body) that committed but whose
-        answer never reached the client: answer with that payment instead of a duplicate error."""
-        if fingerprint is None:
-            return None
-        payment_id = self.payments.payment_id_for_utr(utr)
-        original = self.payments.get(payment_id) if payment_id else None
-        if original is None or original.request_fingerprint != fingerprint:
-            return None
-        return PostedPayment(original, self.loans.get(ctx, original.loan_id), replayed=True)
-
-    def post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None = None) -> PostedPayment:
-        """Record one payment exactly once and apply it to its loan."""
-        ctx.require(PAY_LOANS)
+    def _failure_metrics(self, operation: Callable[[], T]) -> T:
+        """Run a posting or a reversal, counting ``PaymentFailed`` for anything that is not a
+        refusal (an unreachable database, a bug) and ``PaymentRejected`` for refusals: ops watch the
+        first, and a failed reversal is as much a money incident as a failed posting."""
         try:
-            check_amount(cmd.amount_paise)
-            check_payment_date(cmd.payment_date, clock.today_ist())
-            replay = self._replay_of(cmd.utr, fingerprint, ctx)
-            if replay is not None:
-                return replay
-            for attempt in range(POST_ATTEMPTS):
-                loan = self.loans.get(ctx, cmd.loan_id)
-                business_date = clock.last_completed_business_date()
-                if loan.delinquency.as_of < business_date:
-                    # The state the payment lands on (and a reversal must restore): every day-end up to
-                    # business_date first, even if no run has evaluated this loan for them yet.
-                    loan = reassess(loan, business_date)
-                updated, allocation = post_to_loan(loan, cmd.amount_paise, business_date)
-                now = clock.now_iso()
-                updated = dataclasses.replace(updated, updated_at=now)
-                payment = Payment(
-                    payment_id=new_id(),
-                    utr=cmd.utr,
-                    loan_id=cmd.loan_id,
-                    amount_paise=cmd.amount_paise,
-                    payment_date=cmd.payment_date,
-                    mode=cmd.mode,
-                    status=PaymentStatus.POSTED,
-                    allocation=allocation,
-                    posted_at=now,
-                    posted_by=ctx.actor,
-                    prior_classification=loan.delinquency.classification,
-                    prior_npa_since=loan.delinquency.npa_since,
-                    request_fingerprint=fingerprint,
-                )
-                audit = ctx.loan_audit(
-                    Action.PAYMENT_POSTED,
-                    loan.loan_id,
-                    {**loan_money_dict(loan), "version": loan.version},
-                    {**loan_money_dict(updated), "version": loan.version + 1, "payment": payment_summary(payment)},
-                )
-                try:
-                    stored = self.payments.post(payment, updated, audit)
-                except UtrTaken:
-                    original = self.payments.payment_id_for_utr(cmd.utr)
-                    self.metrics.count("DuplicateUtr")
-                    raise DuplicateUtr(
-                        f"UTR {cmd.utr} was already used", {"payment_id": original, "utr": cmd.utr}
-                    ) from None
-                except Conflict:
-                    backoff(attempt, base_seconds=0.02, cap_seconds=0.5)
-                    continue
-                self.metrics.count("PaymentPosted")
-                return PostedPayment(payment, stored)
-            raise Conflict(f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again")
+            return operation()
         except Unavailable:
             self.metrics.count("PaymentFailed")
             raise
@@ -140,34 +88,131 @@ class PaymentService:
             self.metrics.count("PaymentFailed")
             raise
 
-    def reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
-        """Bounce: take the payment off its loan (reopening a closed loan); its UTR stays used."""
-        ctx.require(MANAGE_LOANS)
+    def _replay_of(self, utr: str, fingerprint: str | None, ctx: RequestContext) -> PostedPayment | None:
+        """An earlier attempt of this very request (same caller, key and body) that committed but whose
+        answer never reached the client: answer with that payment instead of a duplicate error."""
+        if fingerprint is None:
+            return None
+        payment_id = self.payments.payment_id_for_utr(utr)
+        original = self.payments.get(payment_id) if payment_id else None
+        if original is None or original.request_fingerprint != fingerprint:
+            return None
+        loan = self.loans.get(ctx, original.loan_id)
+        return PostedPayment(with_allocation(original, loan), loan, replayed=True)
+
+    def _remaining(self, ctx: RequestContext, loan_id: str) -> int | None:
+        """Everything the loan still owes, when the caller may pay it; None otherwise (the amount
+        check then refuses a sub-rupee amount as it would for any loan)."""
+        try:
+            loan = self.loans.stored(ctx, loan_id)
+        except NotFound:
+            return None
+        return total_unpaid_paise(loan.schedule) if loan.status is LoanStatus.ACTIVE else None
+
+    def post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None = None) -> PostedPayment:
+        """Record one payment exactly once and apply it to its loan."""
+        ctx.require(PAY_LOANS)
+        return self._failure_metrics(lambda: self._post(ctx, cmd, fingerprint))
+
+    def _post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
+        # Checks in the documented order (docs/rules.md, "Payments"): amount, date, loan, UTR.
+        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
+        check_amount(cmd.amount_paise, self._remaining(ctx, cmd.loan_id) if below_minimum else None)
+        check_payment_date(cmd.payment_date, clock.today_ist())
+        replay = self._replay_of(cmd.utr, fingerprint, ctx)
+        if replay is not None:
+            return replay
         for attempt in range(POST_ATTEMPTS):
-            payment = self.get(ctx, payment_id)
+            loan = self.loans.stored(ctx, cmd.loan_id)
+            business_date = clock.last_completed_business_date()
+            payment_id = new_id()
+            updated, allocation = post_to_loan(loan, cmd.amount_paise, business_date, payment_id, cmd.payment_date)
+            now = clock.now_iso()
+            updated = dataclasses.replace(updated, updated_at=now)
+            payment = Payment(
+                payment_id=payment_id,
+                utr=cmd.utr,
+                loan_id=cmd.loan_id,
+                amount_paise=cmd.amount_paise,
+                payment_date=cmd.payment_date,
+                mode=cmd.mode,
+                status=PaymentStatus.POSTED,
+                allocation=allocation,
+                posted_at=now,
+                posted_by=ctx.actor,
+                landed_on=business_date,
+                request_fingerprint=fingerprint,
+            )
+            audits = _change_audits(ctx, Action.PAYMENT_POSTED, loan, updated, payment)
+            try:
+                stored = self.payments.post(payment, updated, audits)
+            except UtrTaken:
+                raise self._duplicate_utr(ctx, cmd) from None
+            except Conflict:
+                backoff(attempt, base_seconds=0.02, cap_seconds=0.5)
+                continue
+            self.metrics.count("PaymentPosted")
+            return PostedPayment(payment, stored)
+        raise Conflict(f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again")
+
+    def _duplicate_utr(self, ctx: RequestContext, cmd: NewPayment) -> DuplicateUtr:
+        """The refusal of a UTR used before, audited as a denied posting. The original payment's id is
+        named only to a caller who may read that payment (a collector may not learn of payments on
+        other collectors' loans)."""
+        self.metrics.count("DuplicateUtr")
+        original = self.payments.payment_id_for_utr(cmd.utr)
+        details: dict[str, str] = {"utr": cmd.utr}
+        if original is not None and self._may_read(ctx, original):
+            details["payment_id"] = original
+        attempted = {
+            "utr": cmd.utr,
+            "amount_paise": cmd.amount_paise,
+            "payment_date": cmd.payment_date.isoformat(),
+            "mode": cmd.mode.value,
+        }
+        self.loans.denials.record(
+            ctx, Action.PAYMENT_POSTED, "loan", cmd.loan_id, attempted, f"DUPLICATE_UTR: {cmd.utr} was used before"
+        )
+        return DuplicateUtr(f"UTR {cmd.utr} was already used", details)
+
+    def _may_read(self, ctx: RequestContext, payment_id: str) -> bool:
+        try:
+            self.get(ctx, payment_id)
+        except NotFound:
+            return False
+        return True
+
+    def reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
+        """Bounce: the loan becomes what it would be had the payment never been posted (its standing
+        payments replayed without it; a closed loan reopens); the UTR stays used."""
+        ctx.require(MANAGE_LOANS)
+        return self._failure_metrics(lambda: self._reverse(ctx, payment_id, reason))
+
+    def _reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
+        for attempt in range(POST_ATTEMPTS):
+            payment = self.payments.get(payment_id)
+            if payment is None:
+                raise NotFound(f"payment {payment_id} not found")
+            try:
+                loan = self.loans.stored(ctx, payment.loan_id)
+            except NotFound:
+                raise NotFound(f"payment {payment_id} not found") from None
             if payment.status is PaymentStatus.REVERSED:
                 raise AlreadyReversed(f"payment {payment_id} is already reversed", {"payment_id": payment_id})
-            loan = self.loans.get(ctx, payment.loan_id)
             now = clock.now_iso()
-            updated = dataclasses.replace(
-                reverse_on_loan(loan, payment, clock.last_completed_business_date()), updated_at=now
-            )
+            updated, taken_off = reverse_on_loan(loan, payment_id, clock.last_completed_business_date())
+            updated = dataclasses.replace(updated, updated_at=now)
             reversed_payment = dataclasses.replace(
                 payment,
                 status=PaymentStatus.REVERSED,
+                allocation=taken_off,
                 reversed_at=now,
                 reversed_by=ctx.actor,
                 reversal_reason=reason,
             )
-            audit = ctx.loan_audit(
-                Action.PAYMENT_REVERSED,
-                loan.loan_id,
-                {**loan_money_dict(loan), "version": loan.version},
-                {**loan_money_dict(updated), "version": loan.version + 1, "payment": payment_summary(reversed_payment)},
-                reason=reason,
-            )
+            audits = _change_audits(ctx, Action.PAYMENT_REVERSED, loan, updated, reversed_payment, reason)
             try:
-                stored = self.payments.reverse(reversed_payment, updated, audit)
+                stored = self.payments.reverse(reversed_payment, updated, audits)
             except Conflict:
                 backoff(attempt, base_seconds=0.02, cap_seconds=0.5)
                 continue
@@ -176,19 +221,67 @@ class PaymentService:
         raise Conflict(f"loan of payment {payment_id} is too busy right now; try again")
 
     def get(self, ctx: RequestContext, payment_id: str) -> Payment:
-        """A payment on a loan the caller may see (collectors: their own loans), else 404."""
+        """A payment on a loan the caller may see (collectors: their own loans), else 404; a standing
+        payment shows where its money sits on the loan now."""
         payment = self.payments.get(payment_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} not found")
         try:
-            self.loans.get(ctx, payment.loan_id)
+            loan = self.loans.stored(ctx, payment.loan_id)
         except NotFound:
             raise NotFound(f"payment {payment_id} not found") from None
-        return payment
+        return with_allocation(payment, loan)
 
     def list_for_loan(self, ctx: RequestContext, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
-        self.loans.get(ctx, loan_id)
-        return self.payments.list_for_loan(loan_id, limit, cursor)
+        loan = self.loans.stored(ctx, loan_id)
+        page = self.payments.list_for_loan(loan_id, limit, cursor)
+        allocations = allocations_now(loan)
+        return Page([with_allocation(p, loan, allocations) for p in page.items], page.next_cursor)
+
+
+def with_allocation(payment: Payment, loan: Loan, allocations: dict[str, Allocation] | None = None) -> Payment:
+    """The payment with its allocation as it stands on ``loan`` now (reversed payments keep what the
+    reversal took off)."""
+    if payment.status is PaymentStatus.REVERSED:
+        return payment
+    current = (allocations if allocations is not None else allocations_now(loan)).get(payment.payment_id)
+    if current is None:
+        raise RuntimeError(f"payment {payment.payment_id} is POSTED but not on its loan's ledger")
+    return dataclasses.replace(payment, allocation=current)
+
+
+def _change_audits(
+    ctx: RequestContext,
+    action: Action,
+    before: Loan,
+    after: Loan,
+    payment: Payment,
+    reason: str | None = None,
+) -> list[AuditEntry]:
+    """The entries one posting or reversal writes with it: the money movement, and, when the stored
+    dpd, bucket, classification or NPA date changes, a DELINQUENCY_CHANGED entry from the stored
+    state to the new one (so a loan's delinquency trail chains; docs/rules.md, "Audit")."""
+    entries = [
+        ctx.loan_audit(
+            action,
+            before.loan_id,
+            {**loan_balance_dict(before), "version": before.version},
+            {**loan_balance_dict(after), "version": before.version + 1, "payment": payment_summary(payment)},
+            reason=reason,
+        )
+    ]
+    if delinquency_changed(before, after):
+        recompute = dataclasses.replace(ctx, actor=DELINQUENCY_ACTOR)
+        entries.append(
+            recompute.loan_audit(
+                Action.DELINQUENCY_CHANGED,
+                before.loan_id,
+                delinquency_snapshot(before),
+                delinquency_snapshot(after),
+                reason=f"recomputed after {action.value} {payment.payment_id} by {ctx.actor.sub}",
+            )
+        )
+    return entries
 
 
 def payment_summary(payment: Payment) -> dict[str, object]:

@@ -136,13 +136,13 @@ class PaymentRepository(Protocol):
 
     def payment_id_for_utr(self, utr: str) -> str | None: ...
 
-    def post(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
-        """Store payment, UTR claim, loan (version unchanged, still ACTIVE) and audit atomically.
+    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+        """Store payment, UTR claim, loan (version unchanged, still ACTIVE) and audit entries atomically.
         UtrTaken if the UTR was used before; Conflict if the loan changed meanwhile."""
         ...
 
-    def reverse(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
-        """Store the reversed payment (only if still POSTED), the loan and the audit atomically.
+    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+        """Store the reversed payment (only if still POSTED), the loan and the audit entries atomically.
         AlreadyReversed or Conflict otherwise."""
         ...
 

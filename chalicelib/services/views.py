@@ -104,6 +104,16 @@ def loan_money_dict(loan: Loan) -> dict[str, Any]:
     }
 
 
+def loan_balance_dict(loan: Loan) -> dict[str, Any]:
+    """The money side of a loan as a payment's audit entry records it. Delinquency is left to the
+    DELINQUENCY_CHANGED entry written with it, so each loan's delinquency trail is one chain."""
+    return {
+        "status": loan.status.value,
+        "outstanding_principal_paise": loan.outstanding_principal_paise,
+        "overdue_paise": loan.delinquency.overdue_paise,
+    }
+
+
 def payment_dict(payment: Payment) -> dict[str, Any]:
     return {
         "payment_id": payment.payment_id,

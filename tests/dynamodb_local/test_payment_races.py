@@ -46,15 +46,19 @@ def _payment(loan_id: str, utr: str, amount: int) -> dict[str, Any]:
     }
 
 
-def _count_items(stage: str, table: str, index: str, key: str, value: str) -> int:
+def _count_items(stage: str, table: str, index: str, key: str, value: str, outcome: str | None = None) -> int:
     ddb = boto3.client("dynamodb")
+    extra: dict[str, object] = {}
+    if outcome is not None:
+        extra = {"FilterExpression": "#o = :o"}
     resp = ddb.query(
         TableName=f"loan-crm-{stage}-{table}",
         IndexName=index,
         KeyConditionExpression="#k = :v",
-        ExpressionAttributeNames={"#k": key},
-        ExpressionAttributeValues={":v": {"S": value}},
+        ExpressionAttributeNames={"#k": key, **({"#o": "outcome"} if outcome else {})},
+        ExpressionAttributeValues={":v": {"S": value}, **({":o": {"S": outcome}} if outcome else {})},
         Select="COUNT",
+        **extra,
     )
     return int(resp["Count"])
 
@@ -86,7 +90,10 @@ def test_one_utr_from_eight_processes_is_posted_exactly_once_every_round(local_s
     assert paid_after - paid_before == amount * ROUNDS
     assert after.version == before.version + ROUNDS
     assert _count_items(local_stack, "payments", "loan-index", "loan_id", "RACE-UTR") == ROUNDS
-    assert _count_items(local_stack, "audit", "action-index", "action", "PAYMENT_POSTED") == ROUNDS
+    assert _count_items(local_stack, "audit", "action-index", "action", "PAYMENT_POSTED", "SUCCESS") == ROUNDS
+    # Every losing attempt is on the audit trail as a denied posting.
+    denied = _count_items(local_stack, "audit", "action-index", "action", "PAYMENT_POSTED", "DENIED")
+    assert denied == ROUNDS * (WORKERS - 1)
 
 
 def test_eight_distinct_payments_to_one_loan_all_land_and_totals_are_exact(local_stack: str) -> None:

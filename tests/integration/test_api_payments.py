@@ -109,7 +109,8 @@ def list_payments(api: Api, loan_id: str, as_: str = "admin", query: str = "") -
 
 
 def actions(api: Api, loan_id: str) -> list[str]:
-    return [e["action"] for e in api.audit(entity_id=loan_id)]
+    """The loan's audit trail, newest first; denied attempts marked as such."""
+    return [e["action"] + ("/DENIED" if e["outcome"] == "DENIED" else "") for e in api.audit(entity_id=loan_id)]
 
 
 # --- accepted ---------------------------------------------------------------------------------
@@ -198,7 +199,7 @@ def test_full_payoff_closes_the_loan_and_a_further_payment_is_not_payable(api: A
     assert_error(api.post("/api/v1/payments", payment(utr="SBIN0000002", amount_paise=100)), 422, "LOAN_NOT_PAYABLE")
     assert api.raw_loan("LN-PAY") == stored
     assert len(stored_payments(api)) == 1
-    assert actions(api, "LN-PAY") == ["PAYMENT_POSTED", "LOAN_CREATED"]
+    assert actions(api, "LN-PAY") == ["DELINQUENCY_CHANGED", "PAYMENT_POSTED", "LOAN_CREATED"]
 
 
 # --- refused ----------------------------------------------------------------------------------
@@ -366,7 +367,15 @@ def test_reversal_reopens_the_loan_and_puts_its_amounts_back(api: Api) -> None:
     assert_error(api.post("/api/v1/payments", payment(amount_paise=100)), 409, "DUPLICATE_UTR")
     assert api.post("/api/v1/payments", payment(utr="SBIN0000002", amount_paise=100)).status == 201
 
-    assert actions(api, "LN-PAY") == ["PAYMENT_POSTED", "PAYMENT_REVERSED", "PAYMENT_POSTED", "LOAN_CREATED"]
+    assert actions(api, "LN-PAY") == [
+        "PAYMENT_POSTED",
+        "PAYMENT_POSTED/DENIED",  # the bounced UTR offered again
+        "DELINQUENCY_CHANGED",
+        "PAYMENT_REVERSED",
+        "DELINQUENCY_CHANGED",
+        "PAYMENT_POSTED",
+        "LOAN_CREATED",
+    ]
     [reversal] = api.audit(entity_id="LN-PAY", action="PAYMENT_REVERSED")
     assert (reversal["actor"], reversal["reason"]) == ({"sub": "manager1", "role": "manager"}, "cheque bounced")
     assert (reversal["before"]["status"], reversal["after"]["status"]) == ("CLOSED", "ACTIVE")

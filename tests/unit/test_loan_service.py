@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -466,6 +468,45 @@ def test_refusing_a_financial_change_audits_counts_and_changes_nothing(
     assert "borrower.DPD" in newest.reason
     assert "principalPaise" in newest.reason
     assert [c.name for c in world.metrics.calls] == ["FinancialGuardTriggered"]
+
+
+def test_an_oversized_attempt_is_audited_as_a_digest(world: World, loan: Loan) -> None:
+    body = {"dpd": 0, "notes": "x" * 60_000}
+    raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    with pytest.raises(FinancialFieldProtected):
+        world.service.refuse_financial_change(MANAGER, "L1", body, ["dpd"])
+
+    newest = world.entries("L1")[0]
+    assert newest.outcome is Outcome.DENIED
+    assert newest.after["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert newest.after["bytes"] == len(raw)
+    assert len(json.dumps(newest.after)) < 1_000
+
+
+def test_a_refusal_stands_when_its_audit_entry_cannot_be_written(
+    world: World, loan: Loan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(entry: AuditEntry) -> None:
+        raise RuntimeError("audit table unreachable")
+
+    monkeypatch.setattr(world.audit, "append", unreachable)
+    with pytest.raises(FinancialFieldProtected):
+        world.service.refuse_financial_change(MANAGER, "L1", {"dpd": 0}, ["dpd"])
+    assert world.repo.get("L1") == loan
+    assert [c.name for c in world.metrics.calls] == ["AuditWriteFailed", "FinancialGuardTriggered"]
+
+
+def test_a_contact_update_writes_the_loan_as_stored_not_as_shown(world: World, loan: Loan) -> None:
+    """Reads show dpd as of the latest completed run; writes must not store that derived view, or the
+    stored delinquency would change with no DELINQUENCY_CHANGED entry and the audit chain would break."""
+    world.service.evaluated_through = lambda: loan.delinquency.as_of + dt.timedelta(days=20)
+    shown = world.service.update_contact(MANAGER, "L1", ContactChanges({"phone": "9123456780"}, None, False))
+
+    stored = world.repo.get("L1")
+    assert stored is not None
+    assert stored.delinquency == loan.delinquency
+    assert shown.delinquency.as_of == loan.delinquency.as_of + dt.timedelta(days=20)
 
 
 # --- assignment ------------------------------------------------------------------------------

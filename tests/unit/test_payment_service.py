@@ -21,7 +21,7 @@ from chalicelib.domain.errors import (
     NotFound,
 )
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
-from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
+from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
 from chalicelib.services import payments as payments_module
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import LoanService, NewLoan
@@ -107,12 +107,16 @@ class World:
         return [c.dimensions["reason"] for c in self.metrics.calls if c.name == "PaymentRejected"]
 
     def snapshot(self) -> tuple[Any, ...]:
+        """Everything a refusal must leave as it was (a refusal may only add a DENIED audit entry)."""
         return (
             dict(self.repo.payments),
             dict(self.repo.utr_claims),
             dict(self.loan_repo.loans),
-            dict(self.audit.entries),
+            {k: e for k, e in self.audit.entries.items() if e.outcome is not Outcome.DENIED},
         )
+
+    def denied(self) -> list[AuditEntry]:
+        return [e for e in self.audit.entries.values() if e.outcome is Outcome.DENIED]
 
 
 @pytest.fixture
@@ -146,7 +150,9 @@ def test_posting_stores_payment_claim_loan_and_audit_together(world: World, ctx:
 
     payment = result.payment
     assert not result.replayed
-    assert world.repo.payments == {payment.payment_id: payment}
+    # A standing payment's allocation is not stored: it is derived from the loan's ledger when read.
+    assert world.repo.payments == {payment.payment_id: dataclasses.replace(payment, allocation=NO_ALLOCATION)}
+    assert world.service.get(ctx, payment.payment_id) == payment
     assert world.repo.utr_claims == {"UTR0001": payment.payment_id}
     assert (payment.loan_id, payment.utr, payment.amount_paise, payment.payment_date, payment.mode) == (
         "LN-A",
@@ -157,7 +163,7 @@ def test_posting_stores_payment_claim_loan_and_audit_together(world: World, ctx:
     )
     assert payment.status is PaymentStatus.POSTED
     assert payment.posted_by == ctx.actor
-    assert (payment.prior_classification, payment.prior_npa_since) == (Classification.SMA_2, None)
+    assert payment.landed_on == BUSINESS_DATE
     # Instalment 1 in full, then instalment 2: interest (1,000) before principal (1,500).
     assert [(line.seq, line.interest_paise, line.principal_paise) for line in payment.allocation.lines] == [
         (1, INTEREST_EACH, PRINCIPAL_EACH),
@@ -175,6 +181,7 @@ def test_posting_stores_payment_claim_loan_and_audit_together(world: World, ctx:
         3 * EMI - (EMI + 2_500_00),
     )
     assert stored.delinquency.classification is Classification.SMA_1
+    assert stored.payments == (payment.ledger_entry,)
     assert world.metrics.counted("PaymentPosted") == 1
     assert world.rejected() == []
 
@@ -184,6 +191,7 @@ def test_posting_writes_a_payment_posted_audit_entry_for_the_loan(world: World) 
     result = world.pay(COLLECTOR, amount=EMI)
 
     [entry] = world.entries(Action.PAYMENT_POSTED)
+    [change] = world.entries(Action.DELINQUENCY_CHANGED)
     assert (entry.entity_type, entry.entity_id, entry.outcome) == ("loan", "LN-A", Outcome.SUCCESS)
     assert (entry.actor, entry.source_ip, entry.request_id) == (COLLECTOR.actor, "10.0.0.3", "req-col1")
     assert entry.at == "2026-03-15T12:00:01.000+05:30"
@@ -191,10 +199,6 @@ def test_posting_writes_a_payment_posted_audit_entry_for_the_loan(world: World) 
         "status": "ACTIVE",
         "outstanding_principal_paise": 4 * PRINCIPAL_EACH,
         "overdue_paise": 3 * EMI,
-        "dpd": 69,
-        "bucket": "61-90",
-        "classification": "SMA-2",
-        "npa_since": None,
         "version": before.version,
     }
     after = dict(entry.after)
@@ -203,12 +207,28 @@ def test_posting_writes_a_payment_posted_audit_entry_for_the_loan(world: World) 
         "status": "ACTIVE",
         "outstanding_principal_paise": 3 * PRINCIPAL_EACH,
         "overdue_paise": 2 * EMI,
+        "version": result.loan.version,
+    }
+    # The delinquency change goes in its own entry, in the same transaction, from the stored state.
+    # Delinquency changes carry the system's name whatever caused them; the request is traceable.
+    assert (change.entity_id, change.actor.sub, change.outcome) == ("LN-A", "system:dpd_job", Outcome.SUCCESS)
+    assert (change.request_id, change.source_ip) == (COLLECTOR.request_id, COLLECTOR.source_ip)
+    assert change.reason == f"recomputed after PAYMENT_POSTED {result.payment.payment_id} by col1"
+    assert change.before == {
+        "dpd": 69,
+        "bucket": "61-90",
+        "classification": "SMA-2",
+        "npa_since": None,
+        "dpd_as_of": "2026-03-14",
+    }
+    assert change.after == {
         "dpd": 38,
         "bucket": "31-60",
         "classification": "SMA-1",
         "npa_since": None,
-        "version": result.loan.version,
+        "dpd_as_of": "2026-03-14",
     }
+    assert change.audit_id > entry.audit_id
     assert summary == {
         "payment_id": result.payment.payment_id,
         "utr": "UTR0001",
@@ -318,6 +338,39 @@ def test_duplicate_utr_names_the_original_payment_and_counts_a_duplicate_metric(
     assert world.metrics.counted("DuplicateUtr") == 1
     assert world.rejected() == ["DUPLICATE_UTR"]
     assert world.snapshot() == snapshot
+    # The attempt itself is on the audit trail, against the loan it was meant for.
+    [denied] = world.denied()
+    assert (denied.action, denied.entity_id, denied.outcome) == (Action.PAYMENT_POSTED, "LN-B", Outcome.DENIED)
+    assert (denied.actor, denied.source_ip) == (MANAGER.actor, MANAGER.source_ip)
+    assert denied.after == {"utr": "SBIN0001", "amount_paise": 500_00, "payment_date": "2026-03-15", "mode": "UPI"}
+    assert denied.reason is not None and denied.reason.startswith("DUPLICATE_UTR")
+
+
+def test_a_duplicate_utr_names_the_original_payment_only_to_a_caller_who_may_read_it(world: World) -> None:
+    world.loan("LN-A", collector_id="col1")
+    world.loan("LN-B", collector_id="col2")
+    world.pay(COLLECTOR, utr="SBIN0001", loan_id="LN-A")
+
+    with pytest.raises(DuplicateUtr) as err:
+        world.pay(OTHER_COLLECTOR, utr="SBIN0001", loan_id="LN-B", amount=500_00)
+
+    assert err.value.details == {"utr": "SBIN0001"}
+    assert [e.actor for e in world.denied()] == [OTHER_COLLECTOR.actor]
+
+
+def test_an_audit_store_failure_does_not_turn_a_duplicate_into_a_server_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.loan()
+    world.pay(utr="SBIN0001")
+
+    def unavailable(entry: AuditEntry) -> None:
+        raise RuntimeError("audit table unreachable")
+
+    monkeypatch.setattr(world.audit, "append", unavailable)
+    with pytest.raises(DuplicateUtr):
+        world.pay(utr="SBIN0001", amount=500_00)
+    assert world.metrics.counted("AuditWriteFailed") == 1
 
 
 def test_payment_posted_is_counted_once_per_success_and_not_for_refusals(world: World) -> None:
@@ -458,17 +511,20 @@ def test_reversal_takes_the_payment_off_the_loan_and_audits_it(world: World) -> 
     assert (reversed_payment.reversed_by, reversed_payment.reversal_reason) == (MANAGER.actor, "cheque bounced")
     assert reversed_payment.reversed_at == "2026-03-15T12:00:02.000+05:30"
     assert world.repo.payments[reversed_payment.payment_id] == reversed_payment
-    # Apart from the reversal fields, it is the payment as posted (same id, UTR, allocation).
+    # Apart from the reversal fields, it is the payment as posted (same id, UTR); its allocation is
+    # what the reversal took off, which is where its money sat.
     unreversed = dataclasses.replace(
         reversed_payment, status=PaymentStatus.POSTED, reversed_at=None, reversed_by=None, reversal_reason=None
     )
     assert unreversed == posted.payment
+    assert reversed_payment.allocation.total_paise == 2 * EMI
 
     stored = world.loan_repo.loans["LN-A"]
     assert result.loan == stored
     assert stored.version == after_post.version + 1
     assert stored.schedule == before.schedule
     assert stored.delinquency == before.delinquency
+    assert stored.payments == ()
     assert world.metrics.counted("PaymentReversed") == 1
 
     [entry] = world.entries(Action.PAYMENT_REVERSED)
@@ -476,9 +532,71 @@ def test_reversal_takes_the_payment_off_the_loan_and_audits_it(world: World) -> 
     assert (entry.actor, entry.request_id, entry.reason) == (MANAGER.actor, "req-manager", "cheque bounced")
     assert entry.before["outstanding_principal_paise"] == 2 * PRINCIPAL_EACH
     assert entry.after["outstanding_principal_paise"] == 4 * PRINCIPAL_EACH
-    assert (entry.before["dpd"], entry.after["dpd"]) == (10, 69)
     assert entry.after["payment"]["status"] == "REVERSED"
     assert entry.after["version"] == stored.version
+    # The delinquency trail: posting took dpd 69 -> 10, the reversal takes it back, and the chain holds.
+    changes = sorted(world.entries(Action.DELINQUENCY_CHANGED), key=lambda e: e.audit_id)
+    assert [(c.before["dpd"], c.after["dpd"]) for c in changes] == [(69, 10), (10, 69)]
+    assert changes[1].before == changes[0].after
+
+
+def test_reversal_moves_a_later_payment_onto_the_oldest_unpaid_instalment(world: World) -> None:
+    before = world.loan()
+    first = world.pay(amount=EMI, utr="UTR0001").payment  # instalment 1 (due 5 Jan)
+    second = world.pay(amount=EMI, utr="UTR0002").payment  # instalment 2 (due 5 Feb)
+    assert [line.seq for line in world.service.get(MANAGER, second.payment_id).allocation.lines] == [2]
+
+    result = world.service.reverse(MANAGER, first.payment_id, "cheque bounced")
+
+    # Had the first never been posted, the second would have paid instalment 1: oldest unpaid is 5 Feb,
+    # dpd 38 (SMA-1), not 5 Jan (dpd 69, SMA-2) as subtracting the bounced payment alone would leave it.
+    moved = world.service.get(MANAGER, second.payment_id)
+    assert [(line.seq, line.interest_paise, line.principal_paise) for line in moved.allocation.lines] == [
+        (1, INTEREST_EACH, PRINCIPAL_EACH)
+    ]
+    assert (result.loan.delinquency.dpd, result.loan.delinquency.classification) == (38, Classification.SMA_1)
+    assert result.loan.schedule[0].paid_paise == EMI and result.loan.schedule[1].paid_paise == 0
+    assert result.loan.outstanding_principal_paise == before.principal_paise - PRINCIPAL_EACH
+    listed = world.service.list_for_loan(MANAGER, "LN-A", 10, None).items
+    assert {p.payment_id: p.allocation.total_paise for p in listed} == {second.payment_id: EMI, first.payment_id: EMI}
+
+
+def test_a_failed_reversal_counts_the_same_failure_metric_as_a_failed_posting(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.loan()
+    payment_id = world.pay().payment.payment_id
+
+    def broken(*_: Any) -> Loan:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(world.repo, "reverse", broken)
+    with pytest.raises(RuntimeError):
+        world.service.reverse(MANAGER, payment_id, "bounced")
+    assert world.metrics.counted("PaymentFailed") == 1
+
+
+def test_a_residual_below_one_rupee_can_be_cleared_exactly(world: World) -> None:
+    world.loan()
+    world.pay(amount=OWED - 37, utr="UTR0001")
+    snapshot = world.snapshot()
+    for wrong in (36, 38, 99):  # below one rupee and not the residual: refused like any other small amount
+        with pytest.raises(DomainError) as err:
+            world.pay(amount=wrong, utr="UTR0002")
+        assert err.value.code == "AMOUNT_OUT_OF_RANGE"
+    assert world.snapshot() == snapshot
+
+    result = world.pay(amount=37, utr="UTR0003")
+
+    assert result.loan.status is LoanStatus.CLOSED
+    assert result.payment.allocation.total_paise == 37
+
+
+def test_a_sub_rupee_amount_on_a_loan_the_caller_cannot_see_is_out_of_range_not_not_found(world: World) -> None:
+    world.loan(collector_id="col1")
+    with pytest.raises(DomainError) as err:
+        world.pay(OTHER_COLLECTOR, amount=50)
+    assert err.value.code == "AMOUNT_OUT_OF_RANGE"
 
 
 def test_reversal_reopens_a_closed_loan(world: World) -> None:

@@ -10,7 +10,7 @@ from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanMod
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
 from chalicelib.domain.loan import PENDING_ESCALATION, Borrower, Loan, LoanStatus, PendingEscalation, watch_date
-from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
+from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
 
 WATCH_SHARDS = 16
 """Shards per watch date, and of the loans pending escalation. EMIs cluster on a few days of the month;
@@ -157,12 +157,11 @@ def payment_to_item(payment: Payment) -> PaymentModel:
         payment_date=payment.payment_date,
         mode=payment.mode.value,
         status=payment.status.value,
-        allocation=payment.allocation,
         posted_at=payment.posted_at,
         posted_by_sub=payment.posted_by.sub,
         posted_by_role=payment.posted_by.role,
-        prior_classification=payment.prior_classification.value,
-        prior_npa_since=payment.prior_npa_since,
+        landed_on=payment.landed_on,
+        allocation=payment.allocation if payment.status is PaymentStatus.REVERSED else None,
         request_fingerprint=payment.request_fingerprint,
         reversed_at=payment.reversed_at,
         reversed_by_sub=payment.reversed_by.sub if payment.reversed_by else None,
@@ -183,11 +182,10 @@ def item_to_payment(item: PaymentModel) -> Payment:
         payment_date=item.payment_date,
         mode=PaymentMode(item.mode),
         status=PaymentStatus(item.status),
-        allocation=item.allocation,
+        allocation=item.allocation or NO_ALLOCATION,
         posted_at=item.posted_at,
         posted_by=Actor(sub=item.posted_by_sub, role=item.posted_by_role),
-        prior_classification=Classification(item.prior_classification),
-        prior_npa_since=item.prior_npa_since,
+        landed_on=item.landed_on,
         request_fingerprint=item.request_fingerprint,
         reversed_at=item.reversed_at,
         reversed_by=reversed_by,

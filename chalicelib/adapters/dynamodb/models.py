@@ -129,12 +129,13 @@ class PaymentModel(Model):
     payment_date = DateAttribute()
     mode = UnicodeAttribute()
     status = UnicodeAttribute()
-    allocation = AllocationAttribute()
     posted_at = UnicodeAttribute()
     posted_by_sub = UnicodeAttribute()
     posted_by_role = UnicodeAttribute()
-    prior_classification = UnicodeAttribute()
-    prior_npa_since = DateAttribute(null=True)
+    landed_on = DateAttribute()
+    allocation = AllocationAttribute(null=True)
+    """Set only when the payment is reversed: what the reversal took off. A standing payment's
+    allocation is derived from its loan's ledger, so it can never disagree with the schedule."""
     request_fingerprint = UnicodeAttribute(null=True)
     reversed_at = UnicodeAttribute(null=True)
     reversed_by_sub = UnicodeAttribute(null=True)

@@ -1,11 +1,14 @@
 """Payments in DynamoDB.
 
-Posting is one transaction of four puts: the payment, the UTR claim (``attribute_not_exists``), the
-loan (version unchanged and still ACTIVE) and the audit entry. Either all four exist or none, and UTR
+Posting is one transaction of puts: the payment, the UTR claim (``attribute_not_exists``), the loan
+(version unchanged and still ACTIVE) and its audit entries (the posting, and the delinquency change
+when there is one). Either all four exist or none, and UTR
 uniqueness is decided by DynamoDB's condition, never by a read followed by a write.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from pynamodb.exceptions import DoesNotExist
 
@@ -46,7 +49,7 @@ class DynamoPaymentRepository:
             return None
 
     @storage_call
-    def post(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         loan_item = loan_to_item(loan)
         claim = UtrClaimModel(
             payment.utr, payment_id=payment.payment_id, loan_id=payment.loan_id, claimed_at=clock.now_iso()
@@ -57,7 +60,7 @@ class DynamoPaymentRepository:
                     (payment_to_item(payment), PaymentModel.payment_id.does_not_exist()),
                     (claim, UtrClaimModel.utr.does_not_exist()),
                     (loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
-                    (audit_to_item(audit), None),
+                    *((audit_to_item(audit), None) for audit in audits),
                 ]
             )
         except TransactionRefused as exc:
@@ -67,14 +70,14 @@ class DynamoPaymentRepository:
         return item_to_loan(loan_item)
 
     @storage_call
-    def reverse(self, payment: Payment, loan: Loan, audit: AuditEntry) -> Loan:
+    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         loan_item = loan_to_item(loan)
         try:
             save_all(
                 [
                     (payment_to_item(payment), PaymentModel.status == PaymentStatus.POSTED.value),
                     (loan_item, LoanModel.loan_id.exists()),
-                    (audit_to_item(audit), None),
+                    *((audit_to_item(audit), None) for audit in audits),
                 ]
             )
         except TransactionRefused as exc:
