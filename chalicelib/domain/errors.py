@@ -1,6 +1,6 @@
 """Domain errors with stable codes.
 
-The codes are the contract of SPEC.md section 2. The domain knows nothing of HTTP: the single
+The codes are the API's contract (docs/api.md). The domain knows nothing of HTTP: the single
 code -> status table lives in ``chalicelib.api.errors``.
 """
 

@@ -1,4 +1,4 @@
-"""The audit trail through the API (SPEC §8): what is written, how it is filtered and paged, who may
+"""The audit trail through the API: what is written, how it is filtered and paged, who may
 read it, and that nothing can change it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad input, oversized bodies, unexpected failures and a dead database all end in the SPEC §2 error
+"""Bad input, oversized bodies, unexpected failures and a dead database all end in the API's error
 shape with the right status, and none of them changes anything."""
 
 from __future__ import annotations

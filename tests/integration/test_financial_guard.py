@@ -1,4 +1,4 @@
-"""Financial guard (SPEC §4): PATCH bodies naming a protected field are refused whole, audited and
+"""Financial guard: PATCH bodies naming a protected field are refused whole, audited and
 counted, and the stored loan does not change by a single byte."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PROTECTED: dict[str, Any] = {
     "dpd_as_of": "2026-03-14",
     "version": 99,
 }
-"""Every protected name of SPEC §4 with a value a client might try (``any_other_paise`` stands for
+"""Every protected name with a value a client might try (``any_other_paise`` stands for
 "any ``*_paise`` field"). The values hold no protected key of their own, so each body names exactly one."""
 
 ALLOWED_PHONE = "9111111111"
@@ -203,7 +203,7 @@ def test_guard_on_a_loan_that_does_not_exist_is_still_403(api: Api, capsys: pyte
 
 
 def test_top_level_array_naming_a_protected_field_is_guarded(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
-    """SPEC §4 says "in any letter case or nesting": an array body naming ``dpd`` is an attempt on dpd
+    """The guard covers "any letter case or nesting": an array body naming ``dpd`` is an attempt on dpd
     too, so it is refused as one (403, audited, counted), not just rejected as a malformed body."""
     loan_id = api.create_loan()["loan_id"]
     stored = api.raw_loan(loan_id)
