@@ -1,4 +1,4 @@
-"""Cost of posting one payment, on DynamoDB Local (SPEC §5; issue "Prove it: benchmark").
+"""Cost of posting one payment, on DynamoDB Local (docs/rules.md; issue "Prove it: benchmark").
 
 Measures, per accepted payment through the real handler (``chalice.test.Client``, in-process):
 DynamoDB requests by operation, consumed capacity units (each request is sent with

@@ -32,7 +32,7 @@ class HealthProbe:
         try:
             self._ssm.get_parameter(Name=f"{self._settings.parameter_prefix}flags/CRON_ENABLED")
         except ClientError as exc:
-            # A missing flag means "enabled" (SPEC §7): SSM answered, so it is healthy.
+            # A missing flag means "enabled" (docs/rules.md): SSM answered, so it is healthy.
             return bool(exc.response.get("Error", {}).get("Code") == "ParameterNotFound")
         except BotoCoreError:
             return False

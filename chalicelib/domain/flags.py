@@ -1,4 +1,4 @@
-"""Feature flags and kill switches (SPEC §7).
+"""Feature flags and kill switches (docs/rules.md).
 
 A missing flag means enabled (the default); a flag that cannot be read means that automation is off
 for this run: when ops cannot tell whether a kill switch was thrown, the safe assumption is that it

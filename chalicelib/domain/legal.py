@@ -1,4 +1,4 @@
-"""Legal escalation (SPEC §6): a loan reaching dpd 90 gets one legal case, once and for good."""
+"""Legal escalation (docs/day-end.md): a loan reaching dpd 90 gets one legal case, once and for good."""
 
 from __future__ import annotations
 

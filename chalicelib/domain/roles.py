@@ -1,4 +1,4 @@
-"""Roles (SPEC §3) and who may do what. One table, so a reviewer can read the whole policy at once."""
+"""Roles (docs/rules.md, "Roles") and who may do what. One table, so a reviewer can read the whole policy at once."""
 
 from __future__ import annotations
 

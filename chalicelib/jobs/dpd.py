@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action, Actor, AuditEntry
+from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
 from chalicelib.domain.errors import Conflict, DomainError, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.legal import LegalCase
@@ -53,7 +53,7 @@ from chalicelib.services.ports import Flags, Metrics
 
 logger = Logger(service="loan-crm")
 
-SYSTEM = RequestContext(actor=Actor(sub="system:dpd_job", role="system"))
+SYSTEM = RequestContext(actor=DELINQUENCY_ACTOR)
 LEASE_SECONDS = 120
 """Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
 SAFETY_MARGIN_MS = 60_000

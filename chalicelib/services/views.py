@@ -1,4 +1,4 @@
-"""The JSON shape of a loan (SPEC §4), shared by API responses and audit snapshots so the audit shows
+"""The JSON shape of a loan (docs/rules.md), shared by API responses and audit snapshots so the audit shows
 exactly what a client would have seen."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A payment whose transaction commits but whose answer is lost (SPEC §5, issue "fault test").
+"""A payment whose transaction commits but whose answer is lost (docs/rules.md, issue "fault test").
 
 A botocore ``after-call`` hook fails the TransactWriteItems call after DynamoDB Local has committed it,
 exactly what a network timeout on the way back looks like. The client retries; there must be exactly

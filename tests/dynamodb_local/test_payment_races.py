@@ -1,4 +1,4 @@
-"""Payments under real concurrency (SPEC §5): processes against DynamoDB Local."""
+"""Payments under real concurrency (docs/rules.md): processes against DynamoDB Local."""
 
 from __future__ import annotations
 

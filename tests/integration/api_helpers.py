@@ -100,7 +100,7 @@ class Reply:
 
 
 def assert_error(reply: Reply, status: int, code: str) -> Any:
-    """The SPEC §2 error shape, exactly; returns ``details``."""
+    """The docs/api.md error shape, exactly; returns ``details``."""
     assert reply.status == status, (reply.status, reply.body[:500])
     body = reply.json
     assert set(body) == {"error"}, body

@@ -1,4 +1,4 @@
-"""Loan endpoints end to end (SPEC §4) through chalice.test.Client against moto."""
+"""Loan endpoints end to end (docs/rules.md) through chalice.test.Client against moto."""
 
 from __future__ import annotations
 

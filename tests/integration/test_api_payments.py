@@ -1,4 +1,4 @@
-"""Payment endpoints end to end (SPEC §5, §6, §8) through chalice.test.Client against moto.
+"""Payment endpoints end to end (docs/rules.md, docs/day-end.md) through chalice.test.Client against moto.
 
 Expected figures are computed here from the loan's schedule as the API shows it, not by calling the
 domain code under test.
@@ -27,7 +27,7 @@ TODAY = (FROZEN_AT + dt.timedelta(hours=5, minutes=30)).date().isoformat()
 
 SPEC_KEYS = {"payment_id", "utr", "loan_id", "amount_paise", "payment_date", "mode", "status", "allocation", "loan"}
 EXTRA_KEYS = {"posted_at", "posted_by", "reversed_at", "reversed_by", "reversal_reason"}
-"""Not in SPEC §5's list but documented by the route; anything beyond these is unexpected."""
+"""Not in docs/rules.md's list but documented by the route; anything beyond these is unexpected."""
 LOAN_KEYS = {"outstanding_principal_paise", "overdue_paise", "dpd", "bucket", "classification", "status"}
 
 # Overdue on 14 Mar 2026 (the last completed business date): 5 Jan, 5 Feb, 5 Mar; 5 Apr is not yet due.
@@ -229,7 +229,7 @@ def test_malformed_requests_are_400_and_store_nothing(api: Api) -> None:
     for body, field in BAD_REQUESTS:
         details = assert_error(api.post("/api/v1/payments", body), 400, "VALIDATION_ERROR")
         assert field in detail_fields(details), (body, details)
-    # Schema problems come first (SPEC §5 step 1 and 2): a bad UTR with an out-of-range amount is a 400.
+    # Schema problems come first (docs/rules.md step 1 and 2): a bad UTR with an out-of-range amount is a 400.
     assert_error(api.post("/api/v1/payments", payment(utr="BAD", amount_paise=99)), 400, "VALIDATION_ERROR")
     assert_error(api.post("/api/v1/payments", raw=b'{"loan_id": "LN-PAY",'), 400, "VALIDATION_ERROR")
 

@@ -1,4 +1,4 @@
-"""Feature flags and kill switches from SSM (SPEC §7), against moto: what ``GET /api/v1/flags`` shows,
+"""Feature flags and kill switches from SSM (docs/rules.md), against moto: what ``GET /api/v1/flags`` shows,
 that jobs read flags fresh, the API's cache window, and that an unreadable flag turns its automation
 off and is counted (``FlagReadError``)."""
 

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on authenticated POSTs (SPEC §5) through chalice.test.Client against moto."""
+"""``Idempotency-Key`` on authenticated POSTs (docs/rules.md) through chalice.test.Client against moto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The financial guard (SPEC §4): any protected name, in any letter case or spelling, at any depth."""
+"""The financial guard (docs/rules.md): any protected name, in any letter case or spelling, at any depth."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from chalicelib.domain.guard import is_protected, protected_paths
 
-# SPEC §4, written out here rather than imported, so the test does not share a mistake with the code.
+# docs/rules.md, written out here rather than imported, so the test does not share a mistake with the code.
 SPEC_PROTECTED = [
     "dpd",
     "bucket",

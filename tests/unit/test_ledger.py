@@ -1,4 +1,4 @@
-"""The ledger replay (SPEC §5, §6; issue 9 items 1-2): a loan is always the replay of its standing payments.
+"""The ledger replay (docs/rules.md): a loan is always the replay of its standing payments.
 
 - Posting and reversing incrementally, with day-ends in between, gives the same loan as
   ``ledger.replay`` from scratch, and the same delinquency as a day-by-day simulation in which the
@@ -115,7 +115,7 @@ backdates = st.integers(0, BACKDATE_DAYS)
 
 
 def amount_for(loan: Loan, business_date: dt.date, how: str, n: int) -> int:
-    """A payment amount the service would accept (SPEC §5 step 2 and 4)."""
+    """A payment amount the service would accept (docs/rules.md step 2 and 4)."""
     owed = total_unpaid_paise(loan.schedule)
     if how == "all" or owed < 100:
         return owed

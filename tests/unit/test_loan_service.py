@@ -1,4 +1,4 @@
-"""Loan use cases (SPEC §4, §8) with in-memory fakes and a frozen clock."""
+"""Loan use cases (docs/rules.md) with in-memory fakes and a frozen clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Payment rules (SPEC §5) and what posting or reversing a payment does to a loan (SPEC §6)."""
+"""Payment rules (docs/rules.md) and what posting or reversing a payment does to a loan (docs/day-end.md)."""
 
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ def test_npa_is_upgraded_to_standard_once_all_overdue_is_paid() -> None:
 
 
 # --- reversing --------------------------------------------------------------------------------
-# A reversal replays the loan's standing payments without the bounced one (SPEC §5): the loan is
+# A reversal replays the loan's standing payments without the bounced one (docs/rules.md): the loan is
 # exactly what it would be had that payment never been posted.
 
 

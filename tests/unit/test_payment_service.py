@@ -1,4 +1,4 @@
-"""Posting and reversing payments (SPEC §5, §8) with in-memory fakes and a frozen clock."""
+"""Posting and reversing payments (docs/rules.md) with in-memory fakes and a frozen clock."""
 
 from __future__ import annotations
 
@@ -251,7 +251,7 @@ def test_exact_payoff_closes_the_loan_and_a_further_payment_is_not_payable(world
     assert err.value.code == "LOAN_NOT_PAYABLE"
 
 
-# --- order of checks (SPEC §5) ----------------------------------------------------------------
+# --- order of checks (docs/rules.md) ----------------------------------------------------------------
 
 
 def _closed_loan_with_used_utr(world: World) -> None:

@@ -1,4 +1,4 @@
-"""Loans in DynamoDB. Every write goes through one transaction with its audit entry (SPEC §8)."""
+"""Loans in DynamoDB. Every write goes through one transaction with its audit entry (docs/rules.md)."""
 
 from __future__ import annotations
 

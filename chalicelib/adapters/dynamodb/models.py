@@ -203,7 +203,7 @@ class CaseStatusIndex(GlobalSecondaryIndex["LegalCaseModel"]):
 
 
 class LegalCaseModel(Model):
-    """One legal case per loan, ever: escalation is once and for good (SPEC §6)."""
+    """One legal case per loan, ever: escalation is once and for good (docs/day-end.md)."""
 
     class Meta(_Meta):
         short_name = "legal-cases"

@@ -1,4 +1,4 @@
-"""Payment endpoints (SPEC §5)."""
+"""Payment endpoints (docs/rules.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ POSTED_LOAN_FIELDS = (
     "classification",
     "status",
 )
-"""The loan as SPEC §5 shows it after a payment."""
+"""The loan as docs/rules.md shows it after a payment."""
 
 
 def posted_dict(result: PostedPayment) -> dict[str, Any]:
