@@ -122,7 +122,8 @@ class PaymentService:
         replay = self._replay_of(cmd.utr, fingerprint, ctx)
         if replay is not None:
             return replay
-        for attempt in range(POST_ATTEMPTS):
+
+        def attempt() -> PostedPayment:
             loan = self.loans.stored(ctx, cmd.loan_id)
             business_date = clock.last_completed_business_date()
             payment_id = new_id()
@@ -148,12 +149,12 @@ class PaymentService:
                 stored = self.payments.post(payment, updated, audits)
             except UtrTaken:
                 raise self._duplicate_utr(ctx, cmd) from None
-            except Conflict:
-                backoff(attempt, base_seconds=0.02, cap_seconds=0.5)
-                continue
             self.metrics.count("PaymentPosted")
             return PostedPayment(payment, stored)
-        raise Conflict(f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again")
+
+        return _retry_on_conflict(
+            attempt, f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again"
+        )
 
     def _duplicate_utr(self, ctx: RequestContext, cmd: NewPayment) -> DuplicateUtr:
         """The refusal of a UTR used before, audited as a denied posting. The original payment's id is
@@ -189,7 +190,7 @@ class PaymentService:
         return self._failure_metrics(lambda: self._reverse(ctx, payment_id, reason))
 
     def _reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
-        for attempt in range(POST_ATTEMPTS):
+        def attempt() -> PostedPayment:
             payment = self.payments.get(payment_id)
             if payment is None:
                 raise NotFound(f"payment {payment_id} not found")
@@ -211,14 +212,11 @@ class PaymentService:
                 reversal_reason=reason,
             )
             audits = _change_audits(ctx, Action.PAYMENT_REVERSED, loan, updated, reversed_payment, reason)
-            try:
-                stored = self.payments.reverse(reversed_payment, updated, audits)
-            except Conflict:
-                backoff(attempt, base_seconds=0.02, cap_seconds=0.5)
-                continue
+            stored = self.payments.reverse(reversed_payment, updated, audits)
             self.metrics.count("PaymentReversed")
             return PostedPayment(reversed_payment, stored)
-        raise Conflict(f"loan of payment {payment_id} is too busy right now; try again")
+
+        return _retry_on_conflict(attempt, f"loan of payment {payment_id} is too busy right now; try again")
 
     def get(self, ctx: RequestContext, payment_id: str) -> Payment:
         """A payment on a loan the caller may see (collectors: their own loans), else 404; a standing
@@ -237,6 +235,18 @@ class PaymentService:
         page = self.payments.list_for_loan(loan_id, limit, cursor)
         allocations = allocations_now(loan)
         return Page([with_allocation(p, loan, allocations) for p in page.items], page.next_cursor)
+
+
+def _retry_on_conflict(attempt: Callable[[], T], busy: str) -> T:
+    """Run one optimistic attempt (read the loan, decide, write in one transaction) until no concurrent
+    write to the same loan gets in between: each attempt re-reads, so distinct payments arriving
+    together all land. After ``POST_ATTEMPTS`` the client gets 409 CONFLICT; nothing was written."""
+    for n in range(POST_ATTEMPTS):
+        try:
+            return attempt()
+        except Conflict:
+            backoff(n, base_seconds=0.02, cap_seconds=0.5)
+    raise Conflict(busy)
 
 
 def with_allocation(payment: Payment, loan: Loan, allocations: dict[str, Allocation] | None = None) -> Payment:
