@@ -6,8 +6,8 @@ CloudWatch and Scheduler, the tables and flags from infra/template.json, the dem
     python -m infra.local
 
 The API is Chalice's local server (what ``chalice local --no-autoreload`` runs), started as
-``python -m infra.local serve-api`` so that paths no route matches get the API's own 404 (see
-:class:`UnmatchedRouteGateway`).
+``python -m infra.local serve-api`` so that paths deeper than the app's catch-all routes also get the
+API's own 404 (see :class:`UnmatchedRouteGateway`).
 
 Ports: ``DYNAMODB_PORT`` (8000), ``MOTO_PORT`` (5001), ``API_PORT`` (8080);
 ``DEMO_LOANS`` (300) sizes the demo book.
@@ -54,10 +54,9 @@ from chalice.config import Config as ChaliceConfig
 from chalice.deploy.validate import validate_routes
 from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, LocalGateway
 
-from chalicelib.api.errors import error_response
+from chalicelib.api.errors import unknown_path_response
 from chalicelib.clock import last_completed_business_date
 from chalicelib.config import settings
-from chalicelib.domain.errors import NotFound
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import MIN_SECRET_BYTES, issue_token
 from chalicelib.wiring import services
@@ -377,17 +376,20 @@ def start_api(stack: Stack, ports: Ports) -> Child:
 class UnmatchedRouteGateway(LocalGateway):
     """Chalice's local stand-in for API Gateway, except for paths no route matches: those get the API's
     404 ``NOT_FOUND`` in its error shape, as API Gateway gives them through the gateway response in
-    infra/template.json. Chalice's own answer there is API Gateway's raw 403 "Missing Authentication
-    Token", which even quotes the request's Authorization header back; a greedy ``{proxy+}`` route
-    cannot catch those paths instead, because Chalice's local matcher does not treat it as greedy
-    (aws/chalice#2072)."""
+    infra/template.json.
+
+    The app's catch-all routes (``chalicelib.api.http.CATCH_ALL_PATHS``) match every path of up to
+    ``NOT_FOUND_DEPTH`` segments, so what is left here is deeper paths (and ``//x``, which Chalice's
+    matcher reads as a host name). Chalice's own answer to those is API Gateway's raw 403 "Missing
+    Authentication Token", which even quotes the request's Authorization header back; a greedy
+    ``{proxy+}`` route cannot catch them instead, because Chalice's local matcher does not treat it
+    as greedy (aws/chalice#2072)."""
 
     def handle_request(self, method: str, path: str, headers: dict[str, Any], body: bytes | None) -> dict[str, Any]:
         try:
             self.event_converter.create_lambda_event(method=method, path=path, headers=headers, body=body)
         except ValueError:
-            response = error_response(NotFound("nothing is served at this path"), str(uuid.uuid4()))
-            answer: dict[str, Any] = response.to_dict()
+            answer: dict[str, Any] = unknown_path_response(str(uuid.uuid4())).to_dict()
             return answer
         served: dict[str, Any] = super().handle_request(method, path, headers, body)
         return served

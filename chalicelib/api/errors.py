@@ -89,6 +89,12 @@ def error_response(
     return json_response(status, body, headers)
 
 
+def unknown_path_response(request_id: str) -> Response:
+    """The answer to a path nothing is served at: the app's catch-all routes' (chalicelib/api/http.py)
+    and the local server's, the same as API Gateway's gateway response for one (infra/template.json)."""
+    return error_response(NotFound("nothing is served at this path"), request_id)
+
+
 def internal_error_response(request_id: str) -> Response:
     body = {
         "error": {

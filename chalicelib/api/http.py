@@ -10,6 +10,12 @@ Chalice also answers a method a path does not serve (405) and a content type a r
 defined on a resource never reaches the function at all. So each path is registered once, for every
 method, with one dispatcher that answers 405 and 415 in the API's error shape and hands everything
 else to the view registered for that method.
+
+A path no route matches never reaches a view either: Chalice's local gateway (the one
+``chalice.test.Client`` uses) answers it with API Gateway's raw 403, quoting the request's
+Authorization header back. :data:`unmatched` registers catch-all routes ``/{segment_1}`` ..
+``/{segment_1}/.../{segment_16}`` for every method that answer 404 ``NOT_FOUND`` in the error shape
+instead; :func:`served_paths` lists the real routes, without them.
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from chalicelib.api import idempotency
-from chalicelib.api.errors import error_response, internal_error_response, json_response, status_for
+from chalicelib.api.errors import (
+    error_response,
+    internal_error_response,
+    json_response,
+    status_for,
+    unknown_path_response,
+)
 from chalicelib.api.schemas import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from chalicelib.config import settings
 from chalicelib.domain.audit import Action, Actor
@@ -375,6 +387,7 @@ def _record_denial(ctx: RequestContext, request: Request, path: str, params: dic
 
 _views_by_path: dict[str, dict[str, Callable[..., Response]]] = {}
 """Path template -> method -> view, for every route :func:`endpoint` registered."""
+_LITERAL_FIRST_SEGMENT = re.compile(r"/[A-Za-z0-9_.-]+(/|$)")
 
 
 def _path_views(bp: Blueprint, path: str) -> dict[str, Callable[..., Response]]:
@@ -383,6 +396,9 @@ def _path_views(bp: Blueprint, path: str) -> dict[str, Callable[..., Response]]:
     views = _views_by_path.get(path)
     if views is not None:
         return views
+    if not _LITERAL_FIRST_SEGMENT.match(path):
+        # A parameter (or a character sorting after "{") there would compete with the catch-alls.
+        raise ValueError(f"{path}: a route's first segment must be a literal name (see CATCH_ALL_PATHS)")
     views = _views_by_path[path] = {}
 
     def dispatch(**params: Any) -> Response:
@@ -404,9 +420,55 @@ def _path_views(bp: Blueprint, path: str) -> dict[str, Callable[..., Response]]:
     return views
 
 
+def served_paths() -> list[str]:
+    """Every path template a view is registered for: the API's real routes, sorted. The catch-alls
+    (:data:`CATCH_ALL_PATHS`) are not among them, though Chalice's ``app.routes`` holds both."""
+    return sorted(_views_by_path)
+
+
 def served_methods(path: str) -> list[str]:
-    """The methods a registered path template has a view for, e.g. ``["GET", "POST"]``."""
+    """The methods a registered path template has a view for, e.g. ``["GET", "POST"]``; none for a
+    catch-all or a path nothing is registered at."""
     return sorted(_views_by_path.get(path, {}))
+
+
+# --- paths nothing is served at ---------------------------------------------------------------------
+
+NOT_FOUND_DEPTH = 16
+"""Paths of up to this many segments that no route matches are answered by the app's catch-alls,
+wherever it runs. Deeper ones never reach the app: API Gateway answers them through its
+MISSING_AUTHENTICATION_TOKEN gateway response and the local server through
+``infra.local.UnmatchedRouteGateway`` (the same 404); only a bare ``chalice.test.Client`` still gives
+Chalice's raw 403 there (quoting an Authorization header back). The longest real route has 5
+segments. Each level costs one API Gateway resource with 7 methods in the packaged definition."""
+CATCH_ALL_METHODS = (*HTTP_METHODS, "OPTIONS")
+"""OPTIONS too: an unknown path has no CORS preflight to answer (catch-alls have no CORS)."""
+CATCH_ALL_PATHS = tuple(
+    "".join(f"/{{segment_{i}}}" for i in range(1, depth + 1)) for depth in range(1, NOT_FOUND_DEPTH + 1)
+)
+"""``/{segment_1}``, ``/{segment_1}/{segment_2}``, ... Chalice's local matcher tries routes in sorted
+order and every real route starts with a literal segment, which sorts before ``{``, so a path that
+matches a real route never reaches a catch-all (and a path parameter of a real route matches only
+inside its own route). On API Gateway ``{segment_1}`` is the root's only parameter child and each
+``{segment_n}`` its parent's only child, so no level has two parameter names."""
+
+unmatched = Blueprint(__name__)
+"""The catch-alls; app.py registers this blueprint after the real ones (the order does not matter to
+the matching, see :data:`CATCH_ALL_PATHS`)."""
+
+
+def is_catch_all(path: str) -> bool:
+    """Whether a route template (a key of ``app.routes``) is one of the catch-alls, not a real route."""
+    return path in CATCH_ALL_PATHS
+
+
+def _nothing_served(**_segments: str) -> Response:
+    # Chalice's local matcher may also pass parameters of routes it tried before this one: all ignored.
+    return unknown_path_response(_request_id(unmatched.current_request))
+
+
+for _catch_all in CATCH_ALL_PATHS:
+    unmatched.route(_catch_all, methods=list(CATCH_ALL_METHODS), cors=False, content_types=["*/*"])(_nothing_served)
 
 
 def endpoint(

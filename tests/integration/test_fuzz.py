@@ -2,13 +2,16 @@
 oversized and wrong-typed bodies; garbage Content-Type, Authorization (tokens with wrong-typed claims
 included) and Idempotency-Key headers; hostile ids in paths and values in queries.
 
-Requests go through infra.local.UnmatchedRouteGateway, the gateway of the local server, so paths no
-route matches are answered as they are locally (Chalice's test client would answer them with API
-Gateway's raw 403). Whatever is sent:
+Requests go through Chalice's LocalGateway, the one ``chalice.test.Client`` uses, so a path no route
+matches is answered by the app's catch-all routes. A path Chalice's matcher cannot place even on a
+catch-all (more than ``NOT_FOUND_DEPTH`` segments, which a hostile id with slashes in it can make, or
+``//x``, which it reads as a host name) goes through infra.local.UnmatchedRouteGateway, the gateway
+of the local server, which answers it as API Gateway does. Whatever is sent:
 
 - no answer is a server error (status < 500);
 - every answer with a body is JSON, and every 4xx is the error shape (a 400 listing fields);
 - no answer repeats the bearer token it was sent;
+- a path no route serves is 404 ``NOT_FOUND``, whatever the method;
 - nothing stored changes: every table is dumped before and after and compared, except the audit
   table, which may only gain DENIED entries, and the idempotency table, which may only gain the
   replayable 4xx answers of requests that carried a key.
@@ -28,12 +31,20 @@ from urllib.parse import urlencode
 import jwt
 import pytest
 from chalice.config import Config
+from chalice.local import LocalGateway, RouteMatcher
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import app as app_module
 from chalicelib import clock
-from chalicelib.api.http import HTTP_METHODS, WRITE_METHODS, served_methods
+from chalicelib.api.http import (
+    CATCH_ALL_METHODS,
+    NOT_FOUND_DEPTH,
+    WRITE_METHODS,
+    is_catch_all,
+    served_methods,
+    served_paths,
+)
 from chalicelib.services.auth import AUDIENCE, ISSUER
 from chalicelib.wiring import services
 from infra.local import UnmatchedRouteGateway
@@ -47,8 +58,10 @@ from tests.integration.api_helpers import (
     stored_items,
 )
 
-ROUTES = sorted(app_module.app.routes)
-METHODS = (*HTTP_METHODS, "OPTIONS")
+ROUTES = served_paths()
+"""The real routes (app.routes also holds the catch-alls)."""
+METHODS = CATCH_ALL_METHODS
+"""Every method a route is registered for, OPTIONS (CORS preflight on real routes) included."""
 EXAMPLES = 60
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -269,7 +282,10 @@ class Fuzzer:
     def __init__(self, api: Api, ids: dict[str, str]) -> None:
         self.api = api
         self.ids = ids
-        self.gateway = UnmatchedRouteGateway(app_module.app, Config.create())
+        config = Config.create()
+        self.gateway = LocalGateway(app_module.app, config)
+        self.deep_gateway = UnmatchedRouteGateway(app_module.app, config)
+        self.matcher = RouteMatcher(list(app_module.app.routes))
         self.statuses: Counter[int] = Counter()
         self.requests = 0
         self.denied_writes: set[str] = set()
@@ -281,8 +297,17 @@ class Fuzzer:
             template = template.replace("{" + name + "}", value)
         return template
 
+    def route(self, path: str) -> str | None:
+        """The route template Chalice's matcher picks for a path (a catch-all for an unknown path
+        within the bound), or None beyond the bound."""
+        try:
+            return self.matcher.match_route(path).route
+        except ValueError:
+            return None
+
     def send(self, method: str, path: str, headers: dict[str, str], body: str | bytes = "") -> Reply:
-        reply = local_gateway_request(self.gateway, method, path, headers, body)
+        gateway = self.gateway if self.route(path) is not None else self.deep_gateway
+        reply = local_gateway_request(gateway, method, path, headers, body)
         self.requests += 1
         self.statuses[reply.status] += 1
         self.judge(method, path, headers, reply)
@@ -430,10 +455,15 @@ def test_hostile_ids_and_unknown_paths(fuzzer: Fuzzer) -> None:
     )
 
     def unknown(segments: list[str], method: str) -> None:
-        fuzzer.send(method, "/" + "/".join(segments), admin, "{}")
+        path = "/" + "/".join(segments)
+        route = fuzzer.route(path)
+        reply = fuzzer.send(method, path, admin, "{}")
+        if route is None or is_catch_all(route):
+            assert reply.status == 404 and json.loads(reply.body)["error"]["code"] == "NOT_FOUND", (method, path)
 
     segment = st.one_of(st.sampled_from(["api", "v1", "loans", "payments", "audit", "health"]), st.text(max_size=12))
-    ran += run(unknown, st.lists(segment, min_size=1, max_size=12), st.sampled_from(METHODS))
+    # Both sides of the catch-alls' bound: up to NOT_FOUND_DEPTH segments the app answers, deeper the gateway.
+    ran += run(unknown, st.lists(segment, min_size=1, max_size=NOT_FOUND_DEPTH + 4), st.sampled_from(METHODS))
     print(f"\n  paths: {ran} examples")
 
 

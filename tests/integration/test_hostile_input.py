@@ -19,11 +19,25 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.app import Blueprint
 from chalice.config import Config
+from chalice.deploy.validate import validate_routes
+from chalice.local import RouteMatcher
+from chalice.test import Client
 
 import app as app_module
 from chalicelib.adapters.dynamodb.attributes import JsonAttribute
-from chalicelib.api.http import HTTP_METHODS, served_methods
+from chalicelib.api.errors import unknown_path_response
+from chalicelib.api.http import (
+    CATCH_ALL_METHODS,
+    CATCH_ALL_PATHS,
+    HTTP_METHODS,
+    NOT_FOUND_DEPTH,
+    endpoint,
+    is_catch_all,
+    served_methods,
+    served_paths,
+)
 from chalicelib.config import settings
 from chalicelib.domain.audit import Action, Actor, Outcome
 from chalicelib.services.context import RequestContext
@@ -44,7 +58,8 @@ from tests.integration.api_helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-ROUTES = sorted(app_module.app.routes)
+ROUTES = served_paths()
+"""The real routes (app.routes also holds the catch-alls)."""
 TODAY = "2026-03-15"
 """Business 'today' of the frozen clock (api_helpers.FROZEN_AT)."""
 
@@ -384,15 +399,132 @@ def local_gateway() -> UnmatchedRouteGateway:
     return UnmatchedRouteGateway(app_module.app, Config.create())
 
 
-def test_unknown_paths_are_404_and_never_echo_the_token(api: Api) -> None:
+def deep_path(segments: int) -> str:
+    return "".join(f"/s{i}" for i in range(1, segments + 1))
+
+
+def unknown_paths(ids: dict[str, str]) -> list[str]:
+    """Paths no route serves, of every depth up to the catch-alls' bound; some only one segment away
+    from a real route, some with a real id in them."""
+    loan_id, payment_id = ids["loan_id"], ids["payment_id"]
+    paths = [
+        "/",
+        "/nope",
+        "/HEALTH",
+        "/health/x",
+        "/api",
+        "/api/v1",
+        "/api/v2/loans",
+        "/api/v1/nope",
+        "/api/v1/loan",
+        "/api//v1/loans",
+        "/api/v1/loans/X/unknown/deeper",
+        f"/api/v1/loans/{loan_id}/nope",
+        f"/api/v1/loans/{loan_id}/payments/{payment_id}",
+        f"/api/v1/payments/{payment_id}/reverse/again",
+        "/api/v1/jobs/dpd/runs/1/2/3",
+        "/a/b/c/d/e/f/g/h/i/j/k",
+    ]
+    return paths + [deep_path(n) for n in range(1, NOT_FOUND_DEPTH + 1)]
+
+
+def test_unknown_paths_are_404_for_every_method_and_never_echo_the_token(api: Api, book: dict[str, str]) -> None:
+    """Through the bare chalice.test.Client the tests use (api_helpers): the catch-alls answer, not
+    Chalice's gateway (its 403 would quote the Authorization header back)."""
+    token = api.tokens["admin"]
+    before = stored_items(api, skip=())
+    for path in unknown_paths(book):
+        for method in CATCH_ALL_METHODS:
+            for headers in ({}, {"Authorization": f"Bearer {token}"}, {"Content-Type": "text/plain"}):
+                reply = api.request(method, path, as_=None, raw="{}", headers=headers)
+                assert_error(reply, 404, "NOT_FOUND")
+                assert reply.json["error"]["message"] == "nothing is served at this path"
+                assert reply.header("X-Request-Id")
+                assert token not in reply.body.decode() and token not in json.dumps(reply.headers), (method, path)
+    assert stored_items(api, skip=()) == before  # not even an audit entry
+
+
+def test_a_bare_test_client_answers_unknown_paths_without_any_setup(tmp_path: Path) -> None:
+    """What an outside test does: ``Client(app)`` and a request, no tables, no users (a catch-all looks
+    nothing up)."""
+    token = "eyJhbGciOiJIUzI1NiJ9.secret-looking-token.sig"
+    with Client(app_module.app, project_dir=str(tmp_path)) as client:
+        for method, path in [
+            ("GET", "/api/v1/nope"),
+            ("GET", "/nope"),
+            ("POST", "/api/v1/loans/X/unknown/deeper"),
+            ("DELETE", deep_path(NOT_FOUND_DEPTH)),
+        ]:
+            answer = client.http.request(method, path, headers={"Authorization": f"Bearer {token}"}, body=b"{}")
+            reply = Reply(answer.status_code, dict(answer.headers), answer.body)
+            assert_error(reply, 404, "NOT_FOUND")
+            assert token not in reply.body.decode() and token not in json.dumps(reply.headers)
+
+
+def test_known_paths_still_reach_their_views(api: Api, book: dict[str, str]) -> None:
+    loan_id, payment_id = book["loan_id"], book["payment_id"]
+    assert api.get(f"/api/v1/loans/{loan_id}").json["loan_id"] == loan_id
+    assert api.get(f"/api/v1/loans/{loan_id}/").json["loan_id"] == loan_id  # a trailing slash, as API Gateway
+    assert api.get(f"/api/v1/loans/{loan_id}/payments").status == 200
+    assert api.get(f"/api/v1/payments/{payment_id}").json["payment_id"] == payment_id
+    assert api.get("/health", as_=None).status == 200
+    assert api.get("/api/v1/loans?limit=1").status == 200
+    # The loan view's own 404s (a loan that does not exist, or one the collector is not assigned to),
+    # not the catch-alls'; and a real path with a method it does not serve is 405, not 404.
+    for reply in (api.get("/api/v1/loans/LN-NOPE"), api.get(f"/api/v1/loans/{loan_id}", as_="collector2")):
+        assert_error(reply, 404, "NOT_FOUND")
+        assert reply.json["error"]["message"] != "nothing is served at this path"
+    assert_error(api.request("DELETE", f"/api/v1/loans/{loan_id}"), 405, "METHOD_NOT_ALLOWED")
+    assert_error(api.get(f"/api/v1/loans/{loan_id}/payments", as_=None), 401, "UNAUTHENTICATED")
+
+
+def test_the_catch_alls_shadow_no_route_and_api_gateway_can_take_them() -> None:
+    routes = app_module.app.routes
+    assert set(routes) == set(ROUTES) | set(CATCH_ALL_PATHS)
+    assert not set(ROUTES) & set(CATCH_ALL_PATHS)
+    assert len(CATCH_ALL_PATHS) == NOT_FOUND_DEPTH
+    validate_routes(routes)  # what `chalice package` and the local server check
+    for path in CATCH_ALL_PATHS:
+        assert is_catch_all(path) and served_methods(path) == []
+        assert set(routes[path]) == set(CATCH_ALL_METHODS)
+        assert all(not entry.cors for entry in routes[path].values())
+    # Chalice's matcher (chalice.local.RouteMatcher, what chalice.test.Client routes with) still picks
+    # every real route for its own paths, with and without a trailing slash.
+    matcher = RouteMatcher(list(routes))
+    for path in ROUTES:
+        assert not is_catch_all(path)
+        concrete = path.replace("{loan_id}", "LN-1").replace("{payment_id}", "PAY-1")
+        for variant in (concrete, concrete + "/", concrete + "?limit=1"):
+            assert matcher.match_route(variant).route == path, variant
+    assert matcher.match_route(deep_path(NOT_FOUND_DEPTH)).route == CATCH_ALL_PATHS[-1]
+    # API Gateway builds a tree of resources: a parameter may sit beside literal siblings, but no
+    # resource may have two children with different parameter names.
+    children: dict[str, set[str]] = {}
+    for path in routes:
+        segments = path.strip("/").split("/")
+        for depth, segment in enumerate(segments):
+            children.setdefault("/" + "/".join(segments[:depth]), set()).add(segment)
+    for parent, names in children.items():
+        assert len([n for n in names if n.startswith("{")]) <= 1, (parent, sorted(names))
+
+
+def test_a_route_must_start_with_a_literal_segment() -> None:
+    bp = Blueprint("test_only")
+    for path in ("/{tenant}/loans", "/~x"):
+        with pytest.raises(ValueError, match="first segment"):
+            endpoint(bp, path)(lambda call: {})
+
+
+def test_paths_deeper_than_the_catch_alls_are_404_on_the_local_server(api: Api) -> None:
     token = api.tokens["admin"]
     gateway = local_gateway()
-    for path in ("/", "/nope", "/api", "/api/v1", "/api/v2/loans", "/api/v1/loans/LN1/nope", "/a/b/c/d/e/f/g/h/i/j/k"):
-        for method in ("GET", "POST", "DELETE"):
+    for path in (deep_path(NOT_FOUND_DEPTH + 1), deep_path(40), "/api/v1/loans" + "/x" * NOT_FOUND_DEPTH):
+        for method in CATCH_ALL_METHODS:
             reply = local_gateway_request(gateway, method, path, {"Authorization": f"Bearer {token}"}, "{}")
             assert_error(reply, 404, "NOT_FOUND")
             assert token not in reply.body.decode() and token not in json.dumps(reply.headers)
-    # Matched paths go through untouched.
+    # Within the bound the local server's gateway hands everything to the app, catch-alls included.
+    assert_error(local_gateway_request(gateway, "GET", "/nope", {}), 404, "NOT_FOUND")
     assert local_gateway_request(gateway, "GET", "/health", {}).status == 200
 
 
@@ -441,8 +573,14 @@ def test_the_local_server_answers_404_405_415_in_the_error_shape(tmp_path: Path)
                 time.sleep(0.2)
         token = "eyJhbGciOiJIUzI1NiJ9.secret-looking-token.sig"
         auth = {"Authorization": f"Bearer {token}"}
-        for path in ("/nope", "/api/v1/loans/LN1/nope/deeper"):
-            reply = _http(base + path, headers=auth)
+        for method, path in [
+            ("GET", "/nope"),
+            ("POST", "/api/v1/loans/LN1/nope/deeper"),
+            ("OPTIONS", "/nope"),
+            ("GET", deep_path(NOT_FOUND_DEPTH)),
+            ("DELETE", deep_path(NOT_FOUND_DEPTH + 1)),
+        ]:
+            reply = _http(base + path, method, auth)
             assert_error(reply, 404, "NOT_FOUND")
             assert token not in reply.body.decode()
         assert_error(_http(base + "/api/v1/loans", "DELETE", auth), 405, "METHOD_NOT_ALLOWED")
@@ -481,6 +619,9 @@ def test_api_gateway_answers_its_own_refusals_in_the_error_shape() -> None:
         assert body["error"]["code"] == code, kind
         assert response["responseParameters"]["gatewayresponse.header.X-Request-Id"] == "context.requestId"
     assert responses["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"]
+    # An unknown path gets the same body whether API Gateway or a catch-all answers it.
+    (missing,) = responses["MISSING_AUTHENTICATION_TOKEN"]["responseTemplates"].values()
+    assert json.loads(missing) == json.loads(unknown_path_response("req-1").body)
 
 
 # --- denied writes are audited ----------------------------------------------------------------------
