@@ -34,9 +34,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# Unit (fakes), integration (moto + chalice.test.Client) and the DynamoDB Local suite, in one run.
+# Unit (fakes), integration (moto + chalice.test.Client) and the DynamoDB Local suite, in one run, on
+# two workers (each starts its own DynamoDB Local; stages are per process, so tests never share tables).
+PYTEST_WORKERS ?= 2
 pytest: deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 # `chalice package` with the merge template, then cfn-lint on what CloudFormation would receive.
 cfn-lint: venv

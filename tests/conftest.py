@@ -27,6 +27,9 @@ os.environ.update(
         "PASSWORD_HASH_ITERATIONS": "1000",
         "POWERTOOLS_METRICS_NAMESPACE": "LoanCRM/test",
         "POWERTOOLS_SERVICE_NAME": "loan-crm",
+        # The ops CLI prints through rich, which wraps at the terminal width; xdist workers have no
+        # terminal, so give every run the same wide one and the CLI tests read whole lines.
+        "COLUMNS": "400",
     }
 )
 for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SSM", "AWS_PROFILE"):
