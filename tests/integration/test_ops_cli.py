@@ -98,6 +98,19 @@ def test_flags_set_refuses_unknown_names_and_values(moto_stack: str) -> None:
 def test_dpd_run_on_a_seeded_book_then_runs_shows_it(moto_stack: str, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(BOOK)
     yesterday = clock.last_completed_business_date()
+    earlier = yesterday - dt.timedelta(days=3)
+
+    # A run that fails first (before any date completed, so it really runs): its record says so in
+    # plain words, without the exception's own text.
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("segment read failed on arn:aws:dynamodb:ap-south-1:123456789012:table/loans")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DynamoDelinquencyStore, "scan_segment", broken)
+        failed = run("dpd", "run", "--date", earlier.isoformat())
+    assert failed.exit_code == 1
+    assert f"dpd run {earlier}: FAILED" in failed.stdout and "internal error (RuntimeError)" in failed.stdout
+    assert "arn:aws" not in failed.stdout and "segment read failed" not in failed.stdout
 
     ran = run("dpd", "run", "--date", yesterday.isoformat())
 
@@ -116,15 +129,6 @@ def test_dpd_run_on_a_seeded_book_then_runs_shows_it(moto_stack: str, monkeypatc
     not_over = run("dpd", "run", "--date", clock.today_ist().isoformat())
     assert not_over.exit_code == 2 and "has not ended yet" in not_over.stderr
     assert run("dpd", "run", "--date", "15/03/2026").exit_code == 2
-
-    def broken(*_args: object, **_kwargs: object) -> object:
-        raise RuntimeError("segment read failed")
-
-    monkeypatch.setattr(DynamoDelinquencyStore, "scan_segment", broken)
-    earlier = yesterday - dt.timedelta(days=3)
-    failed = run("dpd", "run", "--date", earlier.isoformat())
-    assert failed.exit_code == 1
-    assert f"dpd run {earlier}: FAILED" in failed.stdout and "segment read failed" in failed.stdout
     dates = [line.split("│")[1].strip() for line in run("dpd", "runs").stdout.splitlines() if "│ 20" in line]
     assert dates == [yesterday.isoformat(), earlier.isoformat()]  # newest first
 
