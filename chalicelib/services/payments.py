@@ -191,13 +191,7 @@ class PaymentService:
 
     def _reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
         def attempt() -> PostedPayment:
-            payment = self.payments.get(payment_id)
-            if payment is None:
-                raise NotFound(f"payment {payment_id} not found")
-            try:
-                loan = self.loans.stored(ctx, payment.loan_id)
-            except NotFound:
-                raise NotFound(f"payment {payment_id} not found") from None
+            payment, loan = self._payment_and_loan(ctx, payment_id)
             if payment.status is PaymentStatus.REVERSED:
                 raise AlreadyReversed(f"payment {payment_id} is already reversed", {"payment_id": payment_id})
             now = clock.now_iso()
@@ -221,14 +215,18 @@ class PaymentService:
     def get(self, ctx: RequestContext, payment_id: str) -> Payment:
         """A payment on a loan the caller may see (collectors: their own loans), else 404; a standing
         payment shows where its money sits on the loan now."""
+        return with_allocation(*self._payment_and_loan(ctx, payment_id))
+
+    def _payment_and_loan(self, ctx: RequestContext, payment_id: str) -> tuple[Payment, Loan]:
+        """The payment and its loan as stored, if the caller may see the loan; 404 otherwise, the same
+        answer as for a payment that does not exist."""
         payment = self.payments.get(payment_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} not found")
         try:
-            loan = self.loans.stored(ctx, payment.loan_id)
+            return payment, self.loans.stored(ctx, payment.loan_id)
         except NotFound:
             raise NotFound(f"payment {payment_id} not found") from None
-        return with_allocation(payment, loan)
 
     def list_for_loan(self, ctx: RequestContext, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
         loan = self.loans.stored(ctx, loan_id)
