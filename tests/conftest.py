@@ -36,12 +36,21 @@ for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL
     os.environ.pop(_name, None)
 
 import boto3  # noqa: E402
+import botocore.loaders  # noqa: E402
+import botocore.session  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import wiring  # noqa: E402
 from infra.local import StartupError, dynamodb_local_jar, java_executable  # noqa: E402
 from infra.provision import provision  # noqa: E402
+
+# Every test rebuilds the services (new PynamoDB connections, new boto3 clients under moto), and every
+# new botocore session parses the same service-model and endpoint JSON files again: about a third of a
+# second per client. One loader for the whole process keeps what it parsed, exactly as one session
+# making many clients already does; the data is only read.
+_SHARED_LOADER = botocore.loaders.create_loader()
+botocore.session.create_loader = lambda *_args, **_kwargs: _SHARED_LOADER  # type: ignore[assignment]
 
 _stage_counter = itertools.count()
 
