@@ -71,14 +71,16 @@ def replay(schedule: Sequence[Instalment], payments: Sequence[LedgerEntry], busi
     """
     unpaid = _unpaid(schedule)
     current, allocations = allocate(unpaid, payments)
+    # What the instalments hold depends only on the total paid so far (the fill order is fixed), so the
+    # history can add the payments in landing order while the allocations above used payment order.
     state: Delinquency | None = None
-    paid_so_far = 0
+    paid = unpaid
     for entry in sorted(payments, key=_landing_order):
         if entry.landed_on > business_date:
             raise ValueError(f"payment {entry.payment_id} landed on {entry.landed_on}, after {business_date}")
-        state = _assess_after(_paid(unpaid, paid_so_far), entry.landed_on, state)
-        paid_so_far += entry.amount_paise
-        state = _assess_after(_paid(unpaid, paid_so_far), entry.landed_on, state)
+        state = _assess_after(paid, entry.landed_on, state)
+        paid = apply_payment(paid, entry.amount_paise)[0]
+        state = _assess_after(paid, entry.landed_on, state)
     delinquency = _assess_after(current, business_date, state)
     return Replay(current, allocations, delinquency)
 
@@ -98,10 +100,6 @@ def allocate(
 
 def _unpaid(schedule: Sequence[Instalment]) -> tuple[Instalment, ...]:
     return tuple(replace(i, paid_principal_paise=0, paid_interest_paise=0) for i in schedule)
-
-
-def _paid(unpaid: tuple[Instalment, ...], total_paise: int) -> tuple[Instalment, ...]:
-    return apply_payment(unpaid, total_paise)[0] if total_paise else unpaid
 
 
 def _assess_after(schedule: Sequence[Instalment], business_date: dt.date, previous: Delinquency | None) -> Delinquency:

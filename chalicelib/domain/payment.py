@@ -114,15 +114,20 @@ class Payment:
         return LedgerEntry(self.payment_id, self.payment_date, self.landed_on, self.amount_paise)
 
 
+def _ledger_allocations(loan: Loan) -> tuple[Allocation, ...]:
+    """Where each of the loan's standing payments sits now, after checking that the loan's paid amounts
+    are the replay of its ledger: a loan stored without its ledger (data from before the ledger
+    existed) would otherwise lose its paid amounts on the next replay, so it is refused (ValueError)
+    instead of silently rewritten."""
+    schedule, allocations = allocate(loan.schedule, loan.payments)
+    if schedule != loan.schedule:
+        raise ValueError(f"loan {loan.loan_id}: paid amounts do not match its ledger; reconcile before posting")
+    return allocations
+
+
 def _replayed(loan: Loan, payments: tuple[LedgerEntry, ...], business_date: dt.date) -> tuple[Loan, Replay]:
     """The loan as ``payments`` make it for ``business_date``: schedule, delinquency and status.
-    A written-off loan stays written off; otherwise it is CLOSED exactly when nothing is owed.
-
-    The loan's paid amounts must be the replay of its ledger before anything is replayed: a loan
-    stored without its ledger (data from before the ledger existed) would otherwise lose its paid
-    amounts, so it is refused (ValueError) instead of silently rewritten."""
-    if allocate(loan.schedule, loan.payments)[0] != loan.schedule:
-        raise ValueError(f"loan {loan.loan_id}: paid amounts do not match its ledger; reconcile before posting")
+    A written-off loan stays written off; otherwise it is CLOSED exactly when nothing is owed."""
     result = replay(loan.schedule, payments, business_date)
     status = LoanStatus.CLOSED if is_fully_paid(result.schedule) else LoanStatus.ACTIVE
     if loan.status is LoanStatus.WRITTEN_OFF:
@@ -151,6 +156,7 @@ def post_to_loan(
             f"amount {format_inr(amount_paise)} is more than everything still owed ({format_inr(owed)})",
             {"max_payable_paise": owed},
         )
+    _ledger_allocations(loan)
     entry = LedgerEntry(payment_id, payment_date or business_date, business_date, amount_paise)
     updated, result = _replayed(loan, (*loan.payments, entry), business_date)
     return updated, result.allocations[-1]
@@ -164,7 +170,7 @@ def reverse_on_loan(loan: Loan, payment_id: str, business_date: dt.date) -> tupl
     positions = [n for n, e in enumerate(loan.payments) if e.payment_id == payment_id]
     if len(positions) != 1:
         raise ValueError(f"loan {loan.loan_id} does not hold payment {payment_id} exactly once")
-    taken_off = allocate(loan.schedule, loan.payments)[1][positions[0]]
+    taken_off = _ledger_allocations(loan)[positions[0]]
     standing = tuple(e for e in loan.payments if e.payment_id != payment_id)
     updated, _ = _replayed(loan, standing, business_date)
     return updated, taken_off
