@@ -1,11 +1,70 @@
-"""Backoff between optimistic-concurrency retries."""
+"""Trying again: the one helper every retry loop of the product goes through, and every policy it runs.
+
+Two kinds of failure are worth another attempt, and each has its policy here, stated once:
+
+- ``LOAN_WRITE``: an optimistic write lost a race. The loan (or an item guarded with it) changed between
+  our read and our conditional write; the attempt reads again, decides again and writes again.
+  Distinct payments landing on one loan together must all land, so this allows many attempts with
+  backoff before the caller gets 409 ``CONFLICT``.
+- ``TRANSACTION_CONTENTION``: DynamoDB cancelled a transaction because another transaction held one of
+  its items (``TransactionConflict``), not because a condition failed. The same write is simply sent
+  again once the other settles.
+
+Both pause with *full jitter* (a random wait between 0 and an exponentially growing cap), so writers
+that collided once do not collide again in step. Throttling and network errors are not retried here:
+the AWS SDK retries those itself (``max_retry_attempts`` on the PynamoDB models, botocore's defaults
+elsewhere) before an error reaches this code.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def backoff(attempt: int, base_seconds: float = 0.01, cap_seconds: float = 0.2) -> None:
-    """Full-jitter exponential backoff, so writers that collided do not collide again in step."""
-    time.sleep(random.uniform(0, min(cap_seconds, base_seconds * 2**attempt)))  # noqa: S311 - not crypto
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int
+    """How many times the operation runs at most, the first time included."""
+    base_seconds: float
+    """Cap of the first pause; it doubles with each attempt ..."""
+    cap_seconds: float
+    """... up to this."""
+
+    def pause(self, attempt: int) -> None:
+        """Sleep before attempt ``attempt + 1`` (``attempt`` counts from 0)."""
+        ceiling = min(self.cap_seconds, self.base_seconds * 2**attempt)
+        time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not cryptography
+
+
+LOAN_WRITE = RetryPolicy(attempts=12, base_seconds=0.02, cap_seconds=0.5)
+"""Read, decide, write-if-unchanged. Twelve attempts cover a burst of payments on one loan (each
+attempt that loses does so because another one won) in well under the API's time limit."""
+
+TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.2)
+"""The same transaction again; contention clears as soon as the other transaction commits."""
+
+
+def retry(
+    policy: RetryPolicy,
+    attempt: Callable[[], T],
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    exhausted: Callable[[], BaseException],
+) -> T:
+    """Run ``attempt`` until it returns, retrying (after ``policy``'s pause) when it raises one of
+    ``retry_on``; any other exception goes straight to the caller. When every attempt failed, raise
+    ``exhausted()`` — the error the caller's client sees, chained to the last failure."""
+    last: BaseException | None = None
+    for n in range(policy.attempts):
+        try:
+            return attempt()
+        except retry_on as exc:
+            last = exc
+            if n + 1 < policy.attempts:
+                policy.pause(n)
+    raise exhausted() from last

@@ -2,8 +2,8 @@
 
 Checks run in the documented order — UTR format and JSON types (the request schema), amount range, IST
 date window, loan visibility/status/overpayment, UTR uniqueness — each with its own code. The write is
-one transaction; a concurrent change to the same loan (another payment) is retried here with jittered
-backoff, so distinct payments arriving together all land.
+one transaction; a concurrent change to the same loan (another payment) is retried here under the
+``LOAN_WRITE`` policy of ``chalicelib.retry``, so distinct payments arriving together all land.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from chalicelib.domain.payment import (
     reverse_on_loan,
 )
 from chalicelib.domain.roles import MANAGE_LOANS, PAY_LOANS
-from chalicelib.retry import backoff
+from chalicelib.retry import LOAN_WRITE, retry
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.loans import LoanService
@@ -39,10 +39,6 @@ from chalicelib.services.ports import Metrics, Page, PaymentRepository, UtrTaken
 from chalicelib.services.views import loan_balance_dict
 
 T = TypeVar("T")
-
-POST_ATTEMPTS = 12
-"""Optimistic-lock retries for one payment. Eight collectors posting to one loan in the same instant
-need at most eight rounds; more than this means something is wrong, and the client gets 409."""
 
 
 @dataclass(frozen=True)
@@ -238,13 +234,9 @@ class PaymentService:
 def _retry_on_conflict(attempt: Callable[[], T], busy: str) -> T:
     """Run one optimistic attempt (read the loan, decide, write in one transaction) until no concurrent
     write to the same loan gets in between: each attempt re-reads, so distinct payments arriving
-    together all land. After ``POST_ATTEMPTS`` the client gets 409 CONFLICT; nothing was written."""
-    for n in range(POST_ATTEMPTS):
-        try:
-            return attempt()
-        except Conflict:
-            backoff(n, base_seconds=0.02, cap_seconds=0.5)
-    raise Conflict(busy)
+    together all land. When the policy's attempts are spent the client gets 409 CONFLICT; nothing was
+    written."""
+    return retry(LOAN_WRITE, attempt, retry_on=Conflict, exhausted=lambda: Conflict(busy))
 
 
 def with_allocation(payment: Payment, loan: Loan, allocations: dict[str, Allocation] | None = None) -> Payment:

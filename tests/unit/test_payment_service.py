@@ -22,10 +22,10 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
-from chalicelib.services import payments as payments_module
+from chalicelib.retry import LOAN_WRITE, RetryPolicy
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import LoanService, NewLoan
-from chalicelib.services.payments import POST_ATTEMPTS, NewPayment, PaymentService
+from chalicelib.services.payments import NewPayment, PaymentService
 from chalicelib.services.ports import AuditFilter, User
 from tests.fake_payments import InMemoryPaymentRepository
 from tests.fakes import (
@@ -134,7 +134,7 @@ def world(clock: FixedClock) -> World:
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     attempts: list[int] = []
-    monkeypatch.setattr(payments_module, "backoff", lambda attempt, **_: attempts.append(attempt))
+    monkeypatch.setattr(RetryPolicy, "pause", lambda _policy, attempt: attempts.append(attempt))
     return attempts
 
 
@@ -459,13 +459,13 @@ def test_a_retry_after_a_concurrent_payment_allocates_against_the_fresh_loan(
 def test_persistent_conflicts_end_in_conflict_with_nothing_stored(world: World, no_backoff: list[int]) -> None:
     world.loan()
     snapshot = world.snapshot()
-    for _ in range(POST_ATTEMPTS):
+    for _ in range(LOAN_WRITE.attempts):
         world.repo.on_next_write(_raise_conflict)
 
     with pytest.raises(Conflict):
         world.pay()
 
-    assert world.repo.post_calls == POST_ATTEMPTS
+    assert world.repo.post_calls == LOAN_WRITE.attempts
     assert world.snapshot() == snapshot
     assert world.rejected() == ["CONFLICT"]
 

@@ -11,11 +11,11 @@ from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
-from chalicelib.adapters.dynamodb.transact import CONTENTION_ATTEMPTS, TransactionRefused, save_all
+from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists
 from chalicelib.domain.loan import Loan
-from chalicelib.retry import backoff
+from chalicelib.retry import TRANSACTION_CONTENTION, retry
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
@@ -34,16 +34,22 @@ class DynamoLoanRepository:
     @storage_call
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
-        for attempt in range(CONTENTION_ATTEMPTS):
+
+        def attempt() -> Loan:
             try:
                 save_all([(item, LoanModel.loan_id.does_not_exist()), (audit_to_item(audit), None)])
-                return item_to_loan(item)
             except TransactionRefused as exc:
                 if 0 in exc.failed:
                     raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}) from None
-                # Contended with another writer of the same id: once it settles, the condition decides.
-                backoff(attempt)
-        raise Conflict(f"loan {loan.loan_id} is being created by someone else; try again")
+                raise  # contended with another writer of the same id: once it settles, the condition decides
+            return item_to_loan(item)
+
+        return retry(
+            TRANSACTION_CONTENTION,
+            attempt,
+            retry_on=TransactionRefused,
+            exhausted=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
+        )
 
     @storage_call
     def update(self, loan: Loan, audit: AuditEntry) -> Loan:

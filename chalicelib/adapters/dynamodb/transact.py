@@ -17,8 +17,6 @@ from chalicelib.adapters.dynamodb.errors import is_unavailable
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.domain.errors import Unavailable
 
-CONTENTION_ATTEMPTS = 3
-
 
 class TransactionRefused(Exception):
     """Nothing was written. ``failed`` holds the positions whose condition failed; ``contended`` is
