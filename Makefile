@@ -25,11 +25,12 @@ $(DDB_LOCAL_STAMP):
 deps: venv $(DDB_LOCAL_STAMP)
 
 run: deps
-	$(BIN)/python -m infra.local
+	$(BIN)/python -m local
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: venv
 	$(BIN)/mypy

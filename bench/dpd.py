@@ -68,8 +68,8 @@ from chalicelib.domain.loan import (
 )
 from chalicelib.domain.schedule import Instalment, generate_schedule
 from chalicelib.jobs.dpd import SEGMENT_WORKERS
-from infra.local import dynamodb_local_jar
 from infra.provision import provision
+from local.dynamodb_local import jar as dynamodb_local_jar
 
 PRINCIPALS_PAISE = (50_000_00, 1_00_000_00, 2_50_000_00, 5_00_000_00, 10_00_000_00)
 RATES_BPS = (1400, 1800, 2400)

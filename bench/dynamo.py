@@ -1,23 +1,16 @@
-"""What the benchmarks share: a throwaway DynamoDB Local, and a meter for every DynamoDB request and
-its consumed capacity (DynamoDB's own figures, asked for with ``ReturnConsumedCapacity``)."""
+"""What the benchmarks share: a throwaway DynamoDB Local (``local.dynamodb_local``), and a meter for
+every DynamoDB request and its consumed capacity (DynamoDB's own figures, asked for with ``ReturnConsumedCapacity``)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.session import Session
 
-from infra.local import dynamodb_local_jar, java_executable
+from local.dynamodb_local import Server, running
 
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
 
@@ -91,65 +84,9 @@ def install_meter(meter: DynamoMeter) -> None:
 
 # --- DynamoDB Local ---------------------------------------------------------------------------------
 
-
-@dataclass
-class LocalServer:
-    endpoint: str
-    pid: int
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the JVM so far (Linux /proc)."""
-        try:
-            with open(f"/proc/{self.pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def dynamodb_local() -> Iterator[LocalServer]:
-    """A fresh in-memory DynamoDB Local on a free port (other benches and test runs may hold theirs)."""
-    jar = dynamodb_local_jar()
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            java_executable(),
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=jar.parent,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("dynamodb", endpoint_url=endpoint)
-    for _ in range(300):
-        try:
-            client.list_tables()
-            break
-        except Exception:
-            if proc.poll() is not None:
-                raise RuntimeError("DynamoDB Local did not start") from None
-            time.sleep(0.2)
-    try:
-        yield LocalServer(endpoint, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+# The benchmarks start theirs with the project's one launcher (a fresh in-memory server on a free port).
+dynamodb_local = running
+LocalServer = Server
 
 
 class NoSsm:

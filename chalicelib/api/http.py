@@ -438,7 +438,7 @@ NOT_FOUND_DEPTH = 16
 """Paths of up to this many segments that no route matches are answered by the app's catch-alls,
 wherever it runs. Deeper ones never reach the app: API Gateway answers them through its
 MISSING_AUTHENTICATION_TOKEN gateway response and the local server through
-``infra.local.UnmatchedRouteGateway`` (the same 404); only a bare ``chalice.test.Client`` still gives
+``local.api_server.UnmatchedRouteGateway`` (the same 404); only a bare ``chalice.test.Client`` still gives
 Chalice's raw 403 there (quoting an Authorization header back). The longest real route has 5
 segments. Each level costs one API Gateway resource with 7 methods in the packaged definition."""
 CATCH_ALL_METHODS = (*HTTP_METHODS, "OPTIONS")

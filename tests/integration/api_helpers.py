@@ -271,7 +271,7 @@ def assert_error_shape(reply: Reply) -> dict[str, Any]:
 def local_gateway_request(
     gateway: Any, method: str, path: str, headers: dict[str, str], body: bytes | str = b""
 ) -> Reply:
-    """A request through a chalice.local gateway (e.g. infra.local.UnmatchedRouteGateway), as the local
+    """A request through a chalice.local gateway (e.g. local.api_server.UnmatchedRouteGateway), as the local
     server makes it; chalice.test.Client uses Chalice's plain gateway. Answers are JSON, never base64."""
     payload = body.encode() if isinstance(body, str) else body
     answer = gateway.handle_request(method=method, path=path, headers=headers, body=payload)

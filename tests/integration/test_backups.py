@@ -1,4 +1,4 @@
-"""Backups (python -m infra.ops backup ...) against moto: DynamoDB Local has no backup API.
+"""Backups (python -m ops backup ...) against moto: DynamoDB Local has no backup API.
 
 verify compares a restore with the checksum recorded when the backup was taken, so a live table that
 moved on since is not a failure, and a restore that differs from what was saved is one."""
@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from chalicelib.config import settings
-from infra import backups
-from infra.ops import app
 from infra.provision import table_specs
-from infra.seed import seed
+from local.demo import seed
+from ops import backups
+from ops.cli import app
 
 
 def run(*args: str, manifest: Path) -> Result:

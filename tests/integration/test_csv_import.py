@@ -1,4 +1,4 @@
-"""Bulk loan import (python -m infra.ops import): every row held to the API's rules, bad rows reported
+"""Bulk loan import (python -m ops import): every row held to the API's rules, bad rows reported
 and skipped, re-runs store nothing twice.
 
 The 10,000-row test runs on DynamoDB Local, not moto: moto's TransactWriteItems deep-copies every table
@@ -27,8 +27,8 @@ from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import AuditFilter
 from chalicelib.wiring import services
-from infra.csv_io import IMPORT_COLUMNS, ImportFileError, RowOutcome, import_loans, parse_row, stored_loan_ids
-from infra.ops import app
+from ops.cli import app
+from ops.csv_io import IMPORT_COLUMNS, ImportFileError, RowOutcome, import_loans, parse_row, stored_loan_ids
 
 COLLECTORS = ("col-asha", "col-vinod", "col-meena")
 ROWS = 10_000

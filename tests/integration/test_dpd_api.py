@@ -24,7 +24,7 @@ from chalicelib.domain.runs import MAX_CONTINUATIONS, RunStatus
 from chalicelib.jobs.lambda_handlers import dpd_job
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
-from infra.seed import DEFAULT_SEED, demo_loan
+from local.demo import DEFAULT_SEED, demo_loan
 from tests.integration.api_helpers import (
     YESTERDAY,
     Api,
@@ -349,7 +349,7 @@ BOOK_RUN_DATE = dt.date(2026, 3, 24)
 
 
 def seed_book(count: int) -> list[Loan]:
-    """The demo book (infra/seed.py: every bucket, generated and imported schedules; no collectors here)
+    """The demo book (local/demo.py: every bucket, generated and imported schedules; no collectors here)
     through the loan service, as of 14 Mar."""
     ctx = RequestContext(actor=Actor("seed", "admin"))
     create = services().loans.create

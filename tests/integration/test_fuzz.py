@@ -5,7 +5,7 @@ included) and Idempotency-Key headers; hostile ids in paths and values in querie
 Requests go through Chalice's LocalGateway, the one ``chalice.test.Client`` uses, so a path no route
 matches is answered by the app's catch-all routes. A path Chalice's matcher cannot place even on a
 catch-all (more than ``NOT_FOUND_DEPTH`` segments, which a hostile id with slashes in it can make, or
-``//x``, which it reads as a host name) goes through infra.local.UnmatchedRouteGateway, the gateway
+``//x``, which it reads as a host name) goes through local.api_server.UnmatchedRouteGateway, the gateway
 of the local server, which answers it as API Gateway does. Whatever is sent:
 
 - no answer is a server error (status < 500);
@@ -47,7 +47,7 @@ from chalicelib.api.http import (
 )
 from chalicelib.services.auth import AUDIENCE, ISSUER
 from chalicelib.wiring import services
-from infra.local import UnmatchedRouteGateway
+from local.api_server import UnmatchedRouteGateway
 from tests.integration.api_helpers import (
     ERROR_KEYS,
     Api,

@@ -42,7 +42,7 @@ from chalicelib.config import settings
 from chalicelib.domain.audit import Action, Actor, Outcome
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
-from infra.local import UnmatchedRouteGateway
+from local.api_server import UnmatchedRouteGateway
 from tests.integration.api_helpers import (
     AUDIT_KEYS,
     Api,
@@ -554,7 +554,7 @@ def test_the_local_server_answers_404_405_415_in_the_error_shape(tmp_path: Path)
     }
     log = (tmp_path / "api.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "infra.local", "serve-api", "--port", str(port)],
+        [sys.executable, "-m", "local", "serve-api", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -1,4 +1,4 @@
-"""The operations CLI (python -m infra.ops) end to end against moto, through typer's CliRunner."""
+"""The operations CLI (python -m ops) end to end against moto, through typer's CliRunner."""
 
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ from chalicelib.domain.money import format_inr
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import LoanFilter
 from chalicelib.wiring import services
-from infra.csv_io import EXPORT_COLUMNS
-from infra.ops import app
 from infra.provision import provision
-from infra.seed import seed
+from local.demo import seed
+from ops.cli import app
+from ops.csv_io import EXPORT_COLUMNS
 
 ADMIN = RequestContext(actor=Actor(sub="test", role="admin"))
 BOOK = 20
-"""Enough loans for every bucket to appear (see infra.seed)."""
+"""Enough loans for every bucket to appear (see local.demo)."""
 
 
 def run(*args: str, **env: str) -> Result:

@@ -14,7 +14,7 @@ from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import LoanFilter
 from chalicelib.wiring import services
-from infra.seed import COLLECTOR_BRANCHES, DEMO_PASSWORDS, DEMO_USERS, demo_loan, seed
+from local.demo import COLLECTOR_BRANCHES, DEMO_PASSWORDS, DEMO_USERS, demo_loan, seed
 
 LOANS = 40
 READER = RequestContext(actor=Actor(sub="test", role="auditor"))

@@ -1,6 +1,6 @@
 """Operations CLI: kill switches, the day-end job, the demo book, loan import/export and backups.
 
-    python -m infra.ops [--stage STAGE] [--local] COMMAND ...
+    python -m ops [--stage STAGE] [--local] COMMAND ...
 
     flags list | flags set NAME true|false
     dpd run [--date YYYY-MM-DD] | dpd runs
@@ -42,7 +42,10 @@ from chalicelib.domain.loan import LoanStatus
 from chalicelib.domain.runs import RunOutcome
 from chalicelib.services.ports import LoanFilter
 from chalicelib.wiring import services
-from infra import backups, csv_io
+from local.demo import seed as seed_book
+from local.environment import STAGE as LOCAL_STAGE
+from local.environment import Ports, aws_environment
+from ops import backups, csv_io
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] if __doc__ else None, no_args_is_help=True, add_completion=False)
 flags_app = typer.Typer(help="Kill switches: SSM parameters /loan-crm/{stage}/flags/{NAME}.", no_args_is_help=True)
@@ -69,8 +72,6 @@ def main(
     local: Annotated[bool, typer.Option("--local", help="Use the local stack of `make run` (stage local).")] = False,
 ) -> None:
     if local:
-        from infra.local import Ports, aws_environment
-
         os.environ.update(aws_environment(Ports.from_env()))
     if stage:
         os.environ["STAGE"] = stage
@@ -185,10 +186,7 @@ def dpd_runs(limit: Annotated[int, typer.Option(min=1, help="How many dates.")] 
 
 @app.command()
 def seed(loans: Annotated[int, typer.Option(min=0, help="Loans in the demo book.")] = 300) -> None:
-    """Demo users and loans (infra.seed), for the local stage only: their passwords are published."""
-    from infra.local import STAGE as LOCAL_STAGE
-    from infra.seed import seed as seed_book
-
+    """Demo users and loans (local.demo), for the local stage only: their passwords are published."""
     stage = services().settings.stage
     if stage != LOCAL_STAGE:
         raise _fail(f"the demo passwords are published; seed the {LOCAL_STAGE} stage only, not {stage!r}", 2)
@@ -338,7 +336,7 @@ def backup_verify(
 
 
 def cli() -> None:
-    """``python -m infra.ops``: an unreachable or refusing AWS endpoint is one line, not a stack trace."""
+    """``python -m ops``: an unreachable or refusing AWS endpoint is one line, not a stack trace."""
     try:
         app()
     except DomainError as exc:

@@ -3,7 +3,7 @@
 Built on the real services rather than raw table writes, so every demo loan passes the same
 validation as one created through the API and has its ``LOAN_CREATED`` audit entry.
 
-    python -m infra.seed [--loans 300]
+    python -m local.demo [--loans 300]
 
 Idempotent: loan ids are fixed (``DEMO-00001`` ...) and loans or users that already exist are kept,
 so a re-run adds only what is missing. Loan ``n`` depends only on the seed and ``n``, never on
@@ -38,6 +38,7 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.services.ports import LoanFilter
 from chalicelib.wiring import Services, services
+from local.environment import STAGE, Ports, StartupError, aws_environment
 
 DEFAULT_LOANS = 300
 DEFAULT_SEED = 20_240_601
@@ -258,9 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.loans < 0:
         parser.error("--loans must not be negative")
-    # Imported late: infra.local imports this module to seed in-process.
-    from infra.local import STAGE, Ports, StartupError, aws_environment
-
     try:
         ports = Ports.from_env()
     except StartupError as exc:

@@ -1,0 +1,5 @@
+"""``python -m ops ...``: see ``ops.cli``."""
+
+from ops.cli import app
+
+app(prog_name="python -m ops")
