@@ -4,22 +4,21 @@ Pure and allocation-light: the day-end job runs :func:`assess` once per loan for
 and payments run it after every posting, so both always agree.
 
 Day-end convention: an amount still unpaid at the end of its due date is overdue on that date,
-which is day 1. ``dpd = business_date - oldest unpaid due date + 1``; 0 when nothing due on or
-before the business date is unpaid. A partly paid instalment is unpaid. The paid amounts on the
-instalments are taken as they stand: every payment posted so far counts.
+which is day 1. ``dpd = business_date - oldest unpaid due date + 1`` (:func:`dpd_from`, the only
+place it is written); 0 when nothing due on or before the business date is unpaid. A partly paid
+instalment is unpaid. The paid amounts on the instalments are taken as they stand: every payment
+posted so far counts. Buckets and classifications come from one table, :data:`BANDS`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from chalicelib.domain.schedule import Instalment
-
-NPA_AFTER_DPD = 90
-"""A loan is NPA once dpd is above this; it reached dpd 91 ninety days after its oldest due date."""
 
 
 class Bucket(StrEnum):
@@ -42,34 +41,70 @@ class Classification(StrEnum):
     NPA = "NPA"
 
 
-def bucket_for(dpd: int) -> Bucket:
-    """The collections bucket for a dpd; ``90+`` starts at 91, where the loan turns NPA."""
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A range of dpd that shares one collections bucket and one classification. A band runs from
+    ``first_dpd`` up to the day before the next band's ``first_dpd``; the last band has no end."""
+
+    first_dpd: int
+    bucket: Bucket
+    classification: Classification
+
+
+BANDS: tuple[Band, ...] = (
+    Band(0, Bucket.CURRENT, Classification.STANDARD),
+    Band(1, Bucket.B1_30, Classification.SMA_0),
+    Band(31, Bucket.B31_60, Classification.SMA_1),
+    Band(61, Bucket.B61_90, Classification.SMA_2),
+    Band(91, Bucket.B90_PLUS, Classification.NPA),
+)
+"""The one table of delinquency thresholds (docs/rules.md, "Delinquency"). In RBI's words (IRACP, the
+special-mention categories by how long principal or interest is "overdue"): SMA-0 up to 30 days,
+SMA-1 more than 30 and up to 60 days, SMA-2 more than 60 and up to 90 days; NPA once overdue for more
+than 90 days. The collections buckets coincide with them. :func:`bucket_for`,
+:func:`classification_for`, the NPA date (:func:`assess`) and the day-end job's watch dates
+(``domain.loan.watch_date``) are all read from this table."""
+
+_FIRST_DPDS = tuple(band.first_dpd for band in BANDS)
+
+BAND_STARTS = tuple(first for first in _FIRST_DPDS if first > 0)
+"""The dpd at which each overdue band starts (1, 31, 61, 91): the days on which a loan's bucket and
+classification change while nothing is paid."""
+
+NPA_FROM_DPD = next(band.first_dpd for band in BANDS if band.classification is Classification.NPA)
+"""The first dpd that is non-performing (91: "overdue for more than 90 days")."""
+
+
+def band_for(dpd: int) -> Band:
+    """The band a dpd falls in; ValueError for a negative dpd."""
     if dpd < 0:
         raise ValueError("dpd must not be negative")
-    if dpd == 0:
-        return Bucket.CURRENT
-    if dpd <= 30:
-        return Bucket.B1_30
-    if dpd <= 60:
-        return Bucket.B31_60
-    if dpd <= NPA_AFTER_DPD:
-        return Bucket.B61_90
-    return Bucket.B90_PLUS
+    return BANDS[bisect_right(_FIRST_DPDS, dpd) - 1]
+
+
+def bucket_for(dpd: int) -> Bucket:
+    """The collections bucket for a dpd (:data:`BANDS`); ``90+`` starts at 91, where the loan turns NPA."""
+    return band_for(dpd).bucket
 
 
 def classification_for(dpd: int) -> Classification:
-    """The classification dpd alone implies, ignoring NPA stickiness (see :func:`assess`)."""
-    if dpd < 0:
-        raise ValueError("dpd must not be negative")
-    if dpd == 0:
-        return Classification.STANDARD
-    if dpd <= 30:
-        return Classification.SMA_0
-    if dpd <= 60:
-        return Classification.SMA_1
-    if dpd <= NPA_AFTER_DPD:
-        return Classification.SMA_2
-    return Classification.NPA
+    """The classification dpd alone implies (:data:`BANDS`), ignoring NPA stickiness (see :func:`assess`)."""
+    return band_for(dpd).classification
+
+
+def dpd_from(oldest_unpaid: dt.date | None, business_date: dt.date) -> int:
+    """Days past due at the end of ``business_date`` of arrears dating from ``oldest_unpaid`` (the
+    oldest unpaid due date, :func:`oldest_unpaid_due_date`): the due date itself is day 1, and 0 when
+    nothing is unpaid. The one statement of the dpd formula; :func:`date_dpd_reaches` is its inverse."""
+    return 0 if oldest_unpaid is None else (business_date - oldest_unpaid).days + 1
+
+
+def date_dpd_reaches(oldest_unpaid: dt.date, dpd: int) -> dt.date:
+    """The business date at whose end arrears dating from ``oldest_unpaid`` reach ``dpd`` (1 or more)
+    if nothing is paid meanwhile: the inverse of :func:`dpd_from`."""
+    if dpd < 1:
+        raise ValueError("an unpaid amount is at least 1 day past due")
+    return oldest_unpaid + dt.timedelta(days=dpd - 1)
 
 
 def _scan(schedule: Sequence[Instalment], business_date: dt.date) -> tuple[dt.date | None, int]:
@@ -98,8 +133,7 @@ def oldest_unpaid_due_date(schedule: Sequence[Instalment], business_date: dt.dat
 
 def dpd_on(schedule: Sequence[Instalment], business_date: dt.date) -> int:
     """Days past due at the end of ``business_date`` (the due date itself is day 1)."""
-    oldest = _scan(schedule, business_date)[0]
-    return 0 if oldest is None else (business_date - oldest).days + 1
+    return dpd_from(_scan(schedule, business_date)[0], business_date)
 
 
 def overdue_paise(schedule: Sequence[Instalment], business_date: dt.date) -> int:
@@ -134,21 +168,32 @@ def assess(
       A previous NPA without ``previous_npa_since`` is inconsistent data and raises ValueError
       rather than inventing a date.
     - Otherwise the classification is :func:`classification_for` dpd. A loan newly NPA gets
-      ``npa_since`` = oldest unpaid due date + 90 days, the date dpd reached 91, not the run date:
-      an imported loan that is already long overdue, or a day-end run that was missed, still
-      records the true NPA date. ``npa_since`` is None whenever the loan is not NPA.
+      ``npa_since`` = the date its dpd reached :data:`NPA_FROM_DPD` (oldest unpaid due date + 90
+      days), not the run date: an imported loan that is already long overdue, or a day-end run that
+      was missed, still records the true NPA date. ``npa_since`` is None whenever the loan is not NPA.
     """
     oldest, overdue = _scan(schedule, business_date)
-    dpd = 0 if oldest is None else (business_date - oldest).days + 1
-    bucket = bucket_for(dpd)
+    dpd = dpd_from(oldest, business_date)
+    band = band_for(dpd)
+    bucket = band.bucket
 
     if previous_classification == Classification.NPA and overdue > 0:
         if previous_npa_since is None:
             raise ValueError("previous classification is NPA but previous_npa_since is missing")
         return Delinquency(business_date, dpd, bucket, Classification.NPA, previous_npa_since, overdue)
 
-    classification = classification_for(dpd)
+    classification = band.classification
     npa_since = None
     if classification is Classification.NPA and oldest is not None:
-        npa_since = oldest + dt.timedelta(days=NPA_AFTER_DPD)
+        npa_since = date_dpd_reaches(oldest, NPA_FROM_DPD)
     return Delinquency(business_date, dpd, bucket, classification, npa_since, overdue)
+
+
+def assess_after(previous: Delinquency | None, schedule: Sequence[Instalment], business_date: dt.date) -> Delinquency:
+    """The next assessment in a loan's history: :func:`assess` with NPA stickiness carried from
+    ``previous``, the loan's last assessment (None for a loan with no history yet). Every
+    reassessment goes through here: a payment's or reversal's replay (``domain.ledger``), a day-end
+    run and a read as of the latest run (``domain.loan.reassess``), a new loan."""
+    if previous is None:
+        return assess(schedule, business_date)
+    return assess(schedule, business_date, previous.classification, previous.npa_since)

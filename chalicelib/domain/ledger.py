@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from chalicelib.domain.allocation import Allocation, apply_payment
-from chalicelib.domain.delinquency import Delinquency, assess
+from chalicelib.domain.delinquency import Delinquency, assess_after
 from chalicelib.domain.schedule import Instalment
 
 
@@ -62,9 +62,10 @@ def replay(schedule: Sequence[Instalment], payments: Sequence[LedgerEntry], busi
     - Delinquency: NPA is sticky, so the classification depends on the loan's history, not only on
       where it stands today. The history is replayed in the order the money landed: before each
       payment, every day-end up to the business date it landed on; then the payment's own
-      recompute; finally every day-end up to ``business_date``. Between two payments nothing is
-      paid, so a single :func:`assess` at the later date gives what each day-end in between would
-      have (overdue amounts only grow while nothing is paid).
+      recompute; finally every day-end up to ``business_date``. Each step is
+      ``delinquency.assess_after`` from the step before, the same step a day-end run takes. Between
+      two payments nothing is paid, so a single assessment at the later date gives what each day-end
+      in between would have (overdue amounts only grow while nothing is paid).
 
     Raises ValueError if the payments add up to more than the schedule (the services refuse such a
     payment first, so reaching it is a bug) or if ``business_date`` is before a payment landed.
@@ -78,10 +79,10 @@ def replay(schedule: Sequence[Instalment], payments: Sequence[LedgerEntry], busi
     for entry in sorted(payments, key=_landing_order):
         if entry.landed_on > business_date:
             raise ValueError(f"payment {entry.payment_id} landed on {entry.landed_on}, after {business_date}")
-        state = _assess_after(paid, entry.landed_on, state)
+        state = assess_after(state, paid, entry.landed_on)
         paid = apply_payment(paid, entry.amount_paise)[0]
-        state = _assess_after(paid, entry.landed_on, state)
-    delinquency = _assess_after(current, business_date, state)
+        state = assess_after(state, paid, entry.landed_on)
+    delinquency = assess_after(state, current, business_date)
     return Replay(current, allocations, delinquency)
 
 
@@ -100,9 +101,3 @@ def allocate(
 
 def _unpaid(schedule: Sequence[Instalment]) -> tuple[Instalment, ...]:
     return tuple(replace(i, paid_principal_paise=0, paid_interest_paise=0) for i in schedule)
-
-
-def _assess_after(schedule: Sequence[Instalment], business_date: dt.date, previous: Delinquency | None) -> Delinquency:
-    if previous is None:
-        return assess(schedule, business_date)
-    return assess(schedule, business_date, previous.classification, previous.npa_since)

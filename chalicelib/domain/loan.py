@@ -1,8 +1,9 @@
 """The loan aggregate: identity, borrower, schedule and the delinquency derived from it.
 
 Derived figures (outstanding, overdue, dpd, bucket, classification) are stored with the loan so that
-lists and indexes can filter on them, but they are only ever produced by :func:`reassess` from the
-schedule and the pure delinquency rules — never taken from a client.
+lists and indexes can filter on them, but they are only ever produced from the schedule by the pure
+delinquency rules (``delinquency.assess_after``: :func:`reassess`, :func:`initial_delinquency`, and
+the ledger's replay after a payment or reversal) — never taken from a client.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import re
 from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 
-from chalicelib.domain.delinquency import Delinquency, assess, oldest_unpaid_due_date
+from chalicelib.domain.delinquency import (
+    BAND_STARTS,
+    Delinquency,
+    assess_after,
+    date_dpd_reaches,
+    dpd_from,
+    oldest_unpaid_due_date,
+)
 from chalicelib.domain.ledger import LedgerEntry
 from chalicelib.domain.schedule import Instalment
 
@@ -69,15 +77,9 @@ class Loan:
 
 
 def reassess(loan: Loan, business_date: dt.date) -> Loan:
-    """Recompute delinquency for ``business_date`` with NPA stickiness carried from the loan's past."""
-    previous = loan.delinquency
-    delinquency = assess(
-        loan.schedule,
-        business_date,
-        previous_classification=previous.classification,
-        previous_npa_since=previous.npa_since,
-    )
-    return replace(loan, delinquency=delinquency)
+    """Recompute delinquency for ``business_date`` with NPA stickiness carried from the loan's past
+    (``delinquency.assess_after``, the step a payment's replay also takes)."""
+    return replace(loan, delinquency=assess_after(loan.delinquency, loan.schedule, business_date))
 
 
 def delinquency_snapshot(loan: Loan) -> dict[str, str | int | None]:
@@ -106,12 +108,17 @@ def delinquency_changed(before: Loan, after: Loan) -> bool:
 
 def initial_delinquency(schedule: tuple[Instalment, ...], business_date: dt.date) -> Delinquency:
     """Delinquency of a loan that has no history yet (an imported loan may be overdue from day one)."""
-    return assess(schedule, business_date, previous_classification=None, previous_npa_since=None)
+    return assess_after(None, schedule, business_date)
 
 
 ESCALATION_DPD = 90
-"""Legal escalation once dpd reaches 90, one day before the loan turns NPA (docs/day-end.md)."""
-_BOUNDARY_DPDS = (31, 61, ESCALATION_DPD, 91)
+"""Legal escalation once dpd reaches 90, one day before the loan turns NPA. A product rule, not one of
+RBI's thresholds (those are ``delinquency.BANDS``); its timing is in docs/day-end.md."""
+
+WATCH_DPDS = tuple(sorted({*BAND_STARTS, ESCALATION_DPD}))
+"""The dpd at which a loan's state can change while nothing is paid: each band start of
+``delinquency.BANDS`` (bucket and classification) and ``ESCALATION_DPD``. An escalated loan watches
+the band starts only (escalation is once and for good)."""
 
 
 class PendingEscalation(Enum):
@@ -134,8 +141,9 @@ def watch_date(loan: Loan) -> dt.date | PendingEscalation | None:
       an import evaluates it for the last completed business date, whose run may still be to come)
       escalates it, and a loan the run may not escalate (the switch is off) waits there unwritten;
     - nothing overdue: the next unpaid instalment's due date (unpaid at that day's end = dpd 1);
-    - overdue: the day its dpd reaches the next boundary still ahead (31, 61, 90 for escalation, 91 for
-      NPA). Those are always after the evaluated date, so a run still to come for that date loses nothing.
+    - overdue: the day its dpd reaches the next of :data:`WATCH_DPDS` still ahead (31, 61, 90 for
+      escalation unless escalated, 91 for NPA). Those are always after the evaluated date, so a run
+      still to come for that date loses nothing.
     """
     if loan.status is not LoanStatus.ACTIVE:
         return None
@@ -144,10 +152,9 @@ def watch_date(loan: Loan) -> dt.date | PendingEscalation | None:
     if oldest is None:
         upcoming = [i.due_date for i in loan.schedule if i.unpaid_paise > 0 and i.due_date > as_of]
         return min(upcoming) if upcoming else None
-    dpd = (as_of - oldest).days + 1
+    dpd = dpd_from(oldest, as_of)
     if dpd >= ESCALATION_DPD and not loan.legal_escalated:
         return PENDING_ESCALATION
-    for boundary in _BOUNDARY_DPDS:
-        if boundary > dpd and not (boundary == ESCALATION_DPD and loan.legal_escalated):
-            return oldest + dt.timedelta(days=boundary - 1)
-    return None
+    watched = BAND_STARTS if loan.legal_escalated else WATCH_DPDS
+    ahead = [boundary for boundary in watched if boundary > dpd]
+    return date_dpd_reaches(oldest, ahead[0]) if ahead else None

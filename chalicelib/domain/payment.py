@@ -138,6 +138,12 @@ def _replayed(loan: Loan, payments: tuple[LedgerEntry, ...], business_date: dt.d
     return updated, result
 
 
+def payable_paise(loan: Loan) -> int | None:
+    """The most one payment may be on this loan: everything it still owes, due or not, when it is
+    ACTIVE; None when it takes no payments at all (closed or written off)."""
+    return total_unpaid_paise(loan.schedule) if loan.status is LoanStatus.ACTIVE else None
+
+
 def post_to_loan(
     loan: Loan,
     amount_paise: int,
@@ -148,9 +154,9 @@ def post_to_loan(
     """Add a payment to an ACTIVE loan and replay it for ``business_date`` (the last completed
     business date, where the payment lands); a payment that clears everything closes the loan.
     Returns the loan and where this payment's money went."""
-    if loan.status is not LoanStatus.ACTIVE:
+    owed = payable_paise(loan)
+    if owed is None:
         raise LoanNotPayable(f"loan {loan.loan_id} is {loan.status.value}, not ACTIVE")
-    owed = total_unpaid_paise(loan.schedule)
     if amount_paise > owed:
         raise Overpayment(
             f"amount {format_inr(amount_paise)} is more than everything still owed ({format_inr(owed)})",
