@@ -19,7 +19,7 @@ from chalicelib.adapters.dynamodb.mapping import (
     watch_key_for,
 )
 from chalicelib.adapters.dynamodb.models import LegalCaseModel, LoanModel
-from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.legal import LegalCase
@@ -109,12 +109,12 @@ class DynamoDelinquencyStore:
         """Write the re-evaluated loan, its audit entries and a legal case in one transaction, only if
         the loan is still the version that was read and has not been evaluated for a later date (a run
         never moves ``dpd_as_of`` backwards). Conflict otherwise: re-read and decide again."""
-        entries: list[tuple[Any, Any]] = [
-            (loan_to_item(loan), LoanModel.dpd_as_of <= business_date),
+        entries = [
+            Entry("loan", loan_to_item(loan), LoanModel.dpd_as_of <= business_date),
+            *audit_entries([audit_to_item(a) for a in audits]),
         ]
-        entries += [(audit_to_item(a), None) for a in audits]
         if case is not None:
-            entries.append((_case_to_item(case), LegalCaseModel.loan_id.does_not_exist()))
+            entries.append(Entry("legal_case", _case_to_item(case), LegalCaseModel.loan_id.does_not_exist()))
         try:
             save_all(entries)
         except TransactionRefused:

@@ -11,7 +11,7 @@ from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
-from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists
 from chalicelib.domain.loan import Loan
@@ -37,9 +37,11 @@ class DynamoLoanRepository:
 
         def attempt() -> Loan:
             try:
-                save_all([(item, LoanModel.loan_id.does_not_exist()), (audit_to_item(audit), None)])
+                save_all(
+                    [Entry("loan", item, LoanModel.loan_id.does_not_exist()), *audit_entries([audit_to_item(audit)])]
+                )
             except TransactionRefused as exc:
-                if 0 in exc.failed:
+                if "loan" in exc.failed:
                     raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}) from None
                 raise  # contended with another writer of the same id: once it settles, the condition decides
             return item_to_loan(item)
@@ -56,7 +58,7 @@ class DynamoLoanRepository:
         item = loan_to_item(loan)
         try:
             # The version condition is added by PynamoDB's VersionAttribute.
-            save_all([(item, LoanModel.loan_id.exists()), (audit_to_item(audit), None)])
+            save_all([Entry("loan", item, LoanModel.loan_id.exists()), *audit_entries([audit_to_item(audit)])])
         except TransactionRefused:
             raise Conflict(
                 f"loan {loan.loan_id} was changed by someone else; read it again and retry",

@@ -2,8 +2,8 @@
 
 Posting is one transaction of puts: the payment, the UTR claim (``attribute_not_exists``), the loan
 (version unchanged and still ACTIVE) and its audit entries (the posting, and the delinquency change
-when there is one). Either all four exist or none, and UTR
-uniqueness is decided by DynamoDB's condition, never by a read followed by a write.
+when there is one). Either all of them exist or none, and UTR uniqueness is decided by DynamoDB's
+condition on the ``utr_claim`` entry, never by a read followed by a write.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from chalicelib.adapters.dynamodb.mapping import (
     payment_to_item,
 )
 from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, UtrClaimModel
-from chalicelib.adapters.dynamodb.transact import TransactionRefused, save_all
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
@@ -57,14 +57,14 @@ class DynamoPaymentRepository:
         try:
             save_all(
                 [
-                    (payment_to_item(payment), PaymentModel.payment_id.does_not_exist()),
-                    (claim, UtrClaimModel.utr.does_not_exist()),
-                    (loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
-                    *((audit_to_item(audit), None) for audit in audits),
+                    Entry("payment", payment_to_item(payment), PaymentModel.payment_id.does_not_exist()),
+                    Entry("utr_claim", claim, UtrClaimModel.utr.does_not_exist()),
+                    Entry("loan", loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
+                    *audit_entries([audit_to_item(audit) for audit in audits]),
                 ]
             )
         except TransactionRefused as exc:
-            if 1 in exc.failed:
+            if "utr_claim" in exc.failed:
                 raise UtrTaken(payment.utr) from None
             raise Conflict(f"loan {loan.loan_id} changed while the payment was being posted") from None
         return item_to_loan(loan_item)
@@ -75,13 +75,13 @@ class DynamoPaymentRepository:
         try:
             save_all(
                 [
-                    (payment_to_item(payment), PaymentModel.status == PaymentStatus.POSTED.value),
-                    (loan_item, LoanModel.loan_id.exists()),
-                    *((audit_to_item(audit), None) for audit in audits),
+                    Entry("payment", payment_to_item(payment), PaymentModel.status == PaymentStatus.POSTED.value),
+                    Entry("loan", loan_item, LoanModel.loan_id.exists()),
+                    *audit_entries([audit_to_item(audit) for audit in audits]),
                 ]
             )
         except TransactionRefused as exc:
-            if 0 in exc.failed:
+            if "payment" in exc.failed:
                 raise AlreadyReversed(f"payment {payment.payment_id} is already reversed") from None
             raise Conflict(f"loan {loan.loan_id} changed while the payment was being reversed") from None
         return item_to_loan(loan_item)

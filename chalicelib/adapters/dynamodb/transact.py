@@ -1,12 +1,17 @@
-"""One DynamoDB transaction of conditional puts, with cancellation reasons turned into facts.
+"""One DynamoDB transaction of conditional puts, each under a name, with cancellation reasons turned
+into the names of the entries whose condition failed.
 
-PynamoDB reports cancellation reasons in its own order (condition checks, deletes, puts, updates);
-everything here is a put, so the reasons line up with the order the items were given in.
+Ordering caveat: DynamoDB returns one cancellation reason per operation, in the order the operations
+were sent, and PynamoDB sends them grouped by kind (condition checks, then deletes, then puts, then
+updates), not in the order they were added. Everything here is a put, so the reasons come back in the
+order the entries were given, and :func:`save_all` pairs each reason with its entry's name on that
+basis. Adding another kind of operation would break the pairing; it would have to be done here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
@@ -18,30 +23,58 @@ from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.domain.errors import Unavailable
 
 
-class TransactionRefused(Exception):
-    """Nothing was written. ``failed`` holds the positions whose condition failed; ``contended`` is
-    true when DynamoDB saw a concurrent transaction on one of the items (worth retrying)."""
+@dataclass(frozen=True)
+class Entry:
+    """One put of a transaction: ``name`` says which part of the write it is (``"utr_claim"``,
+    ``"loan"``) so a refusal can say which condition failed."""
 
-    def __init__(self, failed: frozenset[int], contended: bool) -> None:
+    name: str
+    item: Model
+    condition: Condition | None = None
+
+
+def audit_entries(items: Sequence[Model]) -> list[Entry]:
+    """Audit entries ride along unconditionally, named ``audit:0``, ``audit:1``, ..."""
+    return [Entry(f"audit:{n}", item) for n, item in enumerate(items)]
+
+
+class TransactionRefused(Exception):
+    """Nothing was written. ``failed`` holds the names of the entries whose condition failed;
+    ``contended`` is true when DynamoDB saw a concurrent transaction on one of the items (worth
+    retrying)."""
+
+    def __init__(self, failed: frozenset[str], contended: bool) -> None:
         super().__init__(f"transaction refused: conditions failed at {sorted(failed)}, contended={contended}")
         self.failed = failed
         self.contended = contended
 
 
-def save_all(entries: Sequence[tuple[Model, Condition | None]]) -> None:
+def save_all(entries: Sequence[Entry]) -> None:
     """Put every item or none. Version attributes add their own conditions (and are bumped locally
-    only after the commit)."""
+    only after the commit). Entry names must be distinct."""
+    names = [entry.name for entry in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"transaction entry names repeat: {names}")
     connection = LoanModel._get_connection().connection
     try:
         with TransactWrite(connection=connection) as tx:
-            for item, condition in entries:
-                tx.save(item, condition=condition)
+            for entry in entries:
+                tx.save(entry.item, condition=entry.condition)
     except TransactWriteError as exc:
         if is_unavailable(exc):
             raise Unavailable("the database is not answering; nothing was changed, try again") from exc
-        codes = [r.code if r is not None else None for r in (exc.cancellation_reasons or [])]
-        failed = frozenset(i for i, code in enumerate(codes) if code == "ConditionalCheckFailed")
-        contended = "TransactionConflict" in codes
-        if failed or contended:
-            raise TransactionRefused(failed, contended) from exc
-        raise
+        refused = _refusal(names, exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+def _refusal(names: Sequence[str], exc: TransactWriteError) -> TransactionRefused | None:
+    """The refusal the cancellation reasons describe (see the ordering caveat above), or None when
+    they name neither a failed condition nor a concurrent transaction."""
+    codes = [r.code if r is not None else None for r in (exc.cancellation_reasons or [])]
+    failed = frozenset(name for name, code in zip(names, codes, strict=False) if code == "ConditionalCheckFailed")
+    contended = "TransactionConflict" in codes
+    if failed or contended:
+        return TransactionRefused(failed, contended)
+    return None

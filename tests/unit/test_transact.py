@@ -1,0 +1,83 @@
+"""A refused DynamoDB transaction names the entries whose condition failed
+(``adapters.dynamodb.transact``), on moto and on DynamoDB Local; nothing of it is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib.adapters.dynamodb.models import UtrClaimModel, bind
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
+from chalicelib.config import settings
+
+
+@pytest.fixture(params=["moto", pytest.param("dynamodb_local", marks=pytest.mark.dynamodb_local)])
+def tables(request: pytest.FixtureRequest) -> Iterator[None]:
+    request.getfixturevalue("moto_stack" if request.param == "moto" else "local_stack")
+    bind(settings())
+    yield
+
+
+def claim(utr: str) -> UtrClaimModel:
+    return UtrClaimModel(utr, payment_id=f"P-{utr}", loan_id="L1", claimed_at="2025-06-15T11:30:00+05:30")
+
+
+def claim_entry(name: str, utr: str) -> Entry:
+    return Entry(name, claim(utr), UtrClaimModel.utr.does_not_exist())
+
+
+def stored(utr: str) -> bool:
+    try:
+        UtrClaimModel.get(utr, consistent_read=True)
+    except DoesNotExist:
+        return False
+    return True
+
+
+def test_a_failed_condition_is_reported_by_the_entry_name(tables: None) -> None:
+    claim("UTRTAKEN1").save()
+    entries = [
+        claim_entry("first_claim", "UTRFREE01"),
+        claim_entry("utr_claim", "UTRTAKEN1"),
+        Entry("free", claim("UTRFREE02")),
+    ]
+
+    with pytest.raises(TransactionRefused) as refused:
+        save_all(entries)
+
+    assert refused.value.failed == frozenset({"utr_claim"})
+    assert not refused.value.contended
+    assert "utr_claim" in str(refused.value)
+    assert not stored("UTRFREE01") and not stored("UTRFREE02"), "nothing of a refused transaction is written"
+
+
+def test_every_entry_whose_condition_failed_is_named(tables: None) -> None:
+    claim("UTRTAKEN1").save()
+    claim("UTRTAKEN2").save()
+    entries = [claim_entry("a", "UTRTAKEN1"), claim_entry("b", "UTRFREE01"), claim_entry("c", "UTRTAKEN2")]
+
+    with pytest.raises(TransactionRefused) as refused:
+        save_all(entries)
+
+    # DynamoDB reports every item's reason; a backend that stops at the first failure still names one.
+    print("FAILED", sorted(refused.value.failed))
+    assert refused.value.failed in (frozenset({"a", "c"}), frozenset({"a"}))
+    assert not stored("UTRFREE01")
+
+
+def test_a_transaction_whose_conditions_hold_writes_every_entry(tables: None) -> None:
+    save_all([claim_entry("utr_claim", "UTRFREE01"), *audit_entries([claim("UTRFREE02")])])
+    assert stored("UTRFREE01") and stored("UTRFREE02")
+
+
+def test_entry_names_must_be_distinct(tables: None) -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        save_all([claim_entry("loan", "UTRFREE01"), claim_entry("loan", "UTRFREE02")])
+    assert not stored("UTRFREE01")
+
+
+def test_audit_entries_are_named_by_their_place() -> None:
+    entries = audit_entries([claim("UTRA00001"), claim("UTRA00002")])
+    assert [(e.name, e.condition) for e in entries] == [("audit:0", None), ("audit:1", None)]
