@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action
@@ -19,15 +19,14 @@ from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
+from chalicelib.retry import LOAN_WRITE, retry
 from chalicelib.services.context import RequestContext
 from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.ids import new_loan_id
 from chalicelib.services.ports import AuditLog, LoanFilter, LoanRepository, Metrics, Page, UserStore
 from chalicelib.services.views import borrower_dict, loan_dict
 
-UPDATE_ATTEMPTS = 3
-"""Contact updates are merges, so re-applying one to a freshly read loan after a version conflict is
-safe; after this many conflicts the client gets 409 CONFLICT."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,9 @@ class LoanService:
         """Create a loan with a generated or imported schedule, showing its delinquency as of the last
         completed business date (an imported loan can be overdue from the start)."""
         ctx.require(MANAGE_LOANS)
-        schedule: list[Instalment]
-        if cmd.terms is not None:
-            schedule = generate_schedule(
-                cmd.principal_paise,
-                cmd.terms.annual_rate_bps,
-                cmd.terms.tenure_months,
-                cmd.disbursement_date,
-                cmd.terms.first_due_date,
-            )
-        else:
-            schedule = import_schedule(cmd.principal_paise, cmd.disbursement_date, cmd.imported_schedule or ())
+        frozen_schedule = _schedule_for(cmd)
         self._require_collector(cmd.collector_id)
         now = clock.now_iso()
-        frozen_schedule = tuple(schedule)
         loan = Loan(
             loan_id=cmd.loan_id or self.new_loan_id(),
             borrower=cmd.borrower,
@@ -160,35 +148,27 @@ class LoanService:
         )
 
     def update_contact(self, ctx: RequestContext, loan_id: str, changes: ContactChanges) -> Loan:
-        """Merge borrower contact data and notes; nothing else on a loan is writable here."""
+        """Merge borrower contact data and notes; nothing else on a loan is writable here. A merge
+        re-applied to a freshly read loan is still the same change, so a lost race is simply retried."""
         ctx.require(MANAGE_LOANS)
-        for _ in range(UPDATE_ATTEMPTS):
+
+        def attempt() -> Loan:
             loan = self.stored(ctx, loan_id)
-            merged = {**borrower_dict(loan), **changes.borrower}
-            if not merged.get("name") or not merged.get("phone"):
-                raise ValidationFailed("borrower name and phone cannot be removed")
-            updated = dataclasses.replace(
-                loan,
-                borrower=Borrower(**merged),
-                notes=changes.notes if changes.notes_given else loan.notes,
-            )
+            updated = _with_contact(loan, changes)
             if updated == loan:
                 return self.present(loan)
             updated = dataclasses.replace(updated, updated_at=clock.now_iso())
             before = {"borrower": borrower_dict(loan), "notes": loan.notes}
             after = {"borrower": borrower_dict(updated), "notes": updated.notes}
-            try:
-                return self.present(
-                    self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after))
-                )
-            except Conflict:
-                continue
-        raise Conflict(f"loan {loan_id} is being changed by others; try again")
+            return self.present(self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after)))
+
+        return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
     def assign(self, ctx: RequestContext, loan_id: str, collector_id: str) -> Loan:
         ctx.require(MANAGE_LOANS)
         self._require_collector(collector_id)
-        for _ in range(UPDATE_ATTEMPTS):
+
+        def attempt() -> Loan:
             loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
                 return self.present(loan)
@@ -199,8 +179,42 @@ class LoanService:
                 {"collector_id": loan.collector_id},
                 {"collector_id": collector_id},
             )
-            try:
-                return self.present(self.loans.update(updated, entry))
-            except Conflict:
-                continue
-        raise Conflict(f"loan {loan_id} is being changed by others; try again")
+            return self.present(self.loans.update(updated, entry))
+
+        return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
+
+
+def _schedule_for(cmd: NewLoan) -> tuple[Instalment, ...]:
+    """The loan's schedule, generated from its terms or imported as given; ``InvalidSchedule`` if unacceptable."""
+    if cmd.terms is not None:
+        schedule = generate_schedule(
+            cmd.principal_paise,
+            cmd.terms.annual_rate_bps,
+            cmd.terms.tenure_months,
+            cmd.disbursement_date,
+            cmd.terms.first_due_date,
+        )
+    else:
+        schedule = import_schedule(cmd.principal_paise, cmd.disbursement_date, cmd.imported_schedule or ())
+    return tuple(schedule)
+
+
+def _with_contact(loan: Loan, changes: ContactChanges) -> Loan:
+    """The loan with ``changes`` merged in; a borrower must keep a name and a phone (400 otherwise)."""
+    merged = {**borrower_dict(loan), **changes.borrower}
+    if not merged.get("name") or not merged.get("phone"):
+        raise ValidationFailed("borrower name and phone cannot be removed")
+    return dataclasses.replace(
+        loan,
+        borrower=Borrower(**merged),
+        notes=changes.notes if changes.notes_given else loan.notes,
+    )
+
+
+def retry_loan_write(attempt: Callable[[], T], busy: str) -> T:
+    """Run one optimistic attempt (read the loan, decide, write if unchanged) under the ``LOAN_WRITE``
+    policy of ``chalicelib.retry`` until no concurrent write to the same loan gets in between: a
+    version conflict means another write won, so the attempt reads the loan again and decides again.
+    When the policy's attempts are spent the client gets 409 CONFLICT saying ``busy``; nothing was
+    written. Every loan write of the services goes through here (contact, assignment, payments)."""
+    return retry(LOAN_WRITE, attempt, retry_on=Conflict, exhausted=lambda: Conflict(busy))

@@ -24,6 +24,7 @@ from chalicelib.domain.errors import (
     ValidationFailed,
 )
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
+from chalicelib.retry import LOAN_WRITE, RetryPolicy
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import ContactChanges, GeneratedTerms, LoanService, NewLoan
 from chalicelib.services.ports import AuditFilter, LoanFilter, User
@@ -407,7 +408,17 @@ def concurrent_write(world: World, loan_id: str, **changes: Any) -> None:
     world.repo.loans[loan_id] = dataclasses.replace(current, version=current.version + 1, **changes)
 
 
-def test_update_contact_retries_after_a_conflict_and_keeps_the_other_change(world: World, loan: Loan) -> None:
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pauses the retry would take, recorded instead of slept."""
+    pauses: list[int] = []
+    monkeypatch.setattr(RetryPolicy, "pause", lambda _policy, attempt: pauses.append(attempt))
+    return pauses
+
+
+def test_update_contact_retries_after_a_conflict_and_keeps_the_other_change(
+    world: World, loan: Loan, no_backoff: list[int]
+) -> None:
     world.repo.on_next_update(lambda _: concurrent_write(world, "L1", notes="written by someone else"))
 
     updated = world.service.update_contact(MANAGER, "L1", contact(email="new@example.com"))
@@ -424,21 +435,24 @@ def test_update_contact_retries_after_a_conflict_and_keeps_the_other_change(worl
     assert [e.action for e in world.entries("L1")] == [Action.LOAN_UPDATED, Action.LOAN_CREATED]
 
 
-def test_update_contact_gives_up_with_conflict_after_three_attempts(world: World, loan: Loan) -> None:
+def test_update_contact_gives_up_with_conflict_after_the_loan_write_attempts(
+    world: World, loan: Loan, no_backoff: list[int]
+) -> None:
     def other_writer(n: int) -> BeforeUpdate:
         return lambda _: concurrent_write(world, "L1", notes=f"other {n}")
 
-    for n in range(4):
+    for n in range(LOAN_WRITE.attempts + 1):
         world.repo.on_next_update(other_writer(n))
 
     with pytest.raises(Conflict):
         world.service.update_contact(MANAGER, "L1", contact(email="new@example.com"))
 
-    assert world.repo.update_calls == 3
+    assert world.repo.update_calls == LOAN_WRITE.attempts
+    assert no_backoff == list(range(LOAN_WRITE.attempts - 1)), "a pause between attempts, none after the last"
     stored = world.repo.get("L1")
     assert stored is not None
     assert stored.borrower.email == ASHA.email
-    assert stored.notes == "other 2"
+    assert stored.notes == f"other {LOAN_WRITE.attempts - 1}"
     assert [e.action for e in world.entries("L1")] == [Action.LOAN_CREATED]
 
 
@@ -553,16 +567,17 @@ def test_assign_needs_an_active_collector(world: World, loan: Loan, collector_id
     assert world.repo.get("L1") == loan
 
 
-def test_assign_retries_after_a_conflict(world: World, loan: Loan) -> None:
+def test_assign_retries_after_a_conflict(world: World, loan: Loan, no_backoff: list[int]) -> None:
     world.repo.on_next_update(lambda _: concurrent_write(world, "L1", notes="other"))
     assigned = world.service.assign(MANAGER, "L1", "col2")
     assert (assigned.collector_id, assigned.notes, world.repo.update_calls) == ("col2", "other", 2)
 
 
-def test_assign_gives_up_after_three_conflicts(world: World, loan: Loan) -> None:
-    for _ in range(3):
+def test_assign_gives_up_after_the_loan_write_attempts(world: World, loan: Loan, no_backoff: list[int]) -> None:
+    for _ in range(LOAN_WRITE.attempts):
         world.repo.on_next_update(lambda _: concurrent_write(world, "L1"))
     with pytest.raises(Conflict):
         world.service.assign(MANAGER, "L1", "col2")
+    assert world.repo.update_calls == LOAN_WRITE.attempts
     stored = world.repo.get("L1")
     assert stored is not None and stored.collector_id == "col1"

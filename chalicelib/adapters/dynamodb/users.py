@@ -9,6 +9,7 @@ from pynamodb.expressions.update import Action
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
 from chalicelib.domain.errors import Unavailable
+from chalicelib.retry import LOAN_WRITE, retry
 from chalicelib.services.ports import LoginWindow, ThrottleKey, User
 
 
@@ -39,7 +40,8 @@ class DynamoLoginThrottle:
     def count_attempt(self, key: ThrottleKey, now: int, window_seconds: int) -> LoginWindow:
         item = LoginAttemptModel(_storage_key(key))
         window_start = now - window_seconds
-        for _ in range(_ROUNDS):
+
+        def attempt() -> LoginWindow:
             counted = _update_if(
                 item,
                 [LoginAttemptModel.attempts.add(1)],
@@ -59,17 +61,24 @@ class DynamoLoginThrottle:
             )
             if opened:
                 return LoginWindow(attempts=1, started_at=now)
-            # Another attempt opened a new window between our two writes: count into it.
-        raise Unavailable("login attempts could not be counted; try again")
+            raise _LostRound  # another attempt opened a new window between our two writes: count into it
+
+        return retry(
+            LOAN_WRITE,
+            attempt,
+            retry_on=_LostRound,
+            exhausted=lambda: Unavailable("login attempts could not be counted; try again"),
+        )
 
     @storage_call
     def clear(self, key: ThrottleKey) -> None:
         LoginAttemptModel(_storage_key(key)).delete()
 
 
-_ROUNDS = 4
-"""Each lost round means another writer changed the row in between; more than a few in a row does
-not happen short of a storm of successful logins for the same key."""
+class _LostRound(Exception):
+    """Both conditional writes lost to other writers of the same row: decide again on a fresh try.
+    More than a few in a row does not happen short of a storm of logins for the same key; the rounds
+    run under ``LOAN_WRITE`` (``chalicelib.retry``), the policy of every read-decide-write race."""
 
 
 def _storage_key(key: ThrottleKey) -> str:
