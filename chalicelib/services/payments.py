@@ -2,8 +2,9 @@
 
 Checks run in the documented order — UTR format and JSON types (the request schema), amount range, IST
 date window, loan visibility/status/overpayment, UTR uniqueness — each with its own code. The write is
-one transaction; a concurrent change to the same loan (another payment) is retried here under the
-``LOAN_WRITE`` policy of ``chalicelib.retry``, so distinct payments arriving together all land.
+one transaction; a concurrent change to the same loan (another payment) is retried under the
+``LOAN_WRITE`` policy of ``chalicelib.retry`` (``services.loans.retry_loan_write``, as every loan write),
+so distinct payments arriving together all land.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from chalicelib import clock
-from chalicelib.domain.allocation import Allocation, total_unpaid_paise
+from chalicelib.domain.allocation import Allocation
 from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
-from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound, Unavailable
-from chalicelib.domain.loan import Loan, LoanStatus, delinquency_changed, delinquency_snapshot
+from chalicelib.domain.errors import AlreadyReversed, DomainError, DuplicateUtr, NotFound, Unavailable
+from chalicelib.domain.loan import Loan, delinquency_changed, delinquency_snapshot
 from chalicelib.domain.payment import (
     MIN_PAYMENT_PAISE,
     Payment,
@@ -27,14 +28,14 @@ from chalicelib.domain.payment import (
     allocations_now,
     check_amount,
     check_payment_date,
+    payable_paise,
     post_to_loan,
     reverse_on_loan,
 )
 from chalicelib.domain.roles import MANAGE_LOANS, PAY_LOANS
-from chalicelib.retry import LOAN_WRITE, retry
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
-from chalicelib.services.loans import LoanService
+from chalicelib.services.loans import LoanService, retry_loan_write
 from chalicelib.services.ports import Metrics, Page, PaymentRepository, UtrTaken
 from chalicelib.services.views import loan_balance_dict
 
@@ -103,7 +104,7 @@ class PaymentService:
             loan = self.loans.stored(ctx, loan_id)
         except NotFound:
             return None
-        return total_unpaid_paise(loan.schedule) if loan.status is LoanStatus.ACTIVE else None
+        return payable_paise(loan)
 
     def post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None = None) -> PostedPayment:
         """Record one payment exactly once and apply it to its loan."""
@@ -111,46 +112,35 @@ class PaymentService:
         return self._failure_metrics(lambda: self._post(ctx, cmd, fingerprint))
 
     def _post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
-        # Checks in the documented order (docs/rules.md, "Payments"): amount, date, loan, UTR.
-        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
-        check_amount(cmd.amount_paise, self._remaining(ctx, cmd.loan_id) if below_minimum else None)
+        """The checks in the documented order (docs/rules.md, "Payments"): amount and date here, the
+        loan (:func:`post_to_loan`) and the UTR (the write's claim) in each attempt of the write."""
+        self._check_amount(ctx, cmd)
         check_payment_date(cmd.payment_date, clock.today_ist())
         replay = self._replay_of(cmd.utr, fingerprint, ctx)
         if replay is not None:
             return replay
-
-        def attempt() -> PostedPayment:
-            loan = self.loans.stored(ctx, cmd.loan_id)
-            business_date = clock.last_completed_business_date()
-            payment_id = new_id()
-            updated, allocation = post_to_loan(loan, cmd.amount_paise, business_date, payment_id, cmd.payment_date)
-            now = clock.now_iso()
-            updated = dataclasses.replace(updated, updated_at=now)
-            payment = Payment(
-                payment_id=payment_id,
-                utr=cmd.utr,
-                loan_id=cmd.loan_id,
-                amount_paise=cmd.amount_paise,
-                payment_date=cmd.payment_date,
-                mode=cmd.mode,
-                status=PaymentStatus.POSTED,
-                allocation=allocation,
-                posted_at=now,
-                posted_by=ctx.actor,
-                landed_on=business_date,
-                request_fingerprint=fingerprint,
-            )
-            audits = _change_audits(ctx, Action.PAYMENT_POSTED, loan, updated, payment)
-            try:
-                stored = self.payments.post(payment, updated, audits)
-            except UtrTaken:
-                raise self._duplicate_utr(ctx, cmd) from None
-            self.metrics.count("PaymentPosted")
-            return PostedPayment(payment, stored)
-
-        return _retry_on_conflict(
-            attempt, f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again"
+        return retry_loan_write(
+            lambda: self._post_once(ctx, cmd, fingerprint),
+            f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again",
         )
+
+    def _check_amount(self, ctx: RequestContext, cmd: NewPayment) -> None:
+        """₹1 to ₹1 crore, or below ₹1 exactly what the loan still owes; the loan is read only for that."""
+        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
+        check_amount(cmd.amount_paise, self._remaining(ctx, cmd.loan_id) if below_minimum else None)
+
+    def _post_once(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
+        """One optimistic attempt: read the loan as stored, post the payment to it, write the payment,
+        its UTR claim, the loan and the audit entries in one transaction."""
+        loan = self.loans.stored(ctx, cmd.loan_id)
+        payment, updated = _posting(ctx, cmd, loan, fingerprint)
+        audits = _change_audits(ctx, Action.PAYMENT_POSTED, loan, updated, payment)
+        try:
+            stored = self.payments.post(payment, updated, audits)
+        except UtrTaken:
+            raise self._duplicate_utr(ctx, cmd) from None
+        self.metrics.count("PaymentPosted")
+        return PostedPayment(payment, stored)
 
     def _duplicate_utr(self, ctx: RequestContext, cmd: NewPayment) -> DuplicateUtr:
         """The refusal of a UTR used before, audited as a denied posting. The original payment's id is
@@ -186,27 +176,22 @@ class PaymentService:
         return self._failure_metrics(lambda: self._reverse(ctx, payment_id, reason))
 
     def _reverse(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
-        def attempt() -> PostedPayment:
-            payment, loan = self._payment_and_loan(ctx, payment_id)
-            if payment.status is PaymentStatus.REVERSED:
-                raise AlreadyReversed(f"payment {payment_id} is already reversed", {"payment_id": payment_id})
-            now = clock.now_iso()
-            updated, taken_off = reverse_on_loan(loan, payment_id, clock.last_completed_business_date())
-            updated = dataclasses.replace(updated, updated_at=now)
-            reversed_payment = dataclasses.replace(
-                payment,
-                status=PaymentStatus.REVERSED,
-                allocation=taken_off,
-                reversed_at=now,
-                reversed_by=ctx.actor,
-                reversal_reason=reason,
-            )
-            audits = _change_audits(ctx, Action.PAYMENT_REVERSED, loan, updated, reversed_payment, reason)
-            stored = self.payments.reverse(reversed_payment, updated, audits)
-            self.metrics.count("PaymentReversed")
-            return PostedPayment(reversed_payment, stored)
+        return retry_loan_write(
+            lambda: self._reverse_once(ctx, payment_id, reason),
+            f"loan of payment {payment_id} is too busy right now; try again",
+        )
 
-        return _retry_on_conflict(attempt, f"loan of payment {payment_id} is too busy right now; try again")
+    def _reverse_once(self, ctx: RequestContext, payment_id: str, reason: str) -> PostedPayment:
+        """One optimistic attempt: read the payment and its loan, replay the loan without it, write the
+        reversed payment (if still POSTED), the loan and the audit entries in one transaction."""
+        payment, loan = self._payment_and_loan(ctx, payment_id)
+        if payment.status is PaymentStatus.REVERSED:
+            raise AlreadyReversed(f"payment {payment_id} is already reversed", {"payment_id": payment_id})
+        reversed_payment, updated = _reversal(ctx, payment, loan, reason)
+        audits = _change_audits(ctx, Action.PAYMENT_REVERSED, loan, updated, reversed_payment, reason)
+        stored = self.payments.reverse(reversed_payment, updated, audits)
+        self.metrics.count("PaymentReversed")
+        return PostedPayment(reversed_payment, stored)
 
     def get(self, ctx: RequestContext, payment_id: str) -> Payment:
         """A payment on a loan the caller may see (collectors: their own loans), else 404; a standing
@@ -231,12 +216,44 @@ class PaymentService:
         return Page([with_allocation(p, loan, allocations) for p in page.items], page.next_cursor)
 
 
-def _retry_on_conflict(attempt: Callable[[], T], busy: str) -> T:
-    """Run one optimistic attempt (read the loan, decide, write in one transaction) until no concurrent
-    write to the same loan gets in between: each attempt re-reads, so distinct payments arriving
-    together all land. When the policy's attempts are spent the client gets 409 CONFLICT; nothing was
-    written."""
-    return retry(LOAN_WRITE, attempt, retry_on=Conflict, exhausted=lambda: Conflict(busy))
+def _posting(ctx: RequestContext, cmd: NewPayment, loan: Loan, fingerprint: str | None) -> tuple[Payment, Loan]:
+    """The payment and the loan it makes, landing on the last completed business date (the loan
+    checks — payable, not overpaid — are :func:`post_to_loan`'s)."""
+    business_date = clock.last_completed_business_date()
+    payment_id = new_id()
+    updated, allocation = post_to_loan(loan, cmd.amount_paise, business_date, payment_id, cmd.payment_date)
+    now = clock.now_iso()
+    payment = Payment(
+        payment_id=payment_id,
+        utr=cmd.utr,
+        loan_id=cmd.loan_id,
+        amount_paise=cmd.amount_paise,
+        payment_date=cmd.payment_date,
+        mode=cmd.mode,
+        status=PaymentStatus.POSTED,
+        allocation=allocation,
+        posted_at=now,
+        posted_by=ctx.actor,
+        landed_on=business_date,
+        request_fingerprint=fingerprint,
+    )
+    return payment, dataclasses.replace(updated, updated_at=now)
+
+
+def _reversal(ctx: RequestContext, payment: Payment, loan: Loan, reason: str) -> tuple[Payment, Loan]:
+    """The reversed payment, keeping what the reversal took off, and the loan replayed without it for
+    the last completed business date (:func:`reverse_on_loan`)."""
+    now = clock.now_iso()
+    updated, taken_off = reverse_on_loan(loan, payment.payment_id, clock.last_completed_business_date())
+    reversed_payment = dataclasses.replace(
+        payment,
+        status=PaymentStatus.REVERSED,
+        allocation=taken_off,
+        reversed_at=now,
+        reversed_by=ctx.actor,
+        reversal_reason=reason,
+    )
+    return reversed_payment, dataclasses.replace(updated, updated_at=now)
 
 
 def with_allocation(payment: Payment, loan: Loan, allocations: dict[str, Allocation] | None = None) -> Payment:
@@ -261,27 +278,35 @@ def _change_audits(
     """The entries one posting or reversal writes with it: the money movement, and, when the stored
     dpd, bucket, classification or NPA date changes, a DELINQUENCY_CHANGED entry from the stored
     state to the new one (so a loan's delinquency trail chains; docs/rules.md, "Audit")."""
-    entries = [
-        ctx.loan_audit(
-            action,
-            before.loan_id,
-            {**loan_balance_dict(before), "version": before.version},
-            {**loan_balance_dict(after), "version": before.version + 1, "payment": payment_summary(payment)},
-            reason=reason,
-        )
-    ]
+    entries = [_money_audit(ctx, action, before, after, payment, reason)]
     if delinquency_changed(before, after):
-        recompute = dataclasses.replace(ctx, actor=DELINQUENCY_ACTOR)
-        entries.append(
-            recompute.loan_audit(
-                Action.DELINQUENCY_CHANGED,
-                before.loan_id,
-                delinquency_snapshot(before),
-                delinquency_snapshot(after),
-                reason=f"recomputed after {action.value} {payment.payment_id} by {ctx.actor.sub}",
-            )
-        )
+        entries.append(_delinquency_audit(ctx, action, before, after, payment))
     return entries
+
+
+def _money_audit(
+    ctx: RequestContext, action: Action, before: Loan, after: Loan, payment: Payment, reason: str | None
+) -> AuditEntry:
+    """PAYMENT_POSTED or PAYMENT_REVERSED: the loan's balances before and after, and the payment."""
+    return ctx.loan_audit(
+        action,
+        before.loan_id,
+        {**loan_balance_dict(before), "version": before.version},
+        {**loan_balance_dict(after), "version": before.version + 1, "payment": payment_summary(payment)},
+        reason=reason,
+    )
+
+
+def _delinquency_audit(ctx: RequestContext, action: Action, before: Loan, after: Loan, payment: Payment) -> AuditEntry:
+    """DELINQUENCY_CHANGED in the system's name (the recompute is the system's), naming who caused it."""
+    recompute = dataclasses.replace(ctx, actor=DELINQUENCY_ACTOR)
+    return recompute.loan_audit(
+        Action.DELINQUENCY_CHANGED,
+        before.loan_id,
+        delinquency_snapshot(before),
+        delinquency_snapshot(after),
+        reason=f"recomputed after {action.value} {payment.payment_id} by {ctx.actor.sub}",
+    )
 
 
 def payment_summary(payment: Payment) -> dict[str, object]:
