@@ -481,84 +481,120 @@ def endpoint(
     """Register ``fn(call, **uri_params)`` as a route. ``roles`` None means any authenticated role;
     views that must act before the role check (the financial guard) check roles themselves.
     Authenticated POSTs honour ``Idempotency-Key``."""
-    idempotent = authenticated and "POST" in methods
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Response]:
-        def respond(call: Call, params: dict[str, Any]) -> Response:
-            """The view's answer, refusals included; only 5xx-worthy failures propagate."""
-            try:
-                result = fn(call, **params)
-            except DomainError as exc:
-                if status_for(exc) >= 500:
-                    raise
-                if isinstance(exc, Forbidden):
-                    _record_denial(call.ctx, call.request, path, params, exc)
-                return error_response(exc, call.request_id)
-            if isinstance(result, Response):
-                result.headers.setdefault("X-Request-Id", call.request_id)
-                return result
-            return json_response(200, result, {"X-Request-Id": call.request_id})
+        served = _Endpoint(bp, path, fn, roles, authenticated, idempotent=authenticated and "POST" in methods)
 
         @functools.wraps(fn)
         def view(**params: Any) -> Response:
-            request = bp.current_request
-            request_id = _request_id(request)
-            try:
-                if authenticated:
-                    ctx = _authenticate(request, request_id)
-                else:
-                    ctx = RequestContext(actor=ANONYMOUS, source_ip=_source_ip(request), request_id=request_id)
-                _check_path_parameters(params)
-                if roles is not None:
-                    try:
-                        ctx.require(roles)
-                    except Forbidden as exc:
-                        _record_denial(ctx, request, path, params, exc)
-                        raise
-                headers: Any = request.headers or {}
-                raw_key = headers.get(idempotency.HEADER) if idempotent else None
-                if raw_key is None:
-                    return respond(Call(request, ctx, request_id), params)
-                key = idempotency.validate_key(str(raw_key))
-                call = Call(request, ctx, request_id)
-                if call.raw_body():
-                    # A body that is not acceptable JSON is refused before the key is taken, so the
-                    # client can fix it and retry with the same key.
-                    call.document().require_clean()
-                # request.path is the route template ("/api/v1/payments/{payment_id}/reverse"); without
-                # the URI parameters one key would replay one payment's reversal for another payment.
-                resource = request.path + json.dumps(params, sort_keys=True, separators=(",", ":"))
-                call.fingerprint = idempotency.fingerprint(
-                    ctx.actor.sub, key, request.method, resource, call.raw_body()
-                )
-                response = idempotency.run_once(
-                    services().idempotency_store(),
-                    ctx.actor.sub,
-                    key,
-                    call.fingerprint,
-                    bp.lambda_context,
-                    lambda: respond(call, params),
-                )
-                response.headers["X-Request-Id"] = request_id
-                return response
-            except Unavailable as exc:
-                services().metrics.count("DependencyUnavailable")
-                logger.warning("dependency unavailable", extra={"request_id": request_id, "path": request.path})
-                return error_response(exc, request_id)
-            except DomainError as exc:
-                return error_response(exc, request_id)
-            except Exception:
-                logger.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
-                return internal_error_response(request_id)
+            return served.serve(params)
 
-        views = _path_views(bp, path)
-        for method in methods:
-            if method in views:
-                raise ValueError(f"{method} {path} is registered twice")
-            views[method] = view
+        _register(bp, path, methods, view)
         return view
 
     return decorate
+
+
+def _register(bp: Blueprint, path: str, methods: tuple[str, ...], view: Callable[..., Response]) -> None:
+    views = _path_views(bp, path)
+    for method in methods:
+        if method in views:
+            raise ValueError(f"{method} {path} is registered twice")
+        views[method] = view
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """One view and the way every request to it is served (:meth:`serve`)."""
+
+    bp: Blueprint
+    path: str
+    fn: Callable[..., Any]
+    roles: frozenset[Role] | None
+    authenticated: bool
+    idempotent: bool
+
+    def serve(self, params: dict[str, Any]) -> Response:
+        """The error boundary around one request: admission (:meth:`_admit`), then the view's answer
+        (:meth:`_answer`). Whatever is raised becomes a response in the API's error shape: a refusal
+        its own status, an unreachable dependency 503 (counted for ops), anything else a logged 500."""
+        request = self.bp.current_request
+        request_id = _request_id(request)
+        try:
+            return self._answer(self._admit(request, request_id, params), params)
+        except Unavailable as exc:
+            services().metrics.count("DependencyUnavailable")
+            logger.warning("dependency unavailable", extra={"request_id": request_id, "path": request.path})
+            return error_response(exc, request_id)
+        except DomainError as exc:
+            return error_response(exc, request_id)
+        except Exception:
+            logger.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
+            return internal_error_response(request_id)
+
+    def _admit(self, request: Request, request_id: str, params: dict[str, Any]) -> Call:
+        """Who is calling (401), whether the path's ids can exist at all (404), and whether the
+        caller's role may use the route (403, audited on write routes)."""
+        if self.authenticated:
+            ctx = _authenticate(request, request_id)
+        else:
+            ctx = RequestContext(actor=ANONYMOUS, source_ip=_source_ip(request), request_id=request_id)
+        _check_path_parameters(params)
+        if self.roles is not None:
+            try:
+                ctx.require(self.roles)
+            except Forbidden as exc:
+                _record_denial(ctx, request, self.path, params, exc)
+                raise
+        return Call(request, ctx, request_id)
+
+    def _answer(self, call: Call, params: dict[str, Any]) -> Response:
+        """The view's answer; once per key when the client sent an Idempotency-Key to a POST route."""
+        headers: Any = call.request.headers or {}
+        raw_key = headers.get(idempotency.HEADER) if self.idempotent else None
+        if raw_key is None:
+            return self._respond(call, params)
+        return self._respond_once(call, params, str(raw_key))
+
+    def _respond_once(self, call: Call, params: dict[str, Any], raw_key: str) -> Response:
+        """The answer stored under the caller's key (docs/api.md, idempotency): a repeat of the same
+        request gets the stored answer, the same key with another request a refusal."""
+        key = idempotency.validate_key(raw_key)
+        if call.raw_body():
+            # A body that is not acceptable JSON is refused before the key is taken, so the client can
+            # fix it and retry with the same key.
+            call.document().require_clean()
+        # request.path is the route template ("/api/v1/payments/{payment_id}/reverse"); without the URI
+        # parameters one key would replay one payment's reversal for another payment.
+        resource = call.request.path + json.dumps(params, sort_keys=True, separators=(",", ":"))
+        caller = call.ctx.actor.sub
+        call.fingerprint = idempotency.fingerprint(caller, key, call.request.method, resource, call.raw_body())
+        response = idempotency.run_once(
+            services().idempotency_store(),
+            caller,
+            key,
+            call.fingerprint,
+            self.bp.lambda_context,
+            lambda: self._respond(call, params),
+        )
+        response.headers["X-Request-Id"] = call.request_id
+        return response
+
+    def _respond(self, call: Call, params: dict[str, Any]) -> Response:
+        """The view's answer, refusals included (a 403 from the view is audited like the route's own);
+        only 5xx-worthy failures propagate, to :meth:`serve`."""
+        try:
+            result = self.fn(call, **params)
+        except DomainError as exc:
+            if status_for(exc) >= 500:
+                raise
+            if isinstance(exc, Forbidden):
+                _record_denial(call.ctx, call.request, self.path, params, exc)
+            return error_response(exc, call.request_id)
+        if isinstance(result, Response):
+            result.headers.setdefault("X-Request-Id", call.request_id)
+            return result
+        return json_response(200, result, {"X-Request-Id": call.request_id})
 
 
 def created(body: Any) -> Response:
