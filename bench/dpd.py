@@ -67,7 +67,7 @@ from chalicelib.domain.loan import (
     watch_date,
 )
 from chalicelib.domain.schedule import Instalment, generate_schedule
-from chalicelib.jobs.dpd import SEGMENT_WORKERS
+from chalicelib.services.day_end import SEGMENT_WORKERS
 from infra.provision import provision
 from local.dynamodb_local import jar as dynamodb_local_jar
 

@@ -21,11 +21,12 @@ from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserSt
 from chalicelib.adapters.flags import SsmFlags
 from chalicelib.adapters.health import HealthProbe
 from chalicelib.adapters.idempotency import idempotency_store
+from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher
 from chalicelib.adapters.metrics import EmfMetrics
 from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
-from chalicelib.jobs.dpd import DpdJob
 from chalicelib.services.auth import AuthService
+from chalicelib.services.day_end import DayEndService
 from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
@@ -47,7 +48,7 @@ class Services:
     flags: SsmFlags
     runs: DynamoRunStore
     delinquency: DynamoDelinquencyStore
-    dpd_job: DpdJob
+    dpd_job: DayEndService
     completed_through: CompletedThrough
     metrics: EmfMetrics
     denials: DenialRecorder
@@ -94,13 +95,14 @@ def build(config: Settings) -> Services:
         flags=flags,
         runs=runs,
         delinquency=delinquency,
-        dpd_job=DpdJob(
+        dpd_job=DayEndService(
             store=delinquency,
             runs=runs,
             flags=flags,
             metrics=metrics,
             watch_shards=WATCH_SHARDS,
             on_completed=completed_through.note,
+            dispatcher=LambdaJobDispatcher(),
         ),
         completed_through=completed_through,
         metrics=metrics,

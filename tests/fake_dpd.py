@@ -1,4 +1,4 @@
-"""In-memory ``RunStore`` and ``DelinquencyStore`` (protocols in ``chalicelib.jobs.dpd``) and a stub
+"""In-memory ``RunStore`` and ``DelinquencyStore`` (protocols in ``chalicelib.services.ports``) and a stub
 ``Flags``, for fast tests of the day-end job.
 
 They mirror the DynamoDB adapters (``chalicelib/adapters/dynamodb/runs.py`` and ``delinquency.py``):
@@ -39,7 +39,7 @@ from chalicelib.domain.errors import Conflict
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan, PendingEscalation, watch_date
-from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
 from tests.fakes import InMemoryLoanRepository
 
 
@@ -56,8 +56,8 @@ class InMemoryRunStore:
         self.records: dict[dt.date, RunRecord] = {}
         self.lock = threading.RLock()
         self.checkpoints = 0
-        self.before_checkpoint: Callable[[str], None] | None = None
-        """Called with the segment id before each checkpoint is applied (fault injection)."""
+        self.before_checkpoint: Callable[[Segment], None] | None = None
+        """Called with the segment before each checkpoint is applied (fault injection)."""
 
     def _free(self, record: RunRecord | None, now: int) -> bool:
         return (
@@ -107,7 +107,7 @@ class InMemoryRunStore:
         record = self.records.get(business_date)
         return record if record is not None and record.run_id == run_id else None
 
-    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[str, SegmentState]) -> None:
+    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[Segment, SegmentState]) -> None:
         with self.lock:
             record = self._owned(business_date, run_id)
             if record is None:
@@ -116,15 +116,15 @@ class InMemoryRunStore:
             record.segments = copy.deepcopy(segments)
 
     def checkpoint(
-        self, business_date: dt.date, run_id: str, segment_id: str, state: SegmentState, lease_until: int
+        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
     ) -> None:
         if self.before_checkpoint is not None:
-            self.before_checkpoint(segment_id)
+            self.before_checkpoint(segment)
         with self.lock:
             record = self._owned(business_date, run_id)
             if record is None or record.status is not RunStatus.RUNNING:
                 raise LostLease(business_date.isoformat())
-            record.segments[segment_id] = copy.deepcopy(state)
+            record.segments[segment] = copy.deepcopy(state)
             record.lease_until = lease_until
             self.checkpoints += 1
 

@@ -34,8 +34,97 @@ over once more fails the run instead (a clear ``last_error``): a run that needs 
 invocations get far too little time, and either needs a person rather than an endless chain."""
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """What one invocation of the day-end job is asked to do: the schedule's, ops', a manual run's, or
+    a hand-over's to its continuation."""
+
+    business_date: dt.date
+    trigger: str
+    """Who started the run; a continuation keeps it, so the history says who started the run."""
+    full_scan: bool = False
+    continuation: bool = False
+    """Started by a hand-over of the same run: counts towards ``MAX_CONTINUATIONS`` instead of starting
+    a new attempt."""
+
+    def continued(self) -> RunRequest:
+        """The request a hand-over makes: the same run carried on from its checkpoints, in its plan."""
+        return RunRequest(self.business_date, self.trigger, full_scan=False, continuation=True)
+
+
 class LostLease(Exception):
     """Another invocation owns the run now (ours let its lease lapse): stop without writing more."""
+
+
+class SegmentKind(StrEnum):
+    """Which loans a segment reads (docs/day-end.md, "Exactly once", "Plan")."""
+
+    WATCH = "w"
+    """The loans watched for one day, in one shard of the watch index."""
+    PENDING = "p"
+    """The loans pending escalation, in one shard of the watch index."""
+    SCAN = "s"
+    """One part of a parallel scan of the whole loans table."""
+
+
+@dataclass(frozen=True, order=True, repr=False)
+class Segment:
+    """One part of a run's work, checkpointed on its own so that any invocation can carry it on.
+
+    The run record stores it as text, ``w:<day>:<shard>``, ``p:<shard>`` or ``s:<index>:<total>``
+    (``str`` and :meth:`parse`): records written before this type existed must still load, so that form
+    never changes. Segments order as their stored form does."""
+
+    kind: SegmentKind
+    day: dt.date | None = None
+    """The watched day; only a ``WATCH`` segment has one."""
+    index: int = 0
+    """The watch-index shard, or the number of the scan segment."""
+    total: int = 0
+    """How many segments the scan has; only a ``SCAN`` segment has it (DynamoDB needs both)."""
+
+    def __post_init__(self) -> None:
+        if (self.kind is SegmentKind.WATCH) != (self.day is not None):
+            raise ValueError("a watch segment, and only a watch segment, names a day")
+
+    @classmethod
+    def watch(cls, day: dt.date, shard: int) -> Segment:
+        return cls(SegmentKind.WATCH, day=day, index=shard)
+
+    @classmethod
+    def pending(cls, shard: int) -> Segment:
+        return cls(SegmentKind.PENDING, index=shard)
+
+    @classmethod
+    def scan(cls, index: int, total: int) -> Segment:
+        return cls(SegmentKind.SCAN, index=index, total=total)
+
+    @classmethod
+    def parse(cls, stored: str) -> Segment:
+        kind, *parts = stored.split(":")
+        match SegmentKind(kind), parts:
+            case SegmentKind.WATCH, [day, shard]:
+                return cls.watch(dt.date.fromisoformat(day), int(shard))
+            case SegmentKind.PENDING, [shard]:
+                return cls.pending(int(shard))
+            case SegmentKind.SCAN, [index, total]:
+                return cls.scan(int(index), int(total))
+        raise ValueError(f"not a segment id: {stored!r}")
+
+    def __repr__(self) -> str:
+        return f"Segment({str(self)!r})"
+
+    def __str__(self) -> str:
+        if self.day is not None:
+            return f"{self.kind}:{self.day.isoformat()}:{self.index:02d}"
+        if self.kind is SegmentKind.PENDING:
+            return f"{self.kind}:{self.index:02d}"
+        return f"{self.kind}:{self.index:03d}:{self.total}"
+
+    @property
+    def reads_watch_index(self) -> bool:
+        """A loan the run writes may leave the watch-index partition such a segment is reading."""
+        return self.kind is not SegmentKind.SCAN
 
 
 @dataclass
@@ -62,7 +151,7 @@ class RunRecord:
     started_at: str
     finished_at: str | None = None
     mode: str | None = None
-    segments: dict[str, SegmentState] = field(default_factory=dict)
+    segments: dict[Segment, SegmentState] = field(default_factory=dict)
     errors: int = 0
     last_error: str | None = None
     """Safe to show: a domain error's code and message, or a generic text naming the run; never an

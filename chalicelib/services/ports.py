@@ -4,14 +4,17 @@ contract suite holds both to the same behaviour."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.flags import FlagName, FlagValue
+from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
+from chalicelib.domain.runs import RunOutcome, RunRecord, RunRequest, RunStatus, Segment, SegmentState
 
 T = TypeVar("T")
 
@@ -148,4 +151,89 @@ class PaymentRepository(Protocol):
 
     def list_for_loan(self, loan_id: str, limit: int, cursor: str | None) -> Page[Payment]:
         """Newest first."""
+        ...
+
+
+# --- the day-end run (docs/day-end.md) -----------------------------------------------------------------
+
+LoansPage = tuple[list[Loan], dict[str, Any] | None]
+"""One page of loans and the cursor of the next page (None after the last)."""
+
+
+class RunStore(Protocol):
+    """The run records, one per business date. Every transition is conditional, so two invocations for
+    one date never both believe they own its run (docs/day-end.md, "Exactly once")."""
+
+    def get(self, business_date: dt.date) -> RunRecord | None: ...
+
+    def acquire(
+        self,
+        business_date: dt.date,
+        run_id: str,
+        trigger: str,
+        now: int,
+        lease_seconds: int,
+        now_iso: str,
+        continuation: bool = False,
+    ) -> RunRecord | RunOutcome:
+        """Take the date's run if it is free, keeping an earlier attempt's checkpoints; otherwise the
+        reason it is not (``ALREADY_COMPLETED`` or ``IN_PROGRESS``)."""
+        ...
+
+    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[Segment, SegmentState]) -> None: ...
+
+    def checkpoint(
+        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
+    ) -> None:
+        """Store one segment's progress and renew the lease; ``LostLease`` if the run is not ours."""
+        ...
+
+    def finish(
+        self, business_date: dt.date, run_id: str, status: RunStatus, now_iso: str, error: str | None = None
+    ) -> RunRecord:
+        """``LostLease`` if another invocation took the run over meanwhile."""
+        ...
+
+    def release(self, business_date: dt.date, run_id: str) -> None:
+        """Hand the run to a continuation (counted), which may then take it at once."""
+        ...
+
+    def skip(self, business_date: dt.date, trigger: str, run_id: str, now: int, now_iso: str) -> RunOutcome: ...
+
+    def latest_completed(self, before: dt.date | None = None) -> dt.date | None: ...
+
+
+class DelinquencyStore(Protocol):
+    """The loans as the day-end run reads and writes them."""
+
+    def watched(self, day: dt.date, shard: int, cursor: dict[str, Any] | None) -> LoansPage: ...
+
+    def pending(self, shard: int, cursor: dict[str, Any] | None) -> LoansPage: ...
+
+    def scan_segment(self, segment: int, total: int, cursor: dict[str, Any] | None) -> LoansPage: ...
+
+    def get(self, loan_id: str) -> Loan | None: ...
+
+    def save_evaluation(
+        self, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
+    ) -> None:
+        """Store the loan, its audit entries and any legal case together, only if the stored loan still
+        has the version read, is not evaluated for a later date and has no legal case yet; ``Conflict``
+        otherwise, with nothing written."""
+        ...
+
+
+class JobDispatcher(Protocol):
+    """Where a day-end invocation can start another one. On AWS Lambda a run is handed to a fresh
+    invocation of the job's function; anywhere else (``chalice local``, the test client, a script) there
+    is none, and the caller does the work in its own process (docs/day-end.md, "Time budget and
+    continuation")."""
+
+    def start(self, request: RunRequest) -> bool:
+        """Start a run in the job's own function, asynchronously; False: there is none to start it in."""
+        ...
+
+    def hand_on(self, request: RunRequest) -> bool:
+        """Start the continuation of a run that stopped for time, asynchronously; False: there is no
+        function to start it in."""
         ...

@@ -28,8 +28,8 @@ from chalicelib.domain.audit import Actor
 from chalicelib.domain.delinquency import dpd_on
 from chalicelib.domain.payment import PaymentMode
 from chalicelib.domain.runs import RunOutcome, RunStatus
-from chalicelib.jobs.dpd import LEASE_SECONDS
 from chalicelib.services.context import RequestContext
+from chalicelib.services.day_end import LEASE_SECONDS
 from chalicelib.services.payments import NewPayment
 from chalicelib.wiring import services
 from tests.dynamodb_local.test_dpd_crash import (

@@ -49,9 +49,9 @@ from chalicelib.adapters.dynamodb.models import DpdRunModel, LoanModel
 from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower
-from chalicelib.domain.runs import RunOutcome, RunStatus
-from chalicelib.jobs.dpd import LEASE_SECONDS, RunResult
+from chalicelib.domain.runs import RunOutcome, RunStatus, Segment
 from chalicelib.services.context import RequestContext
+from chalicelib.services.day_end import LEASE_SECONDS, RunResult
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.wiring import services
 from infra.provision import provision
@@ -427,11 +427,11 @@ def _fail_then_rerun(bench: Bench, model: type[Model], event: str, k: int, error
         f"{label}: {failed.last_error}"
     )
 
-    fetched: list[str] = []
+    fetched: list[Segment] = []
     job = services().dpd_job
     fetch = job._fetch
 
-    def spy(segment_id: str, cursor: dict[str, Any] | None) -> Any:
+    def spy(segment_id: Segment, cursor: dict[str, Any] | None) -> Any:
         fetched.append(segment_id)
         return fetch(segment_id, cursor)
 

@@ -20,7 +20,7 @@ from chalicelib.domain.audit import Actor
 from chalicelib.domain.delinquency import bucket_for, dpd_on
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.loan import ESCALATION_DPD, Loan
-from chalicelib.domain.runs import MAX_CONTINUATIONS, RunStatus
+from chalicelib.domain.runs import MAX_CONTINUATIONS, RunStatus, Segment
 from chalicelib.jobs.lambda_handlers import dpd_job
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
@@ -414,11 +414,11 @@ def test_with_no_time_left_every_invocation_still_does_a_page_and_the_chain_comp
 ) -> None:
     seed_book(40)
     one_segment_at_a_time(monkeypatch)
-    pages: list[str] = []
+    pages: list[Segment] = []
     job = services().dpd_job
     fetch = job._fetch
 
-    def counting(segment_id: str, cursor: dict[str, Any] | None) -> Any:
+    def counting(segment_id: Segment, cursor: dict[str, Any] | None) -> Any:
         pages.append(segment_id)
         return fetch(segment_id, cursor)
 
@@ -439,13 +439,13 @@ def test_with_no_time_left_every_invocation_still_does_a_page_and_the_chain_comp
 def test_on_aws_lambda_the_continuation_is_a_new_asynchronous_invocation(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.jobs import lambda_handlers
+    from chalicelib.adapters import lambda_dispatch
 
     seed_book(40)
     one_segment_at_a_time(monkeypatch)
     invoked: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", LambdaContext.function_name)
-    monkeypatch.setattr(lambda_handlers, "_invoke_async", lambda name, payload: invoked.append((name, payload)))
+    monkeypatch.setattr(lambda_dispatch, "_invoke_async", lambda name, payload: invoked.append((name, payload)))
     first = dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext(remaining_ms=0))
     assert first["outcome"] == "CONTINUING"
     assert invoked == [
@@ -468,8 +468,8 @@ def test_on_aws_lambda_the_continuation_is_a_new_asynchronous_invocation(
 def test_a_chain_longer_than_the_bound_fails_the_run_with_a_clear_error(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.jobs import dpd as dpd_module
     from chalicelib.jobs import lambda_handlers
+    from chalicelib.services import day_end as dpd_module
 
     seed_book(40)
     one_segment_at_a_time(monkeypatch)

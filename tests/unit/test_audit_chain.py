@@ -26,7 +26,7 @@ from chalicelib.domain.errors import DomainError
 from chalicelib.domain.ledger import replay
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, delinquency_snapshot
 from chalicelib.domain.payment import PaymentMode, PaymentStatus
-from chalicelib.jobs.dpd import DpdJob
+from chalicelib.services.day_end import DayEndService
 from chalicelib.services.loans import LoanService, NewLoan
 from chalicelib.services.payments import NewPayment, PaymentService
 from chalicelib.services.ports import User
@@ -62,7 +62,7 @@ class Book:
             loans=self.loans,
             metrics=self.metrics,
         )
-        self.job = DpdJob(
+        self.job = DayEndService(
             store=InMemoryDelinquencyStore(self.loan_repo, watch_shards=2, page_size=2),
             runs=self.runs,
             flags=self.flags,

@@ -33,10 +33,10 @@ from chalicelib.domain.loan import (
     reassess,
 )
 from chalicelib.domain.payment import post_to_loan
-from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus
+from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, Segment
 from chalicelib.domain.schedule import Instalment, generate_schedule
-from chalicelib.jobs.dpd import LEASE_SECONDS, DpdJob, RunResult
 from chalicelib.services.context import RequestContext
+from chalicelib.services.day_end import LEASE_SECONDS, DayEndService, RunResult
 from chalicelib.services.loans import LoanService, NewLoan
 from tests.fake_dpd import InMemoryDelinquencyStore, InMemoryRunStore, StubFlags
 from tests.fakes import InMemoryAuditLog, InMemoryLoanRepository, InMemoryUserStore, RecordingMetrics
@@ -74,7 +74,7 @@ class World:
         self.runs = InMemoryRunStore()
         self.store = InMemoryDelinquencyStore(self.repo, watch_shards=shards, page_size=page_size)
         self.completed: list[dt.date] = []
-        self.job = DpdJob(
+        self.job = DayEndService(
             store=self.store,
             runs=self.runs,
             flags=self.flags,
@@ -346,7 +346,7 @@ def crash_after(world: World, saves: int) -> None:
 
     world.store.before_save = before_save
 
-    def before_checkpoint(_segment: str) -> None:
+    def before_checkpoint(_segment: Segment) -> None:
         if dead.is_set():
             raise Killed()
 
@@ -358,11 +358,11 @@ def heal(world: World) -> None:
     world.runs.before_checkpoint = None
 
 
-def spy_fetches(world: World) -> list[tuple[str, Any]]:
-    fetched: list[tuple[str, Any]] = []
+def spy_fetches(world: World) -> list[tuple[Segment, Any]]:
+    fetched: list[tuple[Segment, Any]] = []
     original = world.job._fetch
 
-    def spy(segment_id: str, cursor: Any) -> Any:
+    def spy(segment_id: Segment, cursor: Any) -> Any:
         fetched.append((segment_id, cursor))
         return original(segment_id, cursor)
 

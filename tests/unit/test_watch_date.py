@@ -21,7 +21,7 @@ from chalicelib.domain.loan import (
     watch_date,
 )
 from chalicelib.domain.schedule import Instalment
-from chalicelib.jobs.dpd import business_date_from_event
+from chalicelib.jobs.lambda_handlers import business_date_from_event
 
 D = dt.date
 DUES = [D(2025, 1, 10), D(2025, 2, 10), D(2025, 3, 10), D(2025, 4, 10), D(2025, 5, 10), D(2025, 6, 10)]

@@ -12,11 +12,16 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.models import DpdRunModel
-from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, SegmentState
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
 
 
-def _segments_to_item(segments: dict[str, SegmentState]) -> dict[str, str]:
-    return {k: json.dumps(dataclasses.asdict(v), separators=(",", ":")) for k, v in segments.items()}
+def _state_to_item(state: SegmentState) -> str:
+    return json.dumps(dataclasses.asdict(state), separators=(",", ":"))
+
+
+def _segments_to_item(segments: dict[Segment, SegmentState]) -> dict[str, str]:
+    """Keyed by the segment's text form (``Segment.__str__``), as every record ever written is."""
+    return {str(segment): _state_to_item(state) for segment, state in segments.items()}
 
 
 def _item_to_record(item: DpdRunModel) -> RunRecord:
@@ -30,7 +35,7 @@ def _item_to_record(item: DpdRunModel) -> RunRecord:
         started_at=item.started_at,
         finished_at=item.finished_at,
         mode=item.mode,
-        segments={k: SegmentState(**json.loads(v)) for k, v in raw.items()},
+        segments={Segment.parse(k): SegmentState(**json.loads(v)) for k, v in raw.items()},
         errors=item.errors or 0,
         last_error=item.last_error,
         continuations=item.continuations or 0,
@@ -92,7 +97,7 @@ class DynamoRunStore:
         return _item_to_record(item)
 
     @storage_call
-    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[str, SegmentState]) -> None:
+    def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[Segment, SegmentState]) -> None:
         DpdRunModel(business_date.isoformat()).update(
             actions=[DpdRunModel.mode.set(mode), DpdRunModel.segments.set(_segments_to_item(segments))],
             condition=DpdRunModel.run_id == run_id,
@@ -100,13 +105,13 @@ class DynamoRunStore:
 
     @storage_call
     def checkpoint(
-        self, business_date: dt.date, run_id: str, segment_id: str, state: SegmentState, lease_until: int
+        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
     ) -> None:
         segments: Any = DpdRunModel.segments
         try:
             DpdRunModel(business_date.isoformat()).update(
                 actions=[
-                    segments[segment_id].set(json.dumps(dataclasses.asdict(state), separators=(",", ":"))),
+                    segments[str(segment)].set(_state_to_item(state)),
                     DpdRunModel.lease_until.set(lease_until),
                 ],
                 condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),

@@ -12,8 +12,8 @@ from chalicelib.api.http import Call, endpoint, query_date
 from chalicelib.api.paging import page_params
 from chalicelib.api.schemas import RunDpdIn
 from chalicelib.domain.roles import ADMIN_ONLY, READ_ALL, READ_FLAGS
-from chalicelib.domain.runs import RunOutcome
-from chalicelib.jobs.lambda_handlers import dispatch_to_job_lambda
+from chalicelib.domain.runs import RunOutcome, RunRequest
+from chalicelib.services.day_end import Dispatched
 from chalicelib.services.views import case_dict, run_dict
 from chalicelib.wiring import services
 
@@ -37,11 +37,10 @@ def start_run(call: Call) -> Response:
     here and the answer carries its outcome."""
     body = call.parse(RunDpdIn)
     business_date = body.business_date or clock.last_completed_business_date()
-    trigger = f"manual:{call.ctx.actor.sub}"
-    if dispatch_to_job_lambda(business_date, trigger, body.full_scan):
-        current = services().runs.get(business_date)
-        return json_response(202, {"outcome": "DISPATCHED", "run": run_dict(current) if current else None})
-    result = services().dpd_job.run(business_date, trigger=trigger, full_scan=body.full_scan)
+    request = RunRequest(business_date, trigger=f"manual:{call.ctx.actor.sub}", full_scan=body.full_scan)
+    result = services().dpd_job.request_run(request)
+    if isinstance(result, Dispatched):
+        return json_response(202, {"outcome": "DISPATCHED", "run": run_dict(result.record) if result.record else None})
     status = 202 if result.outcome in (RunOutcome.IN_PROGRESS, RunOutcome.CONTINUING) else 200
     run = run_dict(result.record) if result.record else None
     return json_response(status, {"outcome": result.outcome.value, "run": run})

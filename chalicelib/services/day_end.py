@@ -1,0 +1,536 @@
+"""The day-end run (docs/day-end.md): for one business date, bring every loan's dpd, bucket and RBI
+classification to that date, and escalate loans reaching dpd 90 to legal, exactly once per date.
+
+Work grows with the loans that change, not with the book: each loan carries a *watch* (the next day its
+state can change without a payment, or "pending escalation", see ``domain.loan.watch_date``) in a
+sparse, sharded index. A run for date D reads only the loans watched for the days since the last
+completed run and the loans pending escalation, evaluates them with the same pure rules payments use,
+and writes only those whose state changed. Loans not written keep their stored values; readers derive
+dpd for the latest completed date from the schedule. With no completed run to continue from (first
+run, or a gap of more than ``MAX_CATCHUP_DAYS``), or on request, the run falls back to a parallel scan
+of the whole table.
+
+Exactly once: the run record is taken with a conditional write and a lease; each segment checkpoints
+its cursor and counts after every page; every loan write is conditioned on its version and on
+``dpd_as_of <= D``. Reruns, concurrent invocations, late deliveries and crash-resumes therefore converge
+on the state of one clean run, no loan is escalated twice, and ``dpd_as_of`` never moves backwards.
+
+Any time budget: an invocation works through at least one page before it looks at the clock, stops
+when what is left of its budget falls under a margin scaled to that budget, and hands the rest to a
+continuation (``JobDispatcher``, or this process when there is no other); at most
+``MAX_CONTINUATIONS`` hand-overs, then the run fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from chalicelib import clock
+from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
+from chalicelib.domain.errors import Conflict, DomainError, ValidationFailed
+from chalicelib.domain.flags import FlagName
+from chalicelib.domain.legal import LegalCase
+from chalicelib.domain.loan import (
+    ESCALATION_DPD,
+    Loan,
+    LoanStatus,
+    delinquency_changed,
+    delinquency_snapshot,
+    reassess,
+    watch_date,
+)
+from chalicelib.domain.runs import (
+    MAX_CONTINUATIONS,
+    LostLease,
+    RunOutcome,
+    RunRecord,
+    RunRequest,
+    RunStatus,
+    Segment,
+    SegmentKind,
+    SegmentState,
+)
+from chalicelib.retry import LOAN_WRITE, retry
+from chalicelib.services.context import RequestContext
+from chalicelib.services.ids import new_id
+from chalicelib.services.ports import DelinquencyStore, Flags, JobDispatcher, LoansPage, Metrics, RunStore
+
+logger = Logger(service="loan-crm")
+
+SYSTEM = RequestContext(actor=DELINQUENCY_ACTOR)
+LEASE_SECONDS = 120
+"""Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
+SAFETY_MARGIN_MS = 60_000
+"""Hand over when less than this is left of the invocation's time (a 900 s Lambda keeps 60 s)..."""
+SAFETY_MARGIN_SHARE = 5
+"""... or less than a fifth of the time it started with, when that is shorter (Chalice's test client
+gives 3 s: it keeps 600 ms). Either way, only after the invocation has done at least one page."""
+MAX_CATCHUP_DAYS = 31
+SCAN_SEGMENTS = 16
+SEGMENT_WORKERS = 4
+"""Segments processed at once in one invocation (threads: the work is waiting on DynamoDB)."""
+SUPERSEDED = "superseded"
+"""The mode of a run for a date older than a completed run: it has nothing left to do (docs/day-end.md,
+"A run for an older date")."""
+PHASES = (frozenset({SegmentKind.WATCH, SegmentKind.SCAN}), frozenset({SegmentKind.PENDING}))
+"""Loans pending escalation last: the date segments move the loans reaching dpd 90 there, and a payment
+landing during the run has the longest time to do so as well (docs/day-end.md, "Pending escalation")."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: RunOutcome
+    record: RunRecord | None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A manual run handed to the job's own function: its progress shows in the history only."""
+
+    record: RunRecord | None
+
+
+@dataclass
+class Budget:
+    """The time one invocation may spend. ``spent()`` is never true before the invocation has finished
+    a page (every invocation makes progress); after that, once less than the margin is left."""
+
+    time_left_ms: Callable[[], int] | None
+    margin_ms: int = 0
+    progressed: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def start(cls, time_left_ms: Callable[[], int] | None) -> Budget:
+        if time_left_ms is None:
+            return cls(None)
+        at_start = max(0, time_left_ms())
+        return cls(time_left_ms, min(SAFETY_MARGIN_MS, at_start // SAFETY_MARGIN_SHARE))
+
+    def spent(self) -> bool:
+        return self.time_left_ms is not None and self.progressed.is_set() and self.time_left_ms() <= self.margin_ms
+
+
+def fresh_budget(time_left_ms: int) -> Callable[[], int]:
+    """The clock of a fresh invocation with ``time_left_ms`` to spend: a continuation run in this
+    process gets what a continuation on Lambda would."""
+    deadline = time.monotonic() + time_left_ms / 1000
+    return lambda: int((deadline - time.monotonic()) * 1000)
+
+
+def failure_message(exc: BaseException, run_id: str) -> str:
+    """What a failed run's record says about its failure: safe to show to any reader of the history.
+    A domain error's code and message are written for people; anything else (a botocore or PynamoDB
+    error's repr carries ARNs, table names and request ids) is named by its class only, and the log
+    line written with it carries the full exception under the same run id."""
+    if isinstance(exc, DomainError):
+        return f"{exc.code}: {exc.message}"
+    return f"internal error ({type(exc).__name__}); see the job's logs for run {run_id}"
+
+
+def bound_message(left: int, total: int) -> str:
+    return (
+        f"the run was handed over {MAX_CONTINUATIONS} times and still had {left} of {total} segments to do; "
+        "run the date again to carry on from its checkpoints"
+    )
+
+
+class RunHere:
+    """No other invocation to start: a run and its continuations go on in the caller's process."""
+
+    def start(self, request: RunRequest) -> bool:
+        return False
+
+    def hand_on(self, request: RunRequest) -> bool:
+        return False
+
+
+@dataclass
+class _Invocation:
+    """One invocation's hold on a run, handed to every step: segment threads share its budget."""
+
+    business_date: dt.date
+    run_id: str
+    record: RunRecord
+    escalation_enabled: bool
+    budget: Budget
+
+    def unfinished(self) -> list[Segment]:
+        return [segment for segment, state in self.record.segments.items() if not state.done]
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """One loan brought to the run's date, and what the run has to do about it."""
+
+    stored: Loan
+    updated: Loan
+    business_date: dt.date
+    eligible: bool
+    """dpd 90 or more and not escalated: escalated now, or counted as pending escalation."""
+    escalate: bool
+    """Eligible, and the switch is on."""
+
+    @property
+    def worth_writing(self) -> bool:
+        """Only a change a reader cannot derive from the schedule, or a new watch, is written; readers
+        derive the rest (docs/day-end.md, "The rules for one loan")."""
+        before, after = self.stored.delinquency, self.updated.delinquency
+        reclassified = (before.bucket, before.classification, before.npa_since) != (
+            after.bucket,
+            after.classification,
+            after.npa_since,
+        )
+        return reclassified or self.escalate or watch_date(self.updated) != watch_date(self.stored)
+
+
+def _evaluate(loan: Loan, business_date: dt.date, escalation_enabled: bool) -> _Evaluation:
+    evaluated = reassess(loan, business_date)
+    eligible = evaluated.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated
+    escalate = eligible and escalation_enabled
+    updated = dataclasses.replace(
+        evaluated,
+        legal_escalated=loan.legal_escalated or escalate,
+        legal_escalated_on=business_date if escalate else loan.legal_escalated_on,
+        last_job_date=business_date,
+        updated_at=clock.now_iso(),
+    )
+    return _Evaluation(loan, updated, business_date, eligible, escalate)
+
+
+@dataclass
+class DayEndService:
+    store: DelinquencyStore
+    runs: RunStore
+    flags: Flags
+    metrics: Metrics
+    watch_shards: int
+    on_completed: Callable[[dt.date], None] = lambda _date: None
+    scan_segments: int = SCAN_SEGMENTS
+    workers: int = SEGMENT_WORKERS
+    dispatcher: JobDispatcher = field(default_factory=RunHere)
+
+    # --- entry points ---------------------------------------------------------------------------------
+
+    def request_run(self, request: RunRequest) -> RunResult | Dispatched:
+        """A manual run goes to the job's own function when there is one: there it has the job's time
+        limit and its continuations, and the API answers at once. Where there is none (local stack,
+        tests) it runs here, without a time limit, and the answer carries its outcome."""
+        if self.dispatcher.start(request):
+            return Dispatched(self.runs.get(request.business_date))
+        return self.run(request.business_date, request.trigger, full_scan=request.full_scan)
+
+    def run_invocation(self, request: RunRequest, time_left_ms: Callable[[], int]) -> RunResult:
+        """One invocation of the job's function. A run that stops for time is handed to a fresh
+        invocation if the dispatcher can start one; otherwise it carries on here, each continuation with
+        the budget this invocation started with, so one call answers with the finished run. The chain
+        ends: every continuation does some work, and the run record bounds how many there are
+        (docs/day-end.md, "Time budget and continuation")."""
+        budget_ms = int(time_left_ms())
+        result = self.run(request.business_date, request.trigger, time_left_ms, request.full_scan, request.continuation)
+        continuation = request.continued()
+        while result.outcome is RunOutcome.CONTINUING:
+            if self.dispatcher.hand_on(continuation):
+                return result
+            result = self.run(
+                continuation.business_date, continuation.trigger, fresh_budget(budget_ms), continuation=True
+            )
+        return result
+
+    def check_completed(self, business_date: dt.date) -> bool:
+        """The 06:00 watchdog: counting a miss here lets the alarm need no clock-aware metric maths."""
+        record = self.runs.get(business_date)
+        completed = record is not None and record.status is RunStatus.COMPLETED
+        if not completed:
+            self.metrics.count("DpdRunMissing")
+        return completed
+
+    def run(
+        self,
+        business_date: dt.date,
+        trigger: str,
+        time_left_ms: Callable[[], int] | None = None,
+        full_scan: bool = False,
+        continuation: bool = False,
+    ) -> RunResult:
+        """One invocation's share of the run for ``business_date``: skip, refuse, run, resume or continue
+        it. ``time_left_ms`` is the invocation's budget (None: no limit); ``continuation`` says that a
+        hand-over of the same run started this invocation, which counts towards ``MAX_CONTINUATIONS``
+        (anything else starts a new attempt)."""
+        _refuse_a_date_not_ended(business_date)
+        run_id = new_id()
+        if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
+            return self._skip_by_kill_switch(business_date, trigger, run_id)
+        escalation_enabled = self.flags.read(FlagName.ESCALATION_ENABLED, fresh=True).enabled
+        acquired = self.runs.acquire(
+            business_date, run_id, trigger, clock.now_epoch(), LEASE_SECONDS, clock.now_iso(), continuation
+        )
+        if isinstance(acquired, RunOutcome):
+            return RunResult(acquired, self.runs.get(business_date))
+        invocation = _Invocation(business_date, run_id, acquired, escalation_enabled, Budget.start(time_left_ms))
+        return self._carry_out(invocation, full_scan)
+
+    # --- one invocation's share of a run --------------------------------------------------------------
+
+    def _skip_by_kill_switch(self, business_date: dt.date, trigger: str, run_id: str) -> RunResult:
+        outcome = self.runs.skip(business_date, trigger, run_id, clock.now_epoch(), clock.now_iso())
+        logger.info("dpd run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
+        return RunResult(outcome, self.runs.get(business_date))
+
+    def _carry_out(self, invocation: _Invocation, full_scan: bool) -> RunResult:
+        """Plan (once per run), work by phase, then hand over, finish, or fail. Losing the lease is not a
+        failure: the invocation that took the run over carries on."""
+        business_date, run_id = invocation.business_date, invocation.run_id
+        try:
+            self._plan_once(invocation, full_scan)
+            self._work_by_phase(invocation)
+            left = invocation.unfinished()
+            if not left:
+                final = self.runs.finish(business_date, run_id, RunStatus.COMPLETED, clock.now_iso())
+            elif invocation.record.continuations < MAX_CONTINUATIONS:
+                return self._hand_over(invocation)
+        except LostLease:
+            return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+        except Exception as exc:
+            logger.exception("dpd run failed", extra={"business_date": str(business_date), "run_id": run_id})
+            return self._fail(business_date, run_id, failure_message(exc, run_id))
+        if left:  # the chain of continuations is at its bound
+            return self._fail(business_date, run_id, bound_message(len(left), len(invocation.record.segments)))
+        return self._completed(business_date, final)
+
+    def _plan_once(self, invocation: _Invocation, full_scan: bool) -> None:
+        """A resumed or continued run keeps the plan it was given, so its checkpoints still apply."""
+        record = invocation.record
+        if record.mode is None:
+            record.mode, record.segments = self._plan(invocation.business_date, full_scan)
+            self.runs.plan(invocation.business_date, invocation.run_id, record.mode, record.segments)
+
+    def _work_by_phase(self, invocation: _Invocation) -> None:
+        for kinds in PHASES:
+            todo = [segment for segment in invocation.unfinished() if segment.kind in kinds]
+            if todo and not invocation.budget.spent():
+                self._work(invocation, todo)
+
+    def _hand_over(self, invocation: _Invocation) -> RunResult:
+        self.runs.release(invocation.business_date, invocation.run_id)
+        return RunResult(RunOutcome.CONTINUING, self.runs.get(invocation.business_date))
+
+    def _completed(self, business_date: dt.date, final: RunRecord) -> RunResult:
+        self.metrics.count("DpdRunSucceeded")
+        self.on_completed(business_date)
+        return RunResult(RunOutcome.COMPLETED, final)
+
+    def _fail(self, business_date: dt.date, run_id: str, error: str) -> RunResult:
+        try:
+            final = self.runs.finish(business_date, run_id, RunStatus.FAILED, clock.now_iso(), error=error)
+        except LostLease:  # another invocation took the run over meanwhile: it carries on, nothing failed
+            return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+        except Exception:
+            self.metrics.count("DpdRunFailed")  # not even recorded: still alarm
+            raise
+        logger.error(
+            "dpd run recorded FAILED", extra={"business_date": str(business_date), "run_id": run_id, "error": error}
+        )
+        self.metrics.count("DpdRunFailed")
+        return RunResult(RunOutcome.FAILED, final)
+
+    def _plan(self, business_date: dt.date, full_scan: bool) -> tuple[str, dict[Segment, SegmentState]]:
+        newest = self.runs.latest_completed()
+        if newest is not None and newest > business_date:
+            # A later date has completed: its run covered this one (it read every day since the run
+            # before it), so every loan is past this date already and there is nothing left to do.
+            return SUPERSEDED, {}
+        last = self.runs.latest_completed(before=business_date)
+        if full_scan or last is None or (business_date - last).days > MAX_CATCHUP_DAYS:
+            total = self.scan_segments
+            return "scan", {Segment.scan(i, total): SegmentState() for i in range(total)}
+        days = [last + dt.timedelta(days=n) for n in range(1, (business_date - last).days + 1)]
+        segments = {Segment.watch(day, shard): SegmentState() for day in days for shard in range(self.watch_shards)}
+        segments.update({Segment.pending(shard): SegmentState() for shard in range(self.watch_shards)})
+        return "watch", segments
+
+    # --- segments and pages ---------------------------------------------------------------------------
+
+    def _work(self, invocation: _Invocation, todo: list[Segment]) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = [
+                pool.submit(self._segment, invocation, segment, invocation.record.segments[segment]) for segment in todo
+            ]
+            for future in futures:
+                future.result()
+
+    def _fetch(self, segment: Segment, cursor: dict[str, Any] | None) -> LoansPage:
+        if segment.kind is SegmentKind.WATCH:
+            assert segment.day is not None
+            return self.store.watched(segment.day, segment.index, cursor)
+        if segment.kind is SegmentKind.PENDING:
+            return self.store.pending(segment.index, cursor)
+        return self.store.scan_segment(segment.index, segment.total, cursor)
+
+    def _segment(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
+        """Page after page until the segment is done or the budget is spent. A page's counts and the
+        cursor after it are checkpointed in one write, so the run's totals are the sums of finished pages."""
+        while not state.done and not invocation.budget.spent():
+            loans, cursor = self._next_page(invocation, segment, state)
+            page = dataclasses.replace(state, page=None)
+            for loan in loans:
+                self._bring_to_date(loan, invocation.business_date, invocation.escalation_enabled, page)
+            page.cursor = cursor
+            page.done = cursor is None
+            self._checkpoint(invocation, segment, page)
+            state.__dict__.update(page.__dict__)
+            invocation.budget.progressed.set()
+
+    def _next_page(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> LoansPage:
+        if state.page is not None:  # a watch page an earlier invocation stopped in the middle of
+            return [loan for loan in map(self.store.get, state.page) if loan is not None], state.cursor
+        loans, cursor = self._fetch(segment, state.cursor)
+        if segment.kind is SegmentKind.PENDING:
+            # Loans this run already wrote elsewhere (a date segment moved them here when they reached
+            # dpd 90) are that segment's, counted there.
+            loans = [loan for loan in loans if loan.last_job_date != invocation.business_date]
+        if loans and segment.reads_watch_index:
+            # A written loan leaves its watch partition: note the page before writing any of it, so that a
+            # run resumed after a crash midway finds (and counts) what this one wrote.
+            claim = dataclasses.replace(state, cursor=cursor, page=[loan.loan_id for loan in loans])
+            self._checkpoint(invocation, segment, claim)
+        return loans, cursor
+
+    def _checkpoint(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
+        lease_until = clock.now_epoch() + LEASE_SECONDS
+        self.runs.checkpoint(invocation.business_date, invocation.run_id, segment, state, lease_until)
+
+    # --- one loan -------------------------------------------------------------------------------------
+
+    def _bring_to_date(self, loan: Loan, business_date: dt.date, escalation_enabled: bool, state: SegmentState) -> None:
+        """Decide and write, read again and decide again while another writer (a payment) keeps getting
+        in first: the loan ends up evaluated on what is stored, never on a stale read."""
+        state.scanned += 1
+        first_read = [loan]
+
+        def attempt() -> None:
+            current = first_read.pop() if first_read else self.store.get(loan.loan_id)
+            self._decide_and_write(current, business_date, escalation_enabled, state)
+
+        retry(
+            LOAN_WRITE,
+            attempt,
+            retry_on=Conflict,
+            exhausted=lambda: Conflict(f"loan {loan.loan_id} kept changing during the day-end run"),
+        )
+
+    def _decide_and_write(
+        self, loan: Loan | None, business_date: dt.date, escalation_enabled: bool, state: SegmentState
+    ) -> None:
+        if loan is None or loan.status is not LoanStatus.ACTIVE:
+            return
+        if loan.delinquency.as_of > business_date:
+            return  # evaluated for a later date already: a run never moves a loan backwards
+        if loan.last_job_date == business_date:
+            _count_done(loan, business_date, state)
+            return
+        self._write(_evaluate(loan, business_date, escalation_enabled), state)
+
+    def _write(self, evaluation: _Evaluation, state: SegmentState) -> None:
+        """Write the loan if its bucket, classification, NPA date, legal escalation or watch changes, with
+        its audit entries and any legal case in one transaction; ``Conflict`` if the loan changed since
+        it was read."""
+        if not evaluation.worth_writing:
+            if evaluation.eligible:
+                state.pending += 1
+            return
+        audits = _delinquency_audit(evaluation)
+        case = None
+        if evaluation.escalate:
+            case = _legal_case(evaluation)
+            audits.append(_escalation_audit(evaluation, case))
+        self._store(evaluation, audits, case)
+        _count_written(evaluation, state)
+        if evaluation.escalate:
+            self.metrics.count("LoansEscalated")
+
+    def _store(self, evaluation: _Evaluation, audits: list[AuditEntry], case: LegalCase | None) -> None:
+        try:
+            self.store.save_evaluation(evaluation.updated, evaluation.business_date, audits, case)
+        except Conflict:
+            raise  # not a failure to escalate: the loan is read and decided again
+        except Exception:
+            if evaluation.escalate:
+                self.metrics.count("EscalationFailed")
+            raise
+
+
+def _refuse_a_date_not_ended(business_date: dt.date) -> None:
+    if business_date >= clock.today_ist():
+        raise ValidationFailed(
+            f"{business_date} has not ended yet (IST); the latest date that can run is "
+            f"{clock.last_completed_business_date()}"
+        )
+
+
+def _count_done(loan: Loan, business_date: dt.date, state: SegmentState) -> None:
+    """A loan this run already wrote before a crash or a hand-over: count it as this run's work, as an
+    uninterrupted run would have."""
+    state.updated += 1
+    if loan.legal_escalated_on == business_date:
+        state.escalated += 1
+    elif loan.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated:
+        state.pending += 1
+
+
+def _count_written(evaluation: _Evaluation, state: SegmentState) -> None:
+    state.updated += 1
+    if evaluation.escalate:
+        state.escalated += 1
+    elif evaluation.eligible:
+        state.pending += 1
+
+
+def _delinquency_audit(evaluation: _Evaluation) -> list[AuditEntry]:
+    """A write that changes the stored delinquency carries an entry from the stored loan to the written
+    one, so every loan's trail chains (docs/day-end.md, "Audit")."""
+    stored, updated = evaluation.stored, evaluation.updated
+    if not delinquency_changed(stored, updated):
+        return []
+    return [
+        SYSTEM.loan_audit(
+            Action.DELINQUENCY_CHANGED, stored.loan_id, delinquency_snapshot(stored), delinquency_snapshot(updated)
+        )
+    ]
+
+
+def _legal_case(evaluation: _Evaluation) -> LegalCase:
+    loan, after = evaluation.stored, evaluation.updated.delinquency
+    return LegalCase(
+        loan_id=loan.loan_id,
+        case_id=new_id(),
+        escalated_on=evaluation.business_date,
+        dpd=after.dpd,
+        overdue_paise=after.overdue_paise,
+        outstanding_principal_paise=loan.outstanding_principal_paise,
+        borrower_name=loan.borrower.name,
+        collector_id=loan.collector_id,
+        branch=loan.branch,
+        created_at=evaluation.updated.updated_at,
+    )
+
+
+def _escalation_audit(evaluation: _Evaluation, case: LegalCase) -> AuditEntry:
+    return SYSTEM.loan_audit(
+        Action.LEGAL_ESCALATED,
+        case.loan_id,
+        {"legal": {"escalated": False}},
+        {
+            "legal": {"escalated": True, "escalated_on": evaluation.business_date.isoformat()},
+            "case_id": case.case_id,
+            "dpd": case.dpd,
+        },
+    )
