@@ -1,0 +1,192 @@
+"""How a day-end run is handed on (docs/day-end.md, "Time budget and continuation"): the ``JobDispatcher``
+port, its Lambda adapter (``chalicelib/adapters/lambda_dispatch.py``), and what the service does with
+its answer: hand a run that stopped for time to a fresh invocation, or carry it on in this process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from chalicelib.adapters import lambda_dispatch
+from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher, job_event
+from chalicelib.clock import FixedClock, use_clock
+from chalicelib.domain.runs import RunOutcome, RunRequest, RunStatus
+from chalicelib.jobs.lambda_handlers import business_date_from_event, run_request_from_event
+from chalicelib.services.day_end import Dispatched, RunResult
+from tests.unit.test_dpd_job import TODAY, YESTERDAY, World, at, counts, small_book, twin_books
+
+
+@dataclass
+class FakeDispatcher:
+    """Says yes or no, and remembers what it was asked."""
+
+    starts: bool = False
+    hands_on: bool = False
+    started: list[RunRequest] = field(default_factory=list)
+    handed_on: list[RunRequest] = field(default_factory=list)
+
+    def start(self, request: RunRequest) -> bool:
+        self.started.append(request)
+        return self.starts
+
+    def hand_on(self, request: RunRequest) -> bool:
+        self.handed_on.append(request)
+        return self.hands_on
+
+
+@pytest.fixture
+def clk() -> Iterator[FixedClock]:
+    with use_clock(FixedClock(at(TODAY))) as clock:
+        assert isinstance(clock, FixedClock)
+        yield clock
+
+
+def no_time_left() -> int:
+    return 0
+
+
+# --- the service: hand on, or carry on here -------------------------------------------------------------
+
+
+def test_with_no_one_to_hand_on_to_the_run_is_continued_here_until_it_completes(clk: FixedClock) -> None:
+    world, clean = twin_books(small_book, clk)
+    dispatcher = FakeDispatcher(hands_on=False)
+    world.job.dispatcher = dispatcher
+    result = world.job.run_invocation(RunRequest(YESTERDAY, "scheduler", full_scan=True), no_time_left)
+    assert result.outcome is RunOutcome.COMPLETED
+    assert result.record is not None and result.record.trigger == "scheduler"
+    # Every hand-over was offered to the dispatcher first, as a continuation of the same run.
+    assert result.record.continuations == len(dispatcher.handed_on) >= 2
+    assert set(dispatcher.handed_on) == {RunRequest(YESTERDAY, "scheduler", full_scan=False, continuation=True)}
+    assert counts(result.record) == counts(clean.run(YESTERDAY).record)
+
+
+def test_when_the_dispatcher_hands_on_this_invocation_stops_and_the_handed_request_carries_on(
+    clk: FixedClock,
+) -> None:
+    world = World(clk)
+    small_book(world)
+    dispatcher = FakeDispatcher(hands_on=True)
+    world.job.dispatcher = dispatcher
+    first = world.job.run_invocation(RunRequest(YESTERDAY, "manual:admin1", full_scan=True), no_time_left)
+    assert first.outcome is RunOutcome.CONTINUING
+    assert dispatcher.handed_on == [RunRequest(YESTERDAY, "manual:admin1", full_scan=False, continuation=True)]
+    assert first.record is not None and first.record.continuations == 1 and first.record.lease_until == 0
+    # What the fresh invocation is given, it runs; each one hands on again until the run is done.
+    result: RunResult = first
+    while dispatcher.handed_on:
+        result = world.job.run_invocation(dispatcher.handed_on.pop(), no_time_left)
+    assert result.outcome is RunOutcome.COMPLETED
+    assert result.record is not None and result.record.trigger == "manual:admin1"
+
+
+def test_a_run_that_finishes_in_its_budget_asks_no_one(clk: FixedClock) -> None:
+    world = World(clk)
+    small_book(world)
+    dispatcher = FakeDispatcher(hands_on=True)
+    world.job.dispatcher = dispatcher
+    result = world.job.run_invocation(RunRequest(YESTERDAY, "scheduler"), lambda: 900_000)
+    assert result.outcome is RunOutcome.COMPLETED and dispatcher.handed_on == []
+
+
+def test_a_manual_run_goes_to_the_job_function_when_there_is_one(clk: FixedClock) -> None:
+    world = World(clk)
+    small_book(world)
+    world.job.dispatcher = FakeDispatcher(starts=True)
+    request = RunRequest(YESTERDAY, "manual:admin1", full_scan=True)
+    assert world.job.request_run(request) == Dispatched(None)
+    assert world.runs.records == {}
+
+
+def test_a_manual_run_runs_here_when_there_is_no_job_function(clk: FixedClock) -> None:
+    world = World(clk)
+    small_book(world)
+    dispatcher = FakeDispatcher(starts=False)
+    world.job.dispatcher = dispatcher
+    result = world.job.request_run(RunRequest(YESTERDAY, "manual:admin1", full_scan=True))
+    assert isinstance(result, RunResult) and result.outcome is RunOutcome.COMPLETED
+    assert result.record is not None and result.record.mode == "scan" and result.record.status is RunStatus.COMPLETED
+    assert dispatcher.started == [RunRequest(YESTERDAY, "manual:admin1", full_scan=True)]
+
+
+# --- the Lambda adapter: only inside AWS Lambda is there anything to invoke ------------------------------
+
+API_ON_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "loan-crm-prod-APIHandler-x", "DPD_JOB_FUNCTION": "loan-crm-prod-DpdJob-y"}
+JOB_ON_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "loan-crm-prod-DpdJob-y"}
+MANUAL = RunRequest(YESTERDAY, "manual:admin1", full_scan=True)
+CONTINUATION = RunRequest(YESTERDAY, "scheduler", full_scan=False, continuation=True)
+
+
+@pytest.fixture
+def invoked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(lambda_dispatch, "_invoke_async", lambda name, payload: calls.append((name, payload)))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"DPD_JOB_FUNCTION": "loan-crm-local-dpd_job"}, {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.11"}],
+    ids=["nothing", "a stray job function name", "chalice's execution env"],
+)
+def test_off_lambda_nothing_is_invoked_and_the_caller_runs_it_here(
+    environ: dict[str, str], invoked: list[tuple[str, dict[str, Any]]]
+) -> None:
+    dispatcher = LambdaJobDispatcher(environ)
+    assert not dispatcher.on_aws_lambda()
+    assert dispatcher.start(MANUAL) is False
+    assert dispatcher.hand_on(CONTINUATION) is False
+    assert invoked == []
+
+
+def test_on_lambda_a_manual_run_is_sent_to_the_job_function(invoked: list[tuple[str, dict[str, Any]]]) -> None:
+    assert LambdaJobDispatcher(API_ON_LAMBDA).start(MANUAL) is True
+    assert invoked == [
+        (
+            "loan-crm-prod-DpdJob-y",
+            {"business_date": YESTERDAY.isoformat(), "trigger": "manual:admin1", "full_scan": True},
+        )
+    ]
+
+
+def test_on_lambda_without_a_job_function_a_manual_run_runs_here(invoked: list[tuple[str, dict[str, Any]]]) -> None:
+    assert LambdaJobDispatcher(JOB_ON_LAMBDA).start(MANUAL) is False
+    assert invoked == []
+
+
+def test_on_lambda_a_continuation_goes_to_the_function_itself(invoked: list[tuple[str, dict[str, Any]]]) -> None:
+    assert LambdaJobDispatcher(JOB_ON_LAMBDA).hand_on(CONTINUATION) is True
+    assert invoked == [
+        (
+            "loan-crm-prod-DpdJob-y",
+            {"business_date": YESTERDAY.isoformat(), "trigger": "scheduler", "full_scan": False, "continuation": True},
+        )
+    ]
+
+
+def test_the_invocation_is_asynchronous_with_the_event_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class FakeLambda:
+        def invoke(self, **kwargs: Any) -> None:
+            calls.append(kwargs)
+
+    monkeypatch.setattr(lambda_dispatch.boto3, "client", lambda service: FakeLambda())
+    assert LambdaJobDispatcher(JOB_ON_LAMBDA).hand_on(CONTINUATION) is True
+    assert calls == [
+        {
+            "FunctionName": "loan-crm-prod-DpdJob-y",
+            "InvocationType": "Event",
+            "Payload": json.dumps(job_event(CONTINUATION)).encode(),
+        }
+    ]
+
+
+@pytest.mark.parametrize("request_", [MANUAL, CONTINUATION, RunRequest(YESTERDAY, "cli:ops")], ids=str)
+def test_the_handler_reads_back_the_request_the_adapter_sent(request_: RunRequest) -> None:
+    event = job_event(request_)
+    assert run_request_from_event(event, business_date_from_event(event)) == request_
