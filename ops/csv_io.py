@@ -244,13 +244,8 @@ def _domain_errors(row: int, loan_id: str | None, exc: DomainError) -> list[RowE
     return [RowError(row, loan_id, str(d["field"]), str(d.get("message", exc.message))) for d in problems]
 
 
-def _records(source: TextIO) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """Check the header now (before anything is stored), then yield (line number, record)."""
-    reader = csv.DictReader(source)
-    header = reader.fieldnames
-    if not header:
-        raise ImportFileError("the file is empty: expected a header row naming the columns")
-    names = [h.strip() for h in header]
+def _header_problems(names: list[str]) -> list[str]:
+    """What is wrong with a header: columns the format does not have, required ones it lacks, repeats."""
     problems = []
     unknown = sorted(set(names) - set(IMPORT_COLUMNS))
     if unknown:
@@ -261,6 +256,17 @@ def _records(source: TextIO) -> Iterator[tuple[int, dict[str, str | None]]]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         problems.append(f"columns named twice: {', '.join(repeated)}")
+    return problems
+
+
+def _records(source: TextIO) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """Check the header now (before anything is stored), then yield (line number, record)."""
+    reader = csv.DictReader(source)
+    header = reader.fieldnames
+    if not header:
+        raise ImportFileError("the file is empty: expected a header row naming the columns")
+    names = [h.strip() for h in header]
+    problems = _header_problems(names)
     if problems:
         raise ImportFileError("; ".join(problems) + f" (the columns are: {', '.join(IMPORT_COLUMNS)})")
     reader.fieldnames = names
@@ -291,6 +297,88 @@ def stored_loan_ids(loan_ids: Sequence[str]) -> set[str]:
     return {item.loan_id for item in found}
 
 
+Created = Future[tuple[RowOutcome, list[RowError]]]
+
+
+@dataclass
+class _ImportRun:
+    """One run of an import: the rows seen so far, the valid ones waiting for their existence check,
+    the creates in flight, and the report they all end in."""
+
+    service: LoanService
+    ctx: RequestContext
+    report: ImportReport
+    workers: int
+    on_row: Callable[[RowOutcome], None]
+    stored: Callable[[Sequence[str]], set[str]] | None
+    first_seen: dict[str, int] = field(default_factory=dict)
+    """loan_id -> the row it first appeared in: a loan_id repeated in the file is an error after that."""
+    waiting: list[tuple[int, NewLoan]] = field(default_factory=list)
+    in_flight: set[Created] = field(default_factory=set)
+
+    def take(self, pool: ThreadPoolExecutor, row: int, record: dict[str, str | None]) -> None:
+        """Parse and check one row; a good one waits for its batch, a bad one is settled as an error."""
+        self.report.rows += 1
+        parsed = parse_row(row, record)
+        errors = parsed if isinstance(parsed, list) else []
+        errors = [*errors, *self.repeated_id(row, _cell(record.get("loan_id")))]
+        if errors or isinstance(parsed, list):
+            self.settle(RowOutcome.ERROR, errors)
+            return
+        self.waiting.append((row, parsed))
+        if len(self.waiting) >= LOOKUP_BATCH:
+            self.store_waiting(pool)
+
+    def repeated_id(self, row: int, loan_id: str | None) -> list[RowError]:
+        if loan_id is None:
+            return []
+        first = self.first_seen.setdefault(loan_id, row)
+        if first == row:
+            return []
+        return [RowError(row, loan_id, "loan_id", f"{loan_id} already appears in row {first}")]
+
+    def already_stored(self) -> set[str]:
+        """Which waiting loan ids exist: a shortcut for re-runs, so a failed lookup only costs writes."""
+        if self.stored is None:
+            return set()
+        try:
+            return self.stored([cmd.loan_id for _, cmd in self.waiting if cmd.loan_id])
+        except Unavailable:
+            return set()  # each create will find out for itself
+
+    def store_waiting(self, pool: ThreadPoolExecutor) -> None:
+        """Create the waiting rows that are not stored yet, keeping a few per worker in flight."""
+        present = self.already_stored()
+        for row, cmd in self.waiting:
+            if cmd.loan_id in present:
+                self.settle(RowOutcome.ALREADY_PRESENT, [])
+                continue
+            self.in_flight.add(pool.submit(_create, self.service, self.ctx, row, cmd))
+            if len(self.in_flight) >= self.workers * 4:
+                self.collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+        self.waiting.clear()
+
+    def collect(self, done: Iterable[Created]) -> None:
+        for future in done:
+            self.in_flight.discard(future)
+            self.settle(*future.result())
+
+    def settle(self, outcome: RowOutcome, errors: list[RowError]) -> None:
+        """Count the row's outcome in the report and tell the caller (a progress bar)."""
+        if outcome is RowOutcome.STORED:
+            self.report.stored += 1
+        elif outcome is RowOutcome.ALREADY_PRESENT:
+            self.report.already_present += 1
+        self.report.errors.extend(errors)
+        self.on_row(outcome)
+
+    def finish(self, pool: ThreadPoolExecutor) -> ImportReport:
+        self.store_waiting(pool)
+        self.collect(list(self.in_flight))
+        self.report.errors.sort(key=lambda e: (e.row, e.field))
+        return self.report
+
+
 def import_loans(
     source: TextIO,
     loans: LoanService,
@@ -312,61 +400,18 @@ def import_loans(
     answers ``LoanExists`` for any row the lookup missed, and the row is reported the same way."""
     records = _records(source)
     report = ImportReport(batch=f"import:{new_id()}")
-    ctx = RequestContext(actor=IMPORT_ACTOR, request_id=report.batch)
-    service = dataclasses.replace(loans, users=MemoUsers(loans.users))
-    first_seen: dict[str, int] = {}
-    pending: set[Future[tuple[RowOutcome, list[RowError]]]] = set()
-    valid: list[tuple[int, NewLoan]] = []
-
-    def settle(outcome: RowOutcome, errors: list[RowError]) -> None:
-        if outcome is RowOutcome.STORED:
-            report.stored += 1
-        elif outcome is RowOutcome.ALREADY_PRESENT:
-            report.already_present += 1
-        report.errors.extend(errors)
-        on_row(outcome)
-
-    def drain(done: Iterable[Future[tuple[RowOutcome, list[RowError]]]]) -> None:
-        for future in done:
-            pending.discard(future)
-            settle(*future.result())
-
-    def submit(pool: ThreadPoolExecutor) -> None:
-        present: set[str] = set()
-        if stored is not None:
-            try:
-                present = stored([cmd.loan_id for _, cmd in valid if cmd.loan_id])
-            except Unavailable:
-                present = set()  # each create will find out for itself
-        for row, cmd in valid:
-            if cmd.loan_id in present:
-                settle(RowOutcome.ALREADY_PRESENT, [])
-                continue
-            pending.add(pool.submit(_create, service, ctx, row, cmd))
-            if len(pending) >= workers * 4:
-                drain(wait(pending, return_when=FIRST_COMPLETED).done)
-        valid.clear()
-
+    run = _ImportRun(
+        service=dataclasses.replace(loans, users=MemoUsers(loans.users)),
+        ctx=RequestContext(actor=IMPORT_ACTOR, request_id=report.batch),
+        report=report,
+        workers=workers,
+        on_row=on_row,
+        stored=stored,
+    )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import") as pool:
         for row, record in records:
-            report.rows += 1
-            parsed = parse_row(row, record)
-            loan_id = _cell(record.get("loan_id"))
-            errors = parsed if isinstance(parsed, list) else []
-            if loan_id is not None:
-                first = first_seen.setdefault(loan_id, row)
-                if first != row:
-                    errors = [*errors, RowError(row, loan_id, "loan_id", f"{loan_id} already appears in row {first}")]
-            if errors or isinstance(parsed, list):
-                settle(RowOutcome.ERROR, errors)
-                continue
-            valid.append((row, parsed))
-            if len(valid) >= LOOKUP_BATCH:
-                submit(pool)
-        submit(pool)
-        drain(list(pending))
-    report.errors.sort(key=lambda e: (e.row, e.field))
-    return report
+            run.take(pool, row, record)
+        return run.finish(pool)
 
 
 def write_errors(errors: Iterable[RowError], target: TextIO) -> None:
