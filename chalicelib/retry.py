@@ -2,10 +2,10 @@
 
 Two kinds of failure are worth another attempt, and each has its policy here, stated once:
 
-- ``LOAN_WRITE``: an optimistic write lost a race. The loan (or an item guarded with it) changed between
-  our read and our conditional write; the attempt reads again, decides again and writes again.
-  Distinct payments landing on one loan together must all land, so this allows many attempts with
-  backoff before the caller gets 409 ``CONFLICT``.
+- ``OPTIMISTIC_WRITE``: an optimistic write lost a race. The item (a loan, or a login counter) changed
+  between our read and our conditional write; the attempt reads again, decides again and writes
+  again. Distinct payments landing on one loan together must all land, so this allows many attempts
+  with backoff before the caller gets 409 ``CONFLICT`` (503 for the login counter).
 - ``TRANSACTION_CONTENTION``: DynamoDB cancelled a transaction because another transaction held one of
   its items (``TransactionConflict``), not because a condition failed. The same write is simply sent
   again once the other settles.
@@ -42,8 +42,9 @@ class RetryPolicy:
         time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not cryptography
 
 
-LOAN_WRITE = RetryPolicy(attempts=12, base_seconds=0.02, cap_seconds=0.5)
-"""Read, decide, write-if-unchanged. Twelve attempts cover a burst of payments on one loan (each
+OPTIMISTIC_WRITE = RetryPolicy(attempts=12, base_seconds=0.02, cap_seconds=0.5)
+"""Read, decide, write-if-unchanged: payments and reversals, contact edits and assignment, the day-end
+run's write of one loan, the login counter. Twelve attempts cover a burst of writers on one item (each
 attempt that loses does so because another one won) in well under the API's time limit."""
 
 TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.2)

@@ -59,7 +59,7 @@ from chalicelib.domain.runs import (
     SegmentKind,
     SegmentState,
 )
-from chalicelib.retry import LOAN_WRITE, retry
+from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import DelinquencyStore, Flags, JobDispatcher, LoansPage, Metrics, RunStore
@@ -421,7 +421,7 @@ class DayEndService:
             self._decide_and_write(current, business_date, escalation_enabled, state)
 
         retry(
-            LOAN_WRITE,
+            OPTIMISTIC_WRITE,
             attempt,
             retry_on=Conflict,
             exhausted=lambda: Conflict(f"loan {loan.loan_id} kept changing during the day-end run"),

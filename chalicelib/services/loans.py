@@ -19,7 +19,7 @@ from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
-from chalicelib.retry import LOAN_WRITE, retry
+from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.context import RequestContext
 from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.ids import new_loan_id
@@ -212,9 +212,9 @@ def _with_contact(loan: Loan, changes: ContactChanges) -> Loan:
 
 
 def retry_loan_write(attempt: Callable[[], T], busy: str) -> T:
-    """Run one optimistic attempt (read the loan, decide, write if unchanged) under the ``LOAN_WRITE``
+    """Run one optimistic attempt (read the loan, decide, write if unchanged) under the ``OPTIMISTIC_WRITE``
     policy of ``chalicelib.retry`` until no concurrent write to the same loan gets in between: a
     version conflict means another write won, so the attempt reads the loan again and decides again.
     When the policy's attempts are spent the client gets 409 CONFLICT saying ``busy``; nothing was
     written. Every loan write of the services goes through here (contact, assignment, payments)."""
-    return retry(LOAN_WRITE, attempt, retry_on=Conflict, exhausted=lambda: Conflict(busy))
+    return retry(OPTIMISTIC_WRITE, attempt, retry_on=Conflict, exhausted=lambda: Conflict(busy))

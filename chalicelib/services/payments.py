@@ -3,7 +3,7 @@
 Checks run in the documented order — UTR format and JSON types (the request schema), amount range, IST
 date window, loan visibility/status/overpayment, UTR uniqueness — each with its own code. The write is
 one transaction; a concurrent change to the same loan (another payment) is retried under the
-``LOAN_WRITE`` policy of ``chalicelib.retry`` (``services.loans.retry_loan_write``, as every loan write),
+``OPTIMISTIC_WRITE`` policy of ``chalicelib.retry`` (``services.loans.retry_loan_write``, as every loan write),
 so distinct payments arriving together all land.
 """
 

@@ -24,7 +24,7 @@ from chalicelib.domain.errors import (
     ValidationFailed,
 )
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
-from chalicelib.retry import LOAN_WRITE, RetryPolicy
+from chalicelib.retry import OPTIMISTIC_WRITE, RetryPolicy
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import ContactChanges, GeneratedTerms, LoanService, NewLoan
 from chalicelib.services.ports import AuditFilter, LoanFilter, User
@@ -441,18 +441,18 @@ def test_update_contact_gives_up_with_conflict_after_the_loan_write_attempts(
     def other_writer(n: int) -> BeforeUpdate:
         return lambda _: concurrent_write(world, "L1", notes=f"other {n}")
 
-    for n in range(LOAN_WRITE.attempts + 1):
+    for n in range(OPTIMISTIC_WRITE.attempts + 1):
         world.repo.on_next_update(other_writer(n))
 
     with pytest.raises(Conflict):
         world.service.update_contact(MANAGER, "L1", contact(email="new@example.com"))
 
-    assert world.repo.update_calls == LOAN_WRITE.attempts
-    assert no_backoff == list(range(LOAN_WRITE.attempts - 1)), "a pause between attempts, none after the last"
+    assert world.repo.update_calls == OPTIMISTIC_WRITE.attempts
+    assert no_backoff == list(range(OPTIMISTIC_WRITE.attempts - 1)), "a pause between attempts, none after the last"
     stored = world.repo.get("L1")
     assert stored is not None
     assert stored.borrower.email == ASHA.email
-    assert stored.notes == f"other {LOAN_WRITE.attempts - 1}"
+    assert stored.notes == f"other {OPTIMISTIC_WRITE.attempts - 1}"
     assert [e.action for e in world.entries("L1")] == [Action.LOAN_CREATED]
 
 
@@ -574,10 +574,10 @@ def test_assign_retries_after_a_conflict(world: World, loan: Loan, no_backoff: l
 
 
 def test_assign_gives_up_after_the_loan_write_attempts(world: World, loan: Loan, no_backoff: list[int]) -> None:
-    for _ in range(LOAN_WRITE.attempts):
+    for _ in range(OPTIMISTIC_WRITE.attempts):
         world.repo.on_next_update(lambda _: concurrent_write(world, "L1"))
     with pytest.raises(Conflict):
         world.service.assign(MANAGER, "L1", "col2")
-    assert world.repo.update_calls == LOAN_WRITE.attempts
+    assert world.repo.update_calls == OPTIMISTIC_WRITE.attempts
     stored = world.repo.get("L1")
     assert stored is not None and stored.collector_id == "col1"

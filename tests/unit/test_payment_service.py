@@ -22,7 +22,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
-from chalicelib.retry import LOAN_WRITE, RetryPolicy
+from chalicelib.retry import OPTIMISTIC_WRITE, RetryPolicy
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import LoanService, NewLoan
 from chalicelib.services.payments import NewPayment, PaymentService
@@ -459,13 +459,13 @@ def test_a_retry_after_a_concurrent_payment_allocates_against_the_fresh_loan(
 def test_persistent_conflicts_end_in_conflict_with_nothing_stored(world: World, no_backoff: list[int]) -> None:
     world.loan()
     snapshot = world.snapshot()
-    for _ in range(LOAN_WRITE.attempts):
+    for _ in range(OPTIMISTIC_WRITE.attempts):
         world.repo.on_next_write(_raise_conflict)
 
     with pytest.raises(Conflict):
         world.pay()
 
-    assert world.repo.post_calls == LOAN_WRITE.attempts
+    assert world.repo.post_calls == OPTIMISTIC_WRITE.attempts
     assert world.snapshot() == snapshot
     assert world.rejected() == ["CONFLICT"]
 

@@ -24,12 +24,11 @@ from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
-from chalicelib.services.ports import Page
+from chalicelib.services.ports import LoansPage, Page
 
 PAGE_SIZE = 100
 _CASE_KEY = frozenset({"loan_id", "status", "escalated_on"})
 
-LoansPage = tuple[list[Loan], dict[str, Any] | None]
 
 
 def _case_to_item(case: LegalCase) -> LegalCaseModel:

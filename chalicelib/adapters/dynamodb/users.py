@@ -9,7 +9,7 @@ from pynamodb.expressions.update import Action
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
 from chalicelib.domain.errors import Unavailable
-from chalicelib.retry import LOAN_WRITE, retry
+from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.ports import LoginWindow, ThrottleKey, User
 
 
@@ -64,7 +64,7 @@ class DynamoLoginThrottle:
             raise _LostRound  # another attempt opened a new window between our two writes: count into it
 
         return retry(
-            LOAN_WRITE,
+            OPTIMISTIC_WRITE,
             attempt,
             retry_on=_LostRound,
             exhausted=lambda: Unavailable("login attempts could not be counted; try again"),
@@ -78,7 +78,7 @@ class DynamoLoginThrottle:
 class _LostRound(Exception):
     """Both conditional writes lost to other writers of the same row: decide again on a fresh try.
     More than a few in a row does not happen short of a storm of logins for the same key; the rounds
-    run under ``LOAN_WRITE`` (``chalicelib.retry``), the policy of every read-decide-write race."""
+    run under ``OPTIMISTIC_WRITE`` (``chalicelib.retry``), the policy of every read-decide-write race."""
 
 
 def _storage_key(key: ThrottleKey) -> str:
