@@ -1,5 +1,5 @@
 """``python -m ops ...``: see ``ops.cli``."""
 
-from ops.cli import app
+from ops.cli import cli
 
-app(prog_name="python -m ops")
+cli()

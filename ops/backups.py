@@ -320,3 +320,40 @@ def verify_backups(
             if reason is not None:
                 run.left_behind.append(f"{temporary} ({reason})")
     return run
+
+
+@dataclass(frozen=True)
+class RecoveryWindow:
+    table: str
+    status: str
+    earliest: dt.datetime | None
+    """The oldest instant a point-in-time restore can go back to (35 days at most)."""
+
+
+def point_in_time_recovery(ddb: Any, stage: str) -> list[RecoveryWindow]:
+    """PITR of each table of the stage that keeps its rows (the TTL tables have none, by design)."""
+    windows = []
+    for spec in table_specs(stage):
+        if "TimeToLiveSpecification" in spec.properties:
+            continue
+        described = ddb.describe_continuous_backups(TableName=spec.name)["ContinuousBackupsDescription"]
+        pitr = described.get("PointInTimeRecoveryDescription", {})
+        status = pitr.get("PointInTimeRecoveryStatus", "DISABLED")
+        windows.append(RecoveryWindow(spec.name, status, pitr.get("EarliestRestorableDateTime")))
+    return windows
+
+
+def prune_backups(ddb: Any, stage: str, older_than: dt.datetime, dry_run: bool) -> list[BackupInfo]:
+    """Delete the stage's on-demand (USER) backups created before ``older_than``; the ones deleted, or
+    with ``dry_run`` the ones that would be. They are kept until deleted, unlike AWS Backup's recovery
+    points, which expire by their plan's lifecycle and are never touched here."""
+    old = [
+        b
+        for found in list_backups(ddb, stage).values()
+        for b in found
+        if b.kind == "USER" and b.created < older_than and b.status == "AVAILABLE"
+    ]
+    if not dry_run:
+        for backup in old:
+            ddb.delete_backup(BackupArn=backup.arn)
+    return old

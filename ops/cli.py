@@ -1,25 +1,34 @@
-"""Operations CLI: kill switches, the day-end job, the demo book, loan import/export and backups.
+"""Operations CLI: the stage's stack and API, monitoring, kill switches, the day-end job, users, the demo
+book, loan import/export, checks, backups and the copy-back of a data restore.
 
     python -m ops [--stage STAGE] [--local] COMMAND ...
 
+    stack [--export | --get NAME]         dates [NAME]
+    login | logout | api METHOD PATH [--data JSON] [--all]
+    alarms [--state ALARM | --history 24h] | logs [--function api|job] [--since 10m] [--errors]
+    metrics NAME... [--since 1h] [--function api|job | --table loans] [--dimension K=V]
     flags list | flags set NAME true|false
     dpd run [--date YYYY-MM-DD] | dpd runs
+    check loan ID... [--per-bucket N] | check portfolio | check buckets
+    users add NAME --role ROLE | users deactivate NAME | users list | users failed-logins
     seed --loans N
     import loans.csv [--errors-out errors.csv]
     export loans [--bucket 90+] [--classification NPA] [--status ACTIVE] [--collector col-ravi]
-    backup create | backup list | backup verify
+    backup create | backup list | backup verify | backup prune [--older-than 35d] | backup pitr
+    restore copy-back NAME [--dry-run] | restore clear-idempotency
 
 It talks to whatever the standard variables name (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL_SSM``,
 credentials, region; nothing set = real AWS) for the stage ``STAGE`` (or ``--stage``); ``--local``
 points everything at the stack ``make run`` starts. It uses the same services as the API, so every rule
 and audit entry is the API's. An operator's tool: typer and rich come from requirements-dev.txt and are
-never imported by the Lambda package.
+never imported by the Lambda package. docs/runbook/ says when to use which command.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
 import sys
 from contextlib import redirect_stdout
@@ -29,7 +38,6 @@ from typing import Annotated
 import boto3
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -41,11 +49,14 @@ from chalicelib.domain.flags import FlagName
 from chalicelib.domain.loan import LoanStatus
 from chalicelib.domain.runs import RunOutcome
 from chalicelib.services.ports import LoanFilter
+from chalicelib.services.views import run_dict
 from chalicelib.wiring import services
 from local.demo import seed as seed_book
 from local.environment import STAGE as LOCAL_STAGE
 from local.environment import Ports, aws_environment
-from ops import backups, csv_io
+from ops import api_client, backups, checks, csv_io, dates, observe, restore, stack, users
+from ops.console import duration, err, fail, out
+from ops.target import Target, target
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] if __doc__ else None, no_args_is_help=True, add_completion=False)
 flags_app = typer.Typer(help="Kill switches: SSM parameters /loan-crm/{stage}/flags/{NAME}.", no_args_is_help=True)
@@ -56,26 +67,32 @@ app.add_typer(flags_app, name="flags")
 app.add_typer(dpd_app, name="dpd")
 app.add_typer(export_app, name="export")
 app.add_typer(backup_app, name="backup")
-
-out = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
+app.add_typer(checks.app, name="check")
+app.add_typer(users.app, name="users")
+app.add_typer(restore.app, name="restore")
+app.command("stack")(stack.stack_command)
+app.command("dates")(dates.dates_command)
+app.command("login")(api_client.login_command)
+app.command("logout")(api_client.logout_command)
+app.command("api")(api_client.api_command)
+app.command("alarms")(observe.alarms_command)
+app.command("logs")(observe.logs_command)
+app.command("metrics")(observe.metrics_command)
 
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     stage: Annotated[str | None, typer.Option(help="Stage to work on (default: $STAGE, else dev).")] = None,
     local: Annotated[bool, typer.Option("--local", help="Use the local stack of `make run` (stage local).")] = False,
 ) -> None:
-    if local:
-        os.environ.update(aws_environment(Ports.from_env()))
+    ports = Ports.from_env() if local else None
+    if ports is not None:
+        os.environ.update(aws_environment(ports))
     if stage:
         os.environ["STAGE"] = stage
     wiring.reset()
+    ctx.obj = Target(local_ports=ports)
 
 
 # ---- flags ---------------------------------------------------------------------------------------
@@ -100,9 +117,9 @@ def flags_set(
 ) -> None:
     """Turn an automation on or off (SSM String parameter, overwritten): no deploy needed."""
     if name not in {f.value for f in FlagName}:
-        raise _fail(f"unknown flag {name!r}; flags are {', '.join(FlagName)}", 2)
+        raise fail(f"unknown flag {name!r}; flags are {', '.join(FlagName)}", 2)
     if value not in ("true", "false"):
-        raise _fail(f"value must be true or false, not {value!r}", 2)
+        raise fail(f"value must be true or false, not {value!r}", 2)
     flag = FlagName(name)
     config = services().settings
     flags = services().flags
@@ -143,15 +160,15 @@ def dpd_run(
     try:
         business_date = dt.date.fromisoformat(date) if date else clock.last_completed_business_date()
     except ValueError:
-        raise _fail(f"--date must be YYYY-MM-DD, not {date!r}", 2) from None
+        raise fail(f"--date must be YYYY-MM-DD, not {date!r}", 2) from None
     try:
         # The job's metric lines (EMF) are for CloudWatch; keep them off this command's output.
         with redirect_stdout(sys.stderr):
             result = services().dpd_job.run(business_date, trigger=f"cli:{_operator()}", full_scan=full_scan)
     except ValidationFailed as exc:
-        raise _fail(exc.message, 2) from None
+        raise fail(exc.message, 2) from None
     except DomainError as exc:
-        raise _fail(f"{exc.code}: {exc.message}") from None
+        raise fail(f"{exc.code}: {exc.message}") from None
     out.print(f"dpd run {business_date}: {result.outcome.value}", highlight=False)
     record = result.record
     if record is not None:
@@ -167,8 +184,17 @@ def dpd_run(
 
 
 @dpd_app.command("runs")
-def dpd_runs(limit: Annotated[int, typer.Option(min=1, help="How many dates.")] = 30) -> None:
+def dpd_runs(
+    limit: Annotated[int, typer.Option(min=1, help="How many dates.")] = 30,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per run (the API's shape, last_error included).")
+    ] = False,
+) -> None:
     """Run history, newest business date first."""
+    if as_json:
+        for record in services().runs.history(limit, None):
+            typer.echo(json.dumps(run_dict(record), separators=(",", ":")))
+        return
     table = Table(
         "business date", "status", "trigger", "mode", "started", "finished", "scanned", "updated", "escalated",
         "pending", "errors",
@@ -189,7 +215,7 @@ def seed(loans: Annotated[int, typer.Option(min=0, help="Loans in the demo book.
     """Demo users and loans (local.demo), for the local stage only: their passwords are published."""
     stage = services().settings.stage
     if stage != LOCAL_STAGE:
-        raise _fail(f"the demo passwords are published; seed the {LOCAL_STAGE} stage only, not {stage!r}", 2)
+        raise fail(f"the demo passwords are published; seed the {LOCAL_STAGE} stage only, not {stage!r}", 2)
     out.print(seed_book(loans).summary(), highlight=False)
 
 
@@ -229,7 +255,7 @@ def import_file(
                     stored=csv_io.stored_loan_ids,
                 )
             except csv_io.ImportFileError as exc:
-                raise _fail(f"{path}: {exc}; nothing was imported", 2) from None
+                raise fail(f"{path}: {exc}; nothing was imported", 2) from None
     for e in report.errors[:20]:
         out.print(f"  row {e.row} [{e.loan_id or '-'}] {e.field}: {e.message}", highlight=False, markup=False)
     if len(report.errors) > 20:
@@ -331,14 +357,46 @@ def backup_verify(
         err.print(f"[bold red]NOT deleted, delete it by hand:[/] {name}", highlight=False)
     if not run.ok:
         failed = [r.table for r in run.results if not r.ok]
-        raise _fail("backup verify failed for: " + ", ".join(failed or ["temporary table cleanup"]))
+        raise fail("backup verify failed for: " + ", ".join(failed or ["temporary table cleanup"]))
     out.print("all backups verified")
+
+
+@backup_app.command("prune")
+def backup_prune(
+    older_than: Annotated[str, typer.Option(help="Delete on-demand backups older than this, e.g. 35d.")] = "35d",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list them.")] = False,
+) -> None:
+    """Delete old on-demand backups (kept until deleted); AWS Backup's recovery points expire by themselves."""
+    stage = services().settings.stage
+    cutoff = clock.now_ist() - duration(older_than)
+    pruned = backups.prune_backups(_ddb(), stage, cutoff, dry_run)
+    for b in pruned:
+        created = b.created.astimezone(clock.IST).strftime("%Y-%m-%d %H:%M")
+        out.print(f"{'would delete' if dry_run else 'deleted'} {b.name} ({created} IST)", highlight=False)
+    out.print(f"{len(pruned)} on-demand backups older than {older_than} {'found' if dry_run else 'deleted'}")
+
+
+@backup_app.command("pitr")
+def backup_pitr(ctx: typer.Context) -> None:
+    """Point-in-time recovery of every data table: status and how far back a restore can go (IST)."""
+    if target(ctx).local_ports is not None:
+        raise fail("DynamoDB Local has no point-in-time recovery; this is for a deployed stage", 2)
+    stage = services().settings.stage
+    table = Table("table", "point-in-time recovery", "earliest restorable (IST)", title=f"PITR of stage {stage}")
+    windows = backups.point_in_time_recovery(_ddb(), stage)
+    for w in windows:
+        status = w.status if w.status == "ENABLED" else f"[bold red]{w.status}[/]"
+        earliest = w.earliest.astimezone(clock.IST).strftime("%Y-%m-%d %H:%M:%S") if w.earliest else "-"
+        table.add_row(w.table, status, earliest)
+    out.print(table)
+    if any(w.status != "ENABLED" for w in windows):
+        raise fail("point-in-time recovery is off for a data table: switch it back on before anything else")
 
 
 def cli() -> None:
     """``python -m ops``: an unreachable or refusing AWS endpoint is one line, not a stack trace."""
     try:
-        app()
+        app(prog_name="python -m ops")
     except DomainError as exc:
         err.print(f"[bold red]error:[/] {exc.code}: {escape(exc.message)}", highlight=False)
         sys.exit(1)

@@ -5,6 +5,7 @@ moved on since is not a failure, and a restore that differs from what was saved 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner, Result
 
+from chalicelib.clock import FixedClock, use_clock
 from chalicelib.config import settings
 from infra.provision import table_specs
 from local.demo import seed
@@ -211,3 +213,26 @@ def test_checksum_ignores_item_order_and_set_order() -> None:
     assert backups.item_digest(a) == backups.item_digest(b)
     assert backups.item_digest(a) != backups.item_digest({**a, "k": {"S": "2"}})
     assert backups.item_digest({"n": {"N": "1"}}) != backups.item_digest({"n": {"S": "1"}})
+
+
+def test_prune_deletes_only_on_demand_backups_older_than_asked(book: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    assert run("create", manifest=manifest).exit_code == 0
+    tables = len(table_specs(book))
+    ddb = boto3.client("dynamodb")
+
+    def listed() -> int:
+        return sum(len(found) for found in backups.list_backups(ddb, book).values())
+
+    young = CliRunner().invoke(app, ["backup", "prune", "--older-than", "35d"], env={"COLUMNS": "400"})
+    assert young.exit_code == 0 and "0 on-demand backups older than 35d deleted" in young.stdout
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=36)
+    with use_clock(FixedClock(later)):
+        dry = CliRunner().invoke(app, ["backup", "prune", "--dry-run"], env={"COLUMNS": "400"})
+        assert dry.exit_code == 0, dry.output
+        assert f"{tables} on-demand backups older than 35d found" in dry.stdout and listed() == tables
+        pruned = CliRunner().invoke(app, ["backup", "prune"], env={"COLUMNS": "400"})
+
+    assert pruned.exit_code == 0, pruned.output
+    assert f"{tables} on-demand backups older than 35d deleted" in pruned.stdout
+    assert listed() == 0

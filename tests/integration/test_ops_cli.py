@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 
 import boto3
 import pytest
@@ -131,6 +132,12 @@ def test_dpd_run_on_a_seeded_book_then_runs_shows_it(moto_stack: str, monkeypatc
     assert run("dpd", "run", "--date", "15/03/2026").exit_code == 2
     dates = [line.split("│")[1].strip() for line in run("dpd", "runs").stdout.splitlines() if "│ 20" in line]
     assert dates == [yesterday.isoformat(), earlier.isoformat()]  # newest first
+    as_json = [json.loads(line) for line in run("dpd", "runs", "--json").stdout.splitlines()]
+    assert [(r["business_date"], r["status"]) for r in as_json] == [
+        (yesterday.isoformat(), "COMPLETED"),
+        (earlier.isoformat(), "FAILED"),
+    ]
+    assert as_json[1]["last_error"].startswith("internal error (RuntimeError)")
 
 
 def _listed(filters: LoanFilter) -> list[Loan]:

@@ -1,0 +1,244 @@
+"""The ops CLI's commands on the book and its tables, against moto: ``check`` (loans recomputed from
+their schedules, the portfolio against the bucket index), ``users``, ``restore`` (the copy-back of a
+data rollback) and ``backup pitr``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import boto3
+import pytest
+from typer.testing import CliRunner, Result
+
+from chalicelib import clock
+from chalicelib.config import settings
+from chalicelib.domain.roles import Role
+from chalicelib.services.auth import verify_password
+from chalicelib.wiring import services
+from local.demo import seed
+from ops import checks
+from ops.cli import app
+
+BOOK = 20
+"""Enough loans for every bucket to appear (see local.demo)."""
+PASSWORD = "sixteen-chars-or-more"
+
+
+def run(*args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), input=stdin, env={"COLUMNS": "400"})
+
+
+def _loans_table() -> str:
+    return settings().table_name("loans")
+
+
+def _set(loan_id: str, attribute: str, value: dict[str, Any]) -> None:
+    boto3.client("dynamodb").update_item(
+        TableName=_loans_table(),
+        Key={"loan_id": {"S": loan_id}},
+        UpdateExpression="SET #a = :v",
+        ExpressionAttributeNames={"#a": attribute},
+        ExpressionAttributeValues={":v": value},
+    )
+
+
+# ---- check -----------------------------------------------------------------------------------------
+
+
+def test_check_shown_recomputes_dpd_bucket_and_outstanding_from_the_schedule() -> None:
+    row = {"principal_paise": 1000, "interest_paise": 100, "paid_principal_paise": 0, "paid_interest_paise": 0}
+    shown = {
+        "loan_id": "LN1",
+        "status": "ACTIVE",
+        "dpd_as_of": "2026-03-14",
+        "dpd": 31,
+        "bucket": "31-60",
+        "outstanding_principal_paise": 1600,
+        "schedule": [
+            {**row, "due_date": "2026-02-12", "paid_principal_paise": 400},  # partly paid is unpaid: day 1 is 02-12
+            {**row, "due_date": "2026-03-12"},
+            {**row, "due_date": "2026-04-12", "paid_principal_paise": 1000, "paid_interest_paise": 100},
+        ],
+    }
+
+    checked = checks.check_shown(shown)
+
+    assert (checked.expected_dpd, checked.expected_bucket, checked.expected_outstanding) == (31, "31-60", 1600)
+    assert checked.ok
+    assert not checks.check_shown({**shown, "dpd": 30}).ok
+    assert checks.check_shown({**shown, "status": "CLOSED", "dpd": 0, "bucket": "CURRENT"}).ok
+    assert not checks.check_shown({**shown, "status": "CLOSED", "outstanding_principal_paise": 0}).ok
+    paid_up = [{**r, "paid_principal_paise": 1000, "paid_interest_paise": 100} for r in shown["schedule"]]
+    assert checks.check_shown({**shown, "schedule": paid_up, "dpd": 0, "bucket": "CURRENT"}).expected_dpd == 0
+    assert [checks.bucket_of(d) for d in (0, 1, 30, 31, 60, 61, 90, 91)] == [
+        "CURRENT", "1-30", "1-30", "31-60", "31-60", "61-90", "61-90", "90+"
+    ]  # fmt: skip
+
+
+def test_check_loan_and_portfolio_pass_on_a_healthy_book_and_name_a_damaged_loan(moto_stack: str) -> None:
+    seed(BOOK)
+
+    sampled = run("check", "loan", "--per-bucket", "2")
+    portfolio = run("check", "portfolio")
+    buckets = run("check", "buckets")
+
+    assert sampled.exit_code == 0, sampled.output
+    assert "0 with a mismatch" in sampled.stdout and "90+" in sampled.stdout
+    assert portfolio.exit_code == 0, portfolio.output
+    assert f"active loans                 {BOOK}" in portfolio.stdout
+    assert "DIFFERENT" not in portfolio.stdout and "bucket != bucket(dpd)        0" in portfolio.stdout
+    for bucket_row in (line for line in buckets.stdout.splitlines() if "│ 90+" in line):
+        assert int(bucket_row.split("│")[2]) > 0
+
+    _set("DEMO-00002", "dpd", {"N": "45"})
+    damaged = run("check", "loan", "DEMO-00002", "NO-SUCH-LOAN")
+    assert damaged.exit_code == 1
+    assert "2 loans checked, 2 with a mismatch" in damaged.stdout and "not found" in damaged.stdout
+
+    _set("DEMO-00003", "bucket", {"S": "61-90"})
+    wrong = run("check", "portfolio")
+    assert wrong.exit_code == 1
+    line = next(line for line in wrong.stdout.splitlines() if line.startswith("bucket != bucket(dpd)"))
+    assert line.split()[3] == "2" and "DEMO-00002" in line and "DEMO-00003" in line  # the dpd above, and this
+    assert run("check", "loan").exit_code == 2
+
+
+# ---- users -----------------------------------------------------------------------------------------
+
+
+def test_users_add_refuses_to_replace_and_deactivate_stops_logins(moto_stack: str) -> None:
+    added = run("users", "add", "First.Admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+
+    assert added.exit_code == 0, added.output
+    assert f"created first.admin (admin) on stage {moto_stack}" in added.stdout
+    stored = services().auth.users.get("first.admin")
+    assert stored is not None and stored.role == "admin" and verify_password(PASSWORD, stored.password_hash)
+    assert PASSWORD not in added.output
+
+    again = run("users", "add", "first.admin", "--role", "collector", "--password-stdin", stdin="x" * 20 + "\n")
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert services().auth.users.get("first.admin") == stored
+    short = run("users", "add", "second", "--role", "auditor", "--password-stdin", stdin="short-pass\n")
+    assert short.exit_code == 2 and services().auth.users.get("second") is None
+    assert run("users", "add", "third", "--role", "root", "--password-stdin", stdin=PASSWORD).exit_code == 2
+
+    deactivated = run("users", "deactivate", "FIRST.ADMIN")
+    assert deactivated.exit_code == 0, deactivated.output
+    assert "rotate the JWT secret" in deactivated.stdout
+    assert services().auth.users.get("first.admin").active is False  # type: ignore[union-attr]
+    assert run("users", "deactivate", "nobody").exit_code == 2
+
+    listed = run("users", "list")
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.stdout.splitlines() if "first.admin" in line)
+    assert "admin" in row and "no" in row
+    assert "pbkdf2" not in listed.stdout.lower()
+
+
+def test_failed_logins_shows_username_and_source_of_each_window(moto_stack: str) -> None:
+    auth = services().auth
+    auth.add_user("ravi", PASSWORD, Role.COLLECTOR)
+    for source in ("203.0.113.7", "203.0.113.7", "2001:db8:1:2::99"):
+        with pytest.raises(Exception, match="wrong username or password"):
+            auth.login("ravi", "not-it", source)
+
+    shown = run("users", "failed-logins", "--since", "15m")
+
+    assert shown.exit_code == 0, shown.output
+    rows = [line.split("│")[1:4] for line in shown.stdout.splitlines() if "│ ravi" in line]
+    assert [[cell.strip() for cell in row] for row in rows] == [
+        ["ravi", "203.0.113.7", "2"],
+        ["ravi", "2001:db8:1:2::/64", "1"],
+    ]
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    with clock.use_clock(clock.FixedClock(later)):
+        assert "ravi" not in run("users", "failed-logins", "--since", "1h").stdout
+
+
+# ---- restore ---------------------------------------------------------------------------------------
+
+
+def _copy_table(source: str, target: str) -> None:
+    ddb = boto3.client("dynamodb")
+    described = ddb.describe_table(TableName=source)["Table"]
+    ddb.create_table(
+        TableName=target,
+        KeySchema=described["KeySchema"],
+        AttributeDefinitions=[a for a in described["AttributeDefinitions"] if a["AttributeName"] == "loan_id"],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for page in ddb.get_paginator("scan").paginate(TableName=source):
+        for item in page["Items"]:
+            ddb.put_item(TableName=target, Item=item)
+
+
+def _items(table: str) -> list[str]:
+    ddb = boto3.client("dynamodb")
+    return sorted(
+        json.dumps(item, sort_keys=True)
+        for page in ddb.get_paginator("scan").paginate(TableName=table)
+        for item in page["Items"]
+    )
+
+
+def test_copy_back_makes_the_live_table_equal_to_the_restored_copy(moto_stack: str) -> None:
+    seed(BOOK)
+    live = _loans_table()
+    _copy_table(live, f"{live}-restored")  # the "last good instant"
+    restored = _items(f"{live}-restored")
+    _set("DEMO-00004", "notes", {"S": "written by a bad release"})
+    boto3.client("dynamodb").delete_item(TableName=live, Key={"loan_id": {"S": "DEMO-00005"}})
+    created_later = {**boto3.client("dynamodb").get_item(TableName=live, Key={"loan_id": {"S": "DEMO-00006"}})["Item"]}
+    created_later["loan_id"] = {"S": "LN-AFTER-T"}
+    boto3.client("dynamodb").put_item(TableName=live, Item=created_later)
+
+    dry = run("restore", "copy-back", "loans", "--dry-run")
+
+    assert dry.exit_code == 0, dry.output
+    assert f"would put {BOOK}, would delete 1" in dry.stdout
+    assert _items(live) != restored
+
+    done = run("restore", "copy-back", "loans")
+
+    assert done.exit_code == 0, done.output
+    assert f"{live} <- {live}-restored: put {BOOK}, deleted 1" in done.stdout
+    assert _items(live) == restored
+    refused = run("restore", "copy-back", "audit")
+    assert refused.exit_code == 2 and "not restored in place" in refused.stderr
+    missing = run("restore", "copy-back", "payments")
+    assert missing.exit_code == 1 and "payments-restored" in missing.stderr
+
+
+def test_clear_idempotency_empties_the_retry_records(moto_stack: str) -> None:
+    ddb = boto3.client("dynamodb")
+    table = settings().table_name("idempotency")
+    for i in range(30):
+        ddb.put_item(TableName=table, Item={"id": {"S": f"loan-crm#key-{i}"}, "status": {"S": "COMPLETED"}})
+
+    counted = run("restore", "clear-idempotency", "--dry-run")
+    cleared = run("restore", "clear-idempotency")
+
+    assert counted.exit_code == 0 and "would delete 30 records" in counted.stdout
+    assert cleared.exit_code == 0 and "deleted 30 records" in cleared.stdout
+    assert ddb.scan(TableName=table)["Count"] == 0
+
+
+# ---- backup pitr -----------------------------------------------------------------------------------
+
+
+def test_backup_pitr_names_a_data_table_without_point_in_time_recovery(moto_stack: str) -> None:
+    shown = run("backup", "pitr")
+
+    assert shown.exit_code == 0, shown.output
+    assert "loan-crm-" + moto_stack + "-audit" in shown.stdout
+    assert "login-attempts" not in shown.stdout and "idempotency" not in shown.stdout
+    boto3.client("dynamodb").update_continuous_backups(
+        TableName=settings().table_name("payments"),
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False},
+    )
+    off = run("backup", "pitr")
+    assert off.exit_code == 1 and "point-in-time recovery is off" in off.stderr
+    row = next(line for line in off.stdout.splitlines() if "-payments " in line)
+    assert "DISABLED" in row
