@@ -123,7 +123,7 @@ def test_provision_adds_an_index_the_template_gained() -> None:
         assert [g["IndexName"] for g in live["GlobalSecondaryIndexes"]] == ["status-index"]
 
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "RUNBOOK.md"
+RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook" / "backups-and-restore.md"
 BACKUP_RULES_MARKER = "<!-- backup-rules:"
 BACKUP_RULE_ROW = re.compile(
     r"^\| `(?P<name>[\w.-]+)` \| [^|]*?(?P<ist>\d\d:\d\d)[^|]* \| `(?P<cron>cron\([^`]+\))` \| (?P<days>\d+) days"
@@ -131,9 +131,9 @@ BACKUP_RULE_ROW = re.compile(
 
 
 def _runbook_backup_rules() -> dict[str, tuple[str, int, str]]:
-    """Rule name -> (cron, retention days, IST time) from the table under the RUNBOOK's marker."""
+    """Rule name -> (cron, retention days, IST time) from the table under the runbook page's marker."""
     text = RUNBOOK.read_text(encoding="utf-8")
-    assert BACKUP_RULES_MARKER in text, "RUNBOOK.md lost its backup-rules table"
+    assert BACKUP_RULES_MARKER in text, "docs/runbook/backups-and-restore.md lost its backup-rules table"
     after_marker = text.split(BACKUP_RULES_MARKER, 1)[1]
     table = after_marker.split("\n\n", 1)[0].splitlines()[1:]
     rows = [m for line in table if (m := BACKUP_RULE_ROW.match(line))]
@@ -182,12 +182,12 @@ def test_backup_retention_is_what_the_runbook_says() -> None:
     plan = load_template()["Resources"]["BackupPlan"]["Properties"]["BackupPlan"]
     in_template = {r["RuleName"]: r for r in plan["BackupPlanRule"]}
     in_runbook = _runbook_backup_rules()
-    assert in_runbook, "RUNBOOK.md has no backup-rules table"
+    assert in_runbook, "docs/runbook/backups-and-restore.md has no backup-rules table"
     assert {name: (r["ScheduleExpression"], r["Lifecycle"]["DeleteAfterDays"]) for name, r in in_template.items()} == {
         name: (cron, days) for name, (cron, days, _ist) in in_runbook.items()
     }
     for name, (cron, _days, ist) in in_runbook.items():
-        assert "ScheduleExpressionTimezone" not in in_template[name], "the crons are UTC, as the RUNBOOK says"
+        assert "ScheduleExpressionTimezone" not in in_template[name], "the crons are UTC, as the runbook says"
         assert _ist_of_utc_cron(cron) == ist, name
     retention = sorted(days for _cron, days, _ist in in_runbook.values())
     assert retention[0] >= 35, "no rule may keep less than the PITR window"

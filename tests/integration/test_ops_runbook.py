@@ -40,6 +40,19 @@ def test_every_alarm_in_the_template_has_its_runbook_page() -> None:
         assert f"(alerts/{page})" in index, f"index.md does not link {page}"
 
 
+def test_every_alarm_description_names_its_runbook_page() -> None:
+    """The page an on-call engineer needs is in the alarm notification itself."""
+    alarms = [
+        r["Properties"] for r in load_template()["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Alarm"
+    ]
+    assert alarms
+    for alarm in alarms:
+        suffix = resolve(alarm["AlarmName"], "s").removeprefix("loan-crm-s-")
+        page = f"docs/runbook/alerts/{observe.ALERT_PAGES[suffix]}"
+        assert alarm["AlarmDescription"].endswith(f"Runbook: {page}"), suffix
+        assert (ROOT / page).is_file(), page
+
+
 def _words(call: str) -> list[str]:
     """The words of one ``python -m ops ...`` call as a shell would split them, placeholders kept whole."""
     call = re.sub(r"\$\([^)]*\)", "VALUE", call)  # $(python -m ops dates yesterday) inside an argument

@@ -30,7 +30,6 @@ PAGE_SIZE = 100
 _CASE_KEY = frozenset({"loan_id", "status", "escalated_on"})
 
 
-
 def _case_to_item(case: LegalCase) -> LegalCaseModel:
     return LegalCaseModel(
         case.loan_id,
