@@ -272,46 +272,12 @@ def verify_backups(
     attempts = max(1, int(wait_minutes * 60 / delay)) if delay > 0 else 1
     suffix = _stamp(clock.now_ist()).removesuffix("IST").lower()
     run = VerifyRun(results=[], temporaries=[], left_behind=[])
-    restoring: list[tuple[VerifyResult, str]] = []
     try:
-        for table, backups in list_backups(ddb, stage).items():
-            result = VerifyResult(table)
-            run.results.append(result)
-            usable = [b for b in backups if b.status == "AVAILABLE" and b.kind == "USER"]
-            if not usable:
-                result.problem = "no available backup"
-                continue
-            result.backup = usable[0]
-            temporary = f"{table}-verify-{suffix}"
-            run.temporaries.append(temporary)
-            try:
-                # Restores run side by side in AWS: ask for all of them before waiting for any.
-                ddb.restore_table_from_backup(
-                    TargetTableName=temporary,
-                    BackupArn=result.backup.arn,
-                    BillingModeOverride="PAY_PER_REQUEST",
-                    GlobalSecondaryIndexOverride=[],
-                )
-            except ClientError as exc:
-                result.problem = f"restore refused: {exc.response['Error']['Code']}"
-                continue
-            restoring.append((result, temporary))
+        restoring = _start_restores(ddb, stage, suffix, run)
         for result, temporary in restoring:
             try:
                 _wait_active(ddb, temporary, delay, attempts)
-                result.restored = digest(ddb, temporary)
-                assert result.backup is not None
-                record = manifest.backups.get(result.backup.arn)
-                if record is not None and record.checksum is not None and record.items is not None:
-                    result.compared_with = COMPARED_WITH_RECORD
-                    result.revision = record.revision
-                    result.expected = Digest(record.items, record.checksum)
-                else:
-                    result.compared_with = COMPARED_WITH_LIVE
-                    result.revision = record.revision if record else None
-                    result.expected = digest(ddb, result.table)
-                if result.restored != result.expected:
-                    result.problem = "restored items differ from the " + result.compared_with
+                _compare(ddb, result, temporary, manifest, digest)
             except Exception as exc:
                 result.problem = f"verification failed: {exc!r}"
     finally:
@@ -320,6 +286,54 @@ def verify_backups(
             if reason is not None:
                 run.left_behind.append(f"{temporary} ({reason})")
     return run
+
+
+def _start_restores(ddb: Any, stage: str, suffix: str, run: VerifyRun) -> list[tuple[VerifyResult, str]]:
+    """Ask for every table's restore before waiting for any: restores run side by side in AWS. Each
+    temporary table is noted in ``run`` before it is asked for, so the clean-up finds it whatever fails."""
+    restoring: list[tuple[VerifyResult, str]] = []
+    for table, backups in list_backups(ddb, stage).items():
+        result = VerifyResult(table)
+        run.results.append(result)
+        usable = [b for b in backups if b.status == "AVAILABLE" and b.kind == "USER"]
+        if not usable:
+            result.problem = "no available backup"
+            continue
+        result.backup = usable[0]
+        temporary = f"{table}-verify-{suffix}"
+        run.temporaries.append(temporary)
+        try:
+            ddb.restore_table_from_backup(
+                TargetTableName=temporary,
+                BackupArn=result.backup.arn,
+                BillingModeOverride="PAY_PER_REQUEST",
+                GlobalSecondaryIndexOverride=[],
+            )
+        except ClientError as exc:
+            result.problem = f"restore refused: {exc.response['Error']['Code']}"
+            continue
+        restoring.append((result, temporary))
+    return restoring
+
+
+def _compare(
+    ddb: Any, result: VerifyResult, temporary: str, manifest: Manifest, digest: Callable[[Any, str], Digest]
+) -> None:
+    """The restored copy against what the backup held when it was taken (its record in the manifest),
+    or, for a backup taken without this tool, against the live table."""
+    assert result.backup is not None
+    result.restored = digest(ddb, temporary)
+    record = manifest.backups.get(result.backup.arn)
+    if record is not None and record.checksum is not None and record.items is not None:
+        result.compared_with = COMPARED_WITH_RECORD
+        result.revision = record.revision
+        result.expected = Digest(record.items, record.checksum)
+    else:
+        result.compared_with = COMPARED_WITH_LIVE
+        result.revision = record.revision if record else None
+        result.expected = digest(ddb, result.table)
+    if result.restored != result.expected:
+        result.problem = "restored items differ from the " + result.compared_with
 
 
 @dataclass(frozen=True)

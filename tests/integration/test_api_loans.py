@@ -17,7 +17,7 @@ from tests.integration.api_helpers import (
     loan_body,
 )
 
-SPEC_FIELDS: dict[str, Any] = {
+CONTRACT_FIELDS: dict[str, Any] = {
     "loan_id": str,
     "borrower": dict,
     "status": str,
@@ -38,7 +38,7 @@ ROW_FIELDS = {"seq", "due_date", "principal_paise", "interest_paise", "paid_prin
 
 
 def assert_spec_shape(loan: dict[str, Any]) -> None:
-    for name, kind in SPEC_FIELDS.items():
+    for name, kind in CONTRACT_FIELDS.items():
         assert name in loan, name
         assert isinstance(loan[name], kind), (name, loan[name])
         assert not isinstance(loan[name], bool), name

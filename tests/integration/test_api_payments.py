@@ -25,7 +25,7 @@ from tests.integration.api_helpers import (
 TODAY = (FROZEN_AT + dt.timedelta(hours=5, minutes=30)).date().isoformat()
 """The IST date at the frozen instant: 2026-03-15."""
 
-SPEC_KEYS = {"payment_id", "utr", "loan_id", "amount_paise", "payment_date", "mode", "status", "allocation", "loan"}
+CONTRACT_KEYS = {"payment_id", "utr", "loan_id", "amount_paise", "payment_date", "mode", "status", "allocation", "loan"}
 EXTRA_KEYS = {"posted_at", "posted_by", "reversed_at", "reversed_by", "reversal_reason"}
 """Not in docs/rules.md's list but documented by the route; anything beyond these is unexpected."""
 LOAN_KEYS = {"outstanding_principal_paise", "overdue_paise", "dpd", "bucket", "classification", "status"}
@@ -141,9 +141,9 @@ def test_201_has_the_spec_shape_and_an_independently_computed_allocation(api: Ap
 
     assert reply.status == 201, reply.body
     body = reply.json
-    assert SPEC_KEYS <= set(body) <= SPEC_KEYS | EXTRA_KEYS, set(body) ^ SPEC_KEYS
+    assert CONTRACT_KEYS <= set(body) <= CONTRACT_KEYS | EXTRA_KEYS, set(body) ^ CONTRACT_KEYS
     assert isinstance(body["payment_id"], str) and body["payment_id"]
-    assert {k: body[k] for k in SPEC_KEYS - {"payment_id", "allocation", "loan"}} == {
+    assert {k: body[k] for k in CONTRACT_KEYS - {"payment_id", "allocation", "loan"}} == {
         "utr": "HDFC0000123ABC",
         "loan_id": "LN-GEN",
         "amount_paise": amount,
