@@ -3,7 +3,7 @@
 from chalice.app import Chalice
 
 from chalicelib.api.http import unmatched
-from chalicelib.api.routes import audit, auth, health, jobs, loans, payments
+from chalicelib.api.routes import audit, auth, health, jobs, loans, payments, reassignments, users
 from chalicelib.jobs.lambda_handlers import bp as dpd_job_bp
 
 app = Chalice(app_name="loan-crm")
@@ -13,6 +13,8 @@ app.register_blueprint(loans.bp)
 app.register_blueprint(payments.bp)
 app.register_blueprint(audit.bp)
 app.register_blueprint(jobs.bp)
+app.register_blueprint(users.bp)
+app.register_blueprint(reassignments.bp)
 app.register_blueprint(dpd_job_bp)
 # Catch-all routes: a path no route above matches is 404 NOT_FOUND in the error shape.
 app.register_blueprint(unmatched)

@@ -31,6 +31,7 @@ from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
+from chalicelib.services.reassignment import ReassignmentService
 from chalicelib.services.run_calendar import CompletedThrough
 
 
@@ -52,6 +53,7 @@ class Services:
     completed_through: CompletedThrough
     metrics: EmfMetrics
     denials: DenialRecorder
+    reassignment: ReassignmentService
 
 
 _services: Services | None = None
@@ -107,6 +109,7 @@ def build(config: Settings) -> Services:
         completed_through=completed_through,
         metrics=metrics,
         denials=loans.denials,
+        reassignment=ReassignmentService(loans=loans),
     )
 
 
