@@ -183,6 +183,37 @@ class LoanService:
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
+    def reassign(
+        self, ctx: RequestContext, loan_id: str, collector_id: str, only_if: Callable[[Loan], bool] | None = None
+    ) -> bool | None:
+        """One loan of a bulk reassignment (``services/reassignment.py``): :meth:`assign`'s write, for a
+        caller that has checked ``collector_id`` with :meth:`_require_collector` once for all its loans
+        rather than once per loan, and that needs to know what happened. The same write as
+        :meth:`assign`: the loan under its version condition with its ``LOAN_ASSIGNED`` entry in one
+        transaction, retried under ``OPTIMISTIC_WRITE``. ``only_if`` is asked on every attempt's fresh
+        read, so a loan that changed after the caller picked it (closed, or given to someone else) is
+        left alone. True: this call moved the loan; False: it was with ``collector_id`` already; None:
+        ``only_if`` refused it. Nothing is written unless True."""
+        ctx.require(MANAGE_LOANS)
+
+        def attempt() -> bool | None:
+            loan = self.stored(ctx, loan_id)
+            if loan.collector_id == collector_id:
+                return False
+            if only_if is not None and not only_if(loan):
+                return None
+            updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
+            entry = ctx.loan_audit(
+                Action.LOAN_ASSIGNED,
+                loan_id,
+                {"collector_id": loan.collector_id},
+                {"collector_id": collector_id},
+            )
+            self.loans.update(updated, entry)
+            return True
+
+        return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
+
 
 def _schedule_for(cmd: NewLoan) -> tuple[Instalment, ...]:
     """The loan's schedule, generated from its terms or imported as given; ``InvalidSchedule`` if unacceptable."""

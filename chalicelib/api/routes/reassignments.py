@@ -1,7 +1,87 @@
-"""Bulk reassignment of loans between collectors (docs/rules.md, "Users and offboarding")."""
+"""Bulk reassignment of loans between collectors (docs/rules.md, "Bulk reassignment"; docs/api.md,
+"Bulk reassignment").
+
+``POST /api/v1/reassignments`` moves every ACTIVE loan of one collector, or a list of loans, to another
+collector. A call works for a bounded time: 200 when everything is moved, 202 when it stopped for time
+with loans left, and the client sends the same request again until it gets 200.
+"""
 
 from __future__ import annotations
 
-from chalice.app import Blueprint
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from chalice.app import Blueprint, Response
+from pydantic import Field
+
+from chalicelib.api.errors import json_response
+from chalicelib.api.http import Call, endpoint
+from chalicelib.api.schemas import Identifier, LoanId, StrictModel
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.roles import MANAGE_LOANS
+from chalicelib.services.reassignment import ReassignmentProgress
+from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
+
+MAX_LOAN_IDS = 1000
+REQUEST_BUDGET_MS = 25_000
+"""The most one request works for. API Gateway gives up on a request after 29 s whatever the Lambda's
+own timeout, so the budget is the shorter of this and what the Lambda context says is left; the
+service stops with a margin of 5 s of it to count what remains and answer."""
+
+
+class ReassignIn(StrictModel):
+    to_collector_id: Identifier
+    from_collector_id: Identifier | None = None
+    loan_ids: Annotated[list[LoanId], Field(min_length=1, max_length=MAX_LOAN_IDS)] | None = None
+
+    def require_one_source(self) -> None:
+        """Exactly one of ``from_collector_id`` and ``loan_ids`` says which loans move (400 otherwise)."""
+        given = (self.from_collector_id is not None) + (self.loan_ids is not None)
+        if given != 1:
+            message = "give exactly one of from_collector_id and loan_ids"
+            raise ValidationFailed(
+                message,
+                [{"field": "from_collector_id", "message": message}, {"field": "loan_ids", "message": message}],
+            )
+
+
+def _time_left(lambda_context: Any) -> Callable[[], int]:
+    """Milliseconds this request may still work: :data:`REQUEST_BUDGET_MS` from now, or less when the
+    Lambda context has less left. Chalice passes a context under ``chalice local`` and the test client
+    too (with the configured timeout, 900 s when there is none); anything without
+    ``get_remaining_time_in_millis`` counts as no context (the idempotency wrapper reads it the same
+    way)."""
+    deadline = time.monotonic() + REQUEST_BUDGET_MS / 1000
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+
+    def left() -> int:
+        ours = int((deadline - time.monotonic()) * 1000)
+        return min(ours, int(remaining())) if callable(remaining) else ours
+
+    return left
+
+
+def _answer(progress: ReassignmentProgress) -> Response:
+    body = {
+        "moved": progress.moved,
+        "already": progress.already,
+        "remaining": progress.remaining,
+        "done": progress.done,
+    }
+    return json_response(200 if progress.done else 202, body)
+
+
+@endpoint(bp, "/api/v1/reassignments", methods=("POST",), roles=MANAGE_LOANS)
+def reassign_loans(call: Call) -> Response:
+    body = call.parse(ReassignIn)
+    body.require_one_source()
+    time_left = _time_left(bp.lambda_context)
+    reassignment = services().reassignment
+    if body.from_collector_id is not None:
+        progress = reassignment.move_collector_loans(call.ctx, body.from_collector_id, body.to_collector_id, time_left)
+    else:  # require_one_source: the list is given
+        progress = reassignment.move_loans(call.ctx, body.loan_ids or [], body.to_collector_id, time_left)
+    return _answer(progress)
