@@ -13,6 +13,21 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _bounded_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting within ``low..high``; anything else stops the service from starting with a
+    message naming the variable, rather than running with a surprising value."""
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of seconds from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number of seconds from {low} to {high}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str
@@ -26,6 +41,8 @@ class Settings:
     login_max_failures: int
     login_window_seconds: int
     password_hash_iterations: int
+    user_cache_seconds: int = 60
+    """How long one container may reuse a user's state (active, token cut-off) when checking tokens."""
 
     @property
     def table_prefix(self) -> str:
@@ -55,6 +72,9 @@ def settings() -> Settings:
         login_max_failures=_int("LOGIN_MAX_FAILURES", 5),
         login_window_seconds=_int("LOGIN_WINDOW_SECONDS", 15 * 60),
         password_hash_iterations=_int("PASSWORD_HASH_ITERATIONS", 600_000),
+        # A deactivation or password change reaches every container within this long; 0 reads the
+        # user on every request (docs/auth.md, "Ending tokens").
+        user_cache_seconds=_bounded_int("USER_CACHE_SECONDS", 60, 0, 3600),
     )
 
 

@@ -6,7 +6,7 @@ at moto or DynamoDB Local before the first request; :func:`reset` drops everythi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
 from chalicelib.services.reassignment import ReassignmentService
 from chalicelib.services.run_calendar import CompletedThrough
+from chalicelib.services.users import UserService
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Services:
     metrics: EmfMetrics
     denials: DenialRecorder
     reassignment: ReassignmentService
+    users: UserService = field(init=False)
+    """Built after the rest: offboarding moves loans through ``reassignment``."""
 
 
 _services: Services | None = None
@@ -76,7 +79,7 @@ def build(config: Settings) -> Services:
     )
     flags = SsmFlags(config, metrics)
     delinquency = DynamoDelinquencyStore()
-    return Services(
+    built = Services(
         settings=config,
         loans=loans,
         payments=PaymentService(payments=DynamoPaymentRepository(), loans=loans, metrics=metrics),
@@ -89,6 +92,7 @@ def build(config: Settings) -> Services:
             max_failures=config.login_max_failures,
             window_seconds=config.login_window_seconds,
             iterations=config.password_hash_iterations,
+            user_cache_seconds=config.user_cache_seconds,
         ),
         audit=audit,
         health=HealthProbe(config),
@@ -111,6 +115,8 @@ def build(config: Settings) -> Services:
         denials=loans.denials,
         reassignment=ReassignmentService(loans=loans),
     )
+    built.users = UserService(users=users, auth=built.auth, reassignment=built.reassignment, loans=loans.loans)
+    return built
 
 
 def services() -> Services:

@@ -24,7 +24,7 @@ from chalicelib.domain.audit import Actor, AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Loan
 from chalicelib.services.context import RequestContext
-from chalicelib.services.ports import AuditFilter, LoanFilter, LoginWindow, Page, ThrottleKey, User
+from chalicelib.services.ports import AuditFilter, LoanFilter, LoginWindow, Page, ThrottleKey, User, UserFilter
 
 T = TypeVar("T")
 
@@ -179,14 +179,54 @@ class InMemoryLoanRepository:
 
 
 class InMemoryUserStore:
-    def __init__(self, users: Iterable[User] = ()) -> None:
+    """Users in a dict. With ``audit`` given, ``create`` and ``update`` append their entry to it (the
+    same transaction, as the DynamoDB store); without one they keep entries in ``audit_entries``."""
+
+    def __init__(self, users: Iterable[User] = (), audit: InMemoryAuditLog | None = None) -> None:
         self.users: dict[str, User] = {u.username: u for u in users}
+        self.audit = audit if audit is not None else InMemoryAuditLog()
+        self.gets = 0
+        """How many times ``get`` was called (the revocation cache's tests count reads)."""
+        self.fail_reads: Exception | None = None
+        """Raised by ``get`` while set (a storage outage)."""
 
     def get(self, username: str) -> User | None:
+        self.gets += 1
+        if self.fail_reads is not None:
+            raise self.fail_reads
         return self.users.get(username)
 
     def put(self, user: User) -> None:
         self.users[user.username] = user
+
+    def create(self, user: User, audit: AuditEntry) -> User:
+        if user.username in self.users:
+            raise Conflict(f"user {user.username} already exists", {"username": user.username})
+        stored = dataclasses.replace(user, version=1)
+        self.audit.append(audit)
+        self.users[user.username] = stored
+        return stored
+
+    def update(self, user: User, audit: AuditEntry) -> User:
+        current = self.users.get(user.username)
+        if current is None or current.version != user.version:
+            raise Conflict(
+                f"user {user.username} was changed by someone else; read it again and retry",
+                {"username": user.username},
+            )
+        stored = dataclasses.replace(user, version=user.version + 1)
+        self.audit.append(audit)
+        self.users[user.username] = stored
+        return stored
+
+    def list(self, filters: UserFilter, limit: int, cursor: str | None) -> Page[User]:
+        def wanted(user: User) -> bool:
+            return (filters.role is None or user.role == filters.role) and (
+                filters.active is None or user.active == filters.active
+            )
+
+        listing = ("users", filters.role, None if filters.active is None else str(filters.active))
+        return _page(filter(wanted, self.users.values()), lambda u: u.username, False, listing, limit, cursor)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import functools
 import json
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.loan import LOAN_ID_PATTERN
 from chalicelib.domain.roles import Role
-from chalicelib.services.auth import decode_token
+from chalicelib.domain.users import USERNAME_PATTERN
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
 
@@ -75,10 +76,10 @@ BODY_METHODS = frozenset({"PATCH", "POST", "PUT"})
 MAX_JSON_DEPTH = 32
 """Levels of arrays and objects a body may nest; the top-level object or array is level 1."""
 MAX_QUERY_VALUE_CHARS = 512
-PATH_PARAMETER_PATTERNS: dict[str, re.Pattern[str]] = {"loan_id": LOAN_ID_PATTERN}
+PATH_PARAMETER_PATTERNS: dict[str, re.Pattern[str]] = {"loan_id": LOAN_ID_PATTERN, "username": USERNAME_PATTERN}
 """Ids with a known shape. Any other URI parameter must match :data:`ANY_ID_PATTERN`."""
 ANY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-ENTITY_TYPE_BY_PARAMETER = {"loan_id": "loan", "payment_id": "payment"}
+ENTITY_TYPE_BY_PARAMETER = {"loan_id": "loan", "payment_id": "payment", "username": "user"}
 """Which audit entity a denied write names, by the route's URI parameter."""
 
 # --- reading JSON -----------------------------------------------------------------------------------
@@ -320,8 +321,31 @@ def _authenticate(request: Request, request_id: str) -> RequestContext:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("missing bearer token")
-    actor = decode_token(token.strip(), services().jwt_secret())
-    return RequestContext(actor=actor, source_ip=_source_ip(request), request_id=request_id)
+    # A good signature is not enough: the user must still exist, be active and not have ended the
+    # token since (a password change, a deactivation). A storage failure there is a 503, never a pass.
+    verified = services().auth.authenticate(token.strip())
+    return RequestContext(actor=verified.actor, source_ip=_source_ip(request), request_id=request_id)
+
+
+REQUEST_BUDGET_MS = 25_000
+"""The most one request works for: API Gateway gives up after 29 s whatever the Lambda's own timeout."""
+
+
+def time_left_ms(lambda_context: Any) -> Callable[[], int] | None:
+    """Milliseconds a long request (an offboarding) may still work: :data:`REQUEST_BUDGET_MS` from
+    now, or less when the Lambda context has less left. None when there is no context to ask (no
+    limit). Chalice passes one on Lambda, under ``chalice local`` and in ``chalice.test.Client`` (the
+    idempotency wrapper reads it the same way); whoever does the work keeps its own margin to answer
+    (``services.reassignment`` stops with 5 s left)."""
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    deadline = time.monotonic() + REQUEST_BUDGET_MS / 1000
+
+    def left() -> int:
+        return min(int((deadline - time.monotonic()) * 1000), int(remaining()))
+
+    return left
 
 
 def _check_path_parameters(params: dict[str, Any]) -> None:

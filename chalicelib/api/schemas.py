@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from chalicelib.domain.loan import LOAN_ID_PATTERN, Borrower
 from chalicelib.domain.payment import UTR_PATTERN, PaymentMode, normalise_utr
+from chalicelib.domain.users import MAX_PASSWORD_CHARS, USERNAME_PATTERN
 from chalicelib.services.loans import GeneratedTerms, NewLoan
+from chalicelib.services.users import NewUser, UserChanges
 
 MAX_PRINCIPAL_PAISE = 1_000_000_000_000
 """₹1,000 crore: far above any retail loan; only there so absurd numbers are refused, not stored."""
@@ -151,3 +153,61 @@ class RunDpdIn(StrictModel):
     business_date: BusinessDate | None = None
     """Defaults to the last completed business date (yesterday, IST)."""
     full_scan: bool = False
+
+
+RoleName = Literal["admin", "manager", "collector", "auditor"]
+Password = Annotated[str, StringConstraints(max_length=MAX_PASSWORD_CHARS)]
+"""Only a bound here; the password policy (``domain.users.password_problems``) is the service's, so every
+problem of a new user is listed in one answer."""
+NewUsername = Annotated[str, StringConstraints(max_length=256)]
+"""Checked against the username rule by the service, beside the password that must not contain it."""
+Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN.pattern)]
+
+
+class CreateUserIn(StrictModel):
+    username: NewUsername
+    password: Password
+    role: RoleName
+    display_name: Text | None = None
+    branch: Text | None = None
+
+    def to_command(self) -> NewUser:
+        return NewUser(self.username, self.password, self.role, self.display_name, self.branch)
+
+
+class PatchUserIn(StrictModel):
+    """Only the fields given change. ``display_name`` and ``branch`` may be null (cleared); the others
+    may not: a null role or password means nothing sensible."""
+
+    display_name: Text | None = None
+    branch: Text | None = None
+    role: RoleName | None = None
+    active: bool | None = None
+    password: Password | None = None
+    reassign_to: Username | None = None
+
+    @model_validator(mode="after")
+    def something_to_change(self) -> PatchUserIn:
+        nulls = sorted(
+            name
+            for name in ("role", "active", "password", "reassign_to")
+            if name in self.model_fields_set and getattr(self, name) is None
+        )
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null")
+        if not self.model_fields_set:
+            raise ValueError("nothing to change")
+        return self
+
+    def to_changes(self) -> UserChanges:
+        given = self.model_fields_set
+        return UserChanges(
+            display_name=self.display_name,
+            display_name_given="display_name" in given,
+            branch=self.branch,
+            branch_given="branch" in given,
+            role=self.role,
+            active=self.active,
+            password=self.password,
+            reassign_to=self.reassign_to,
+        )

@@ -30,6 +30,9 @@ class Action(StrEnum):
     LEGAL_ESCALATED = "LEGAL_ESCALATED"
     ACCESS_DENIED = "ACCESS_DENIED"
     """A write route refused for the caller's role (403 FORBIDDEN)."""
+    USER_CREATED = "USER_CREATED"
+    USER_UPDATED = "USER_UPDATED"
+    """Any change to a user: details, role, password (shown only as ``password_changed``), active."""
 
 
 @dataclass(frozen=True, slots=True)

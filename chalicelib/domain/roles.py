@@ -22,3 +22,7 @@ ADMIN_ONLY = frozenset({Role.ADMIN})
 READ_ALL = frozenset({Role.ADMIN, Role.MANAGER, Role.AUDITOR})
 """Portfolio-wide reads (job history, escalations): not collectors, who see only their own loans."""
 READ_FLAGS = frozenset({Role.ADMIN, Role.AUDITOR})
+MANAGE_USERS = ADMIN_ONLY
+"""Creating users and changing them (role, password, deactivation): admin only."""
+READ_USERS = frozenset({Role.ADMIN, Role.MANAGER})
+"""Managers read users to assign loans to collectors; they change none."""

@@ -7,6 +7,10 @@ clock means the same thing everywhere. Any malformed token is a 401 (Unauthentic
 
 Logins: each attempt is counted for its (username, source address) before the password is checked,
 so concurrent guesses cannot get past the allowance; a success clears the count.
+
+Revocation: a token that decodes is still refused when its user no longer exists, is inactive, or
+changed password after the token was issued (``iat`` before the user's ``tokens_valid_after``). The
+user's state is cached per container for ``user_cache_seconds``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hmac
 import ipaddress
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -74,6 +78,15 @@ def _check_secret(secret: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class VerifiedToken:
+    """What a good token says: who (``actor``) and when it was issued (``iat``, epoch seconds), which
+    the revocation check compares with the user's ``tokens_valid_after``."""
+
+    actor: Actor
+    iat: int
+
+
+@dataclass(frozen=True)
 class IssuedToken:
     access_token: str
     expires_in: int
@@ -91,6 +104,11 @@ def issue_token(sub: str, role: str, secret: str, ttl_seconds: int) -> IssuedTok
 def decode_token(token: str, secret: str) -> Actor:
     """The caller behind a bearer token, or Unauthenticated with a reason safe to show: the reason
     names what is wrong, never the token or a claim's value."""
+    return decode_verified(token, secret).actor
+
+
+def decode_verified(token: str, secret: str) -> VerifiedToken:
+    """:func:`decode_token` with the token's ``iat`` as well; refuses exactly what it refuses."""
     key = _check_secret(secret)
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthenticated("invalid token: too long")
@@ -110,7 +128,7 @@ def decode_token(token: str, secret: str) -> Actor:
         )
     except jwt.PyJWTError as exc:
         raise Unauthenticated(_refusal(exc)) from None
-    return _actor(claims, clock.now_epoch())
+    return VerifiedToken(actor=_actor(claims, clock.now_epoch()), iat=claims["iat"])
 
 
 _REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -182,6 +200,19 @@ def _dummy_hash(iterations: int) -> str:
     return hash_password("not-a-real-password", iterations)
 
 
+@dataclass(frozen=True)
+class _UserState:
+    """What the revocation check needs of a user, and when it was read (epoch seconds)."""
+
+    active: bool
+    tokens_valid_after: int
+    read_at: int
+
+
+REVOKED = "token no longer valid; log in again"
+"""One message whether the user is gone, inactive or changed password: it tells a token's holder no more."""
+
+
 @dataclass
 class AuthService:
     users: UserStore
@@ -192,6 +223,43 @@ class AuthService:
     max_failures: int
     window_seconds: int
     iterations: int
+    user_cache_seconds: int = 0
+    """How long a user's state may be reused for the revocation check (0: read on every request)."""
+    _states: dict[str, _UserState] = field(default_factory=dict, init=False, repr=False)
+
+    def authenticate(self, token: str) -> VerifiedToken:
+        """A token that decodes (:func:`decode_verified`) and has not been revoked since
+        (:meth:`require_current`). Unauthenticated otherwise; Unavailable when the user cannot be read."""
+        verified = decode_verified(token, self.secret())
+        self.require_current(verified.actor.sub, verified.iat)
+        return verified
+
+    def require_current(self, username: str, iat: int) -> None:
+        """Unauthenticated unless ``username`` exists, is active and has not ended tokens issued at
+        ``iat`` (a password change or a deactivation at or after it, to the second). The role is not
+        checked: a role change takes effect with the next token."""
+        state = self._state(username)
+        if state is None or not state.active or iat < state.tokens_valid_after:
+            raise Unauthenticated(REVOKED)
+
+    def forget(self, username: str) -> None:
+        """Drop a cached state: this container changed the user, so its next request reads it again."""
+        self._states.pop(username, None)
+
+    def _state(self, username: str) -> _UserState | None:
+        now = clock.now_epoch()
+        cached = self._states.get(username)
+        if cached is not None and 0 <= now - cached.read_at < self.user_cache_seconds:
+            return cached
+        user = self.users.get(username)  # a storage failure is Unavailable: 503, never a pass
+        if user is None:
+            # Not cached: only a token we signed names a user, and a user created later must not wait.
+            self._states.pop(username, None)
+            return None
+        state = _UserState(active=user.active, tokens_valid_after=user.tokens_valid_after, read_at=now)
+        if self.user_cache_seconds > 0:
+            self._states[username] = state
+        return state
 
     def login(self, username: str, password: str, source_ip: str | None = None) -> IssuedToken:
         """Check a password, at most ``max_failures`` times per window for one username from one
@@ -224,11 +292,27 @@ class AuthService:
         return issue_token(user.username, user.role, self.secret(), self.ttl_seconds)
 
     def add_user(self, username: str, password: str, role: Role) -> User:
-        """Create or replace a user (ops CLI and demo seed; there is no public sign-up)."""
+        """Create or replace a user, unaudited (ops CLI and demo seed, which run with the operator's own
+        AWS credentials). The API's users go through ``UserService``, with its password policy and audit.
+
+        Replacing a user is a password reset: tokens issued before it are ended, as by the API."""
         if len(password) < 8:
             raise ValidationFailed("password must be at least 8 characters")
+        name = username.strip().lower()
+        now, now_iso = clock.now_epoch(), clock.now_iso()
+        existing = self.users.get(name)
         user = User(
-            username=username.strip().lower(), role=role.value, password_hash=hash_password(password, self.iterations)
+            username=name,
+            role=role.value,
+            password_hash=hash_password(password, self.iterations),
+            display_name=existing.display_name if existing else None,
+            branch=existing.branch if existing else None,
+            created_at=existing.created_at if existing and existing.created_at else now_iso,
+            updated_at=now_iso,
+            tokens_valid_after=now if existing else 0,
+            # A new version, so a concurrent API update of the replaced user is refused, not merged.
+            version=existing.version + 1 if existing else 1,
         )
         self.users.put(user)
+        self.forget(name)
         return user

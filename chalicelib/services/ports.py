@@ -50,6 +50,21 @@ class User:
     role: str
     password_hash: str
     active: bool = True
+    display_name: str | None = None
+    branch: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    tokens_valid_after: int = 0
+    """Epoch seconds: a token issued (``iat``) before this is refused. Set when the password changes
+    or the user is deactivated (docs/auth.md, "Ending tokens")."""
+    version: int = 0
+    """0 for a user not stored yet, or stored before users had versions; each update adds one."""
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    role: str | None = None
+    active: bool | None = None
 
 
 class Metrics(Protocol):
@@ -92,7 +107,25 @@ class AuditLog(Protocol):
 class UserStore(Protocol):
     def get(self, username: str) -> User | None: ...
 
-    def put(self, user: User) -> None: ...
+    def put(self, user: User) -> None:
+        """Create or replace a user, unaudited (the demo seed and ``AuthService.add_user``)."""
+        ...
+
+    def create(self, user: User, audit: AuditEntry) -> User:
+        """Store a new user and its audit entry atomically; Conflict if the username is taken.
+        Returns the user with version 1."""
+        ...
+
+    def update(self, user: User, audit: AuditEntry) -> User:
+        """Replace the user if its stored version is still ``user.version``; Conflict otherwise (and
+        if it does not exist). The audit entry is written in the same transaction. Returns the user
+        with its new version."""
+        ...
+
+    def list(self, filters: UserFilter, limit: int, cursor: str | None) -> Page[User]:
+        """Users matching ``filters``, each once across the pages, in no promised order (DynamoDB scans
+        in hash order, the fakes in username order)."""
+        ...
 
 
 @dataclass(frozen=True)

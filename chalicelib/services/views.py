@@ -1,5 +1,5 @@
-"""The JSON shape of a loan (docs/rules.md), shared by API responses and audit snapshots so the audit shows
-exactly what a client would have seen."""
+"""The JSON shape of a loan (docs/rules.md) and of a user (docs/auth.md), shared by API responses and
+audit snapshots so the audit shows exactly what a client would have seen."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
 from chalicelib.domain.runs import RunRecord
+from chalicelib.services.ports import User
 
 
 def borrower_dict(loan: Loan) -> dict[str, Any]:
@@ -136,4 +137,18 @@ def payment_dict(payment: Payment) -> dict[str, Any]:
         "reversed_at": payment.reversed_at,
         "reversed_by": payment.reversed_by.sub if payment.reversed_by else None,
         "reversal_reason": payment.reversal_reason,
+    }
+
+
+def user_dict(user: User) -> dict[str, Any]:
+    """A user as anyone may see it (``domain.users.PUBLIC_FIELDS``): never the password hash, never the
+    token cut-off."""
+    return {
+        "username": user.username,
+        "role": user.role,
+        "display_name": user.display_name,
+        "branch": user.branch,
+        "active": user.active,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
     }

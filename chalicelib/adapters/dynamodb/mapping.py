@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 
-from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel
+from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel, UserModel
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
 from chalicelib.domain.loan import PENDING_ESCALATION, Borrower, Loan, LoanStatus, PendingEscalation, watch_date
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
+from chalicelib.services.ports import User
 
 WATCH_SHARDS = 16
 """Shards per watch date, and of the loans pending escalation. EMIs cluster on a few days of the month;
@@ -190,4 +191,35 @@ def item_to_payment(item: PaymentModel) -> Payment:
         reversed_at=item.reversed_at,
         reversed_by=reversed_by,
         reversal_reason=item.reversal_reason,
+    )
+
+
+def user_to_item(user: User) -> UserModel:
+    return UserModel(
+        user.username,
+        role=user.role,
+        password_hash=user.password_hash,
+        active=user.active,
+        display_name=user.display_name,
+        branch=user.branch,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        tokens_valid_after=user.tokens_valid_after,
+        version=user.version,
+    )
+
+
+def item_to_user(item: UserModel) -> User:
+    """Items stored before a field existed read with the field's default."""
+    return User(
+        username=item.username,
+        role=item.role,
+        password_hash=item.password_hash,
+        active=bool(item.active) if item.active is not None else True,
+        display_name=item.display_name,
+        branch=item.branch,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        tokens_valid_after=int(item.tokens_valid_after or 0),
+        version=int(item.version or 0),
     )

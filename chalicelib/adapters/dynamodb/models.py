@@ -285,6 +285,13 @@ class AuditModel(Model):
 
 
 class UserModel(Model):
+    """One user. Attributes added after the first release are optional, so items stored before them
+    read with their defaults (no display name, no token cut-off, version 0).
+
+    ``version`` is a plain number with explicit conditions (``adapters.dynamodb.users``), not a
+    VersionAttribute: the unaudited ``put`` of the ops CLI and the demo seed replaces a user whatever
+    its version, which a VersionAttribute would refuse."""
+
     class Meta(_Meta):
         short_name = "users"
 
@@ -292,6 +299,12 @@ class UserModel(Model):
     role = UnicodeAttribute()
     password_hash = UnicodeAttribute()
     active = BooleanAttribute(default=True)
+    display_name = UnicodeAttribute(null=True)
+    branch = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute(null=True)
+    updated_at = UnicodeAttribute(null=True)
+    tokens_valid_after = IntegerAttribute(null=True)
+    version = IntegerAttribute(null=True)
 
 
 class LoginAttemptModel(Model):

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
+from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_user, user_to_item
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
-from chalicelib.domain.errors import Unavailable
-from chalicelib.retry import OPTIMISTIC_WRITE, retry
-from chalicelib.services.ports import LoginWindow, ThrottleKey, User
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
+from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.errors import Conflict, Unavailable
+from chalicelib.retry import OPTIMISTIC_WRITE, TRANSACTION_CONTENTION, retry
+from chalicelib.services.ports import LoginWindow, Page, ThrottleKey, User, UserFilter
+
+_USER_KEY = frozenset({"username"})
 
 
 class DynamoUserStore:
@@ -20,11 +28,75 @@ class DynamoUserStore:
             item = UserModel.get(username, consistent_read=True)
         except DoesNotExist:
             return None
-        return User(username=item.username, role=item.role, password_hash=item.password_hash, active=bool(item.active))
+        return item_to_user(item)
 
     @storage_call
     def put(self, user: User) -> None:
-        UserModel(user.username, role=user.role, password_hash=user.password_hash, active=user.active).save()
+        """Create or replace, unconditionally and unaudited (ops CLI, demo seed)."""
+        user_to_item(user).save()
+
+    @storage_call
+    def create(self, user: User, audit: AuditEntry) -> User:
+        stored = dataclasses.replace(user, version=1)
+        entries = [
+            Entry("user", user_to_item(stored), UserModel.username.does_not_exist()),
+            *audit_entries([audit_to_item(audit)]),
+        ]
+
+        def attempt() -> User:
+            try:
+                save_all(entries)
+            except TransactionRefused as exc:
+                if "user" in exc.failed:
+                    raise Conflict(f"user {user.username} already exists", {"username": user.username}) from None
+                raise  # contended with another writer of the same name: once it settles, the condition decides
+            return stored
+
+        return retry(
+            TRANSACTION_CONTENTION,
+            attempt,
+            retry_on=TransactionRefused,
+            exhausted=lambda: Conflict(f"user {user.username} is being created by someone else; try again"),
+        )
+
+    @storage_call
+    def update(self, user: User, audit: AuditEntry) -> User:
+        stored = dataclasses.replace(user, version=user.version + 1)
+        # Version 0 is a user stored before users had versions: it must still have none.
+        unchanged = (
+            UserModel.version == user.version
+            if user.version
+            else UserModel.username.exists() & UserModel.version.does_not_exist()
+        )
+        try:
+            save_all([Entry("user", user_to_item(stored), unchanged), *audit_entries([audit_to_item(audit)])])
+        except TransactionRefused:
+            raise Conflict(
+                f"user {user.username} was changed by someone else; read it again and retry",
+                {"username": user.username},
+            ) from None
+        return stored
+
+    @storage_call
+    def list(self, filters: UserFilter, limit: int, cursor: str | None) -> Page[User]:
+        # A Scan with a filter: the users table has only its username key, and a lender has a few
+        # hundred users, so reading them all is cheaper than keeping an index for this admin screen.
+        conditions: list[Condition] = []
+        if filters.role is not None:
+            conditions.append(UserModel.role == filters.role)
+        if filters.active is True:
+            # Items stored before ``active`` was always written count as active (the model's default).
+            conditions.append(UserModel.active.does_not_exist() | (UserModel.active == True))  # noqa: E712
+        elif filters.active is False:
+            conditions.append(UserModel.active == False)  # noqa: E712
+        results = UserModel.scan(
+            filter_condition=paging.all_of(conditions),
+            last_evaluated_key=paging.decode(cursor, _USER_KEY),
+            consistent_read=True,
+            page_size=500 if conditions else min(1000, limit + 1),
+        )
+        items, next_cursor = paging.collect_page(results, limit, _USER_KEY)
+        return Page([item_to_user(i) for i in items], next_cursor)
 
 
 class DynamoLoginThrottle:

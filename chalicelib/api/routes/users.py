@@ -1,7 +1,83 @@
-"""Users: onboarding, changes and offboarding (docs/auth.md)."""
+"""Users: onboarding, changes and offboarding (docs/auth.md, "Users").
+
+Admins write; admins and managers read. No answer carries a password or its hash
+(``services.views.user_dict``).
+"""
 
 from __future__ import annotations
 
-from chalice.app import Blueprint
+from typing import Any
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.api.errors import json_response
+from chalicelib.api.http import Call, created, endpoint, time_left_ms
+from chalicelib.api.paging import page_params
+from chalicelib.api.schemas import CreateUserIn, PatchUserIn
+from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.roles import MANAGE_USERS, READ_USERS, Role
+from chalicelib.services.ports import UserFilter
+from chalicelib.services.reassignment import ReassignmentProgress
+from chalicelib.services.views import user_dict
+from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
+
+_ROLES = frozenset(r.value for r in Role)
+_ACTIVE = {"true": True, "false": False}
+REPEAT_MESSAGE = "loans remain to move: send the same request again to continue"
+
+
+@endpoint(bp, "/api/v1/users", methods=("POST",), roles=MANAGE_USERS)
+def create_user(call: Call) -> Response:
+    cmd = call.parse(CreateUserIn).to_command()
+    return created(user_dict(services().users.create(call.ctx, cmd)))
+
+
+@endpoint(bp, "/api/v1/users", methods=("GET",), roles=READ_USERS)
+def list_users(call: Call) -> dict[str, Any]:
+    params = call.query({"role", "active", "limit", "cursor"})
+    problems = []
+    role = params.get("role")
+    if role is not None and role not in _ROLES:
+        problems.append({"field": "role", "message": "one of " + ", ".join(sorted(_ROLES))})
+    active = params.get("active")
+    if active is not None and active not in _ACTIVE:
+        problems.append({"field": "active", "message": "true or false"})
+    if problems:
+        raise ValidationFailed("invalid query parameters", problems)
+    limit, cursor = page_params(params)
+    filters = UserFilter(role=role, active=_ACTIVE[active] if active is not None else None)
+    page = services().users.list(call.ctx, filters, limit, cursor)
+    return {"items": [user_dict(user) for user in page.items], "next_cursor": page.next_cursor}
+
+
+@endpoint(bp, "/api/v1/users/{username}", methods=("GET",), roles=READ_USERS)
+def get_user(call: Call, username: str) -> dict[str, Any]:
+    call.query(set())
+    return user_dict(services().users.get(call.ctx, username))
+
+
+@endpoint(bp, "/api/v1/users/{username}", methods=("PATCH",), roles=MANAGE_USERS)
+def patch_user(call: Call, username: str) -> Response | dict[str, Any]:
+    """200 with the user; an offboarding with ``reassign_to`` answers ``{"user", "reassignment"}``:
+    200 once every loan has moved and the user is inactive, 202 while loans remain (the user still
+    active), in which case the client sends the same request again."""
+    changes = call.parse(PatchUserIn).to_changes()
+    outcome = services().users.update(call.ctx, username, changes, time_left_ms(bp.lambda_context))
+    if outcome.reassignment is None:
+        return user_dict(outcome.user)
+    body: dict[str, Any] = {"user": user_dict(outcome.user), "reassignment": _progress(outcome.reassignment)}
+    if not outcome.complete:
+        body["message"] = REPEAT_MESSAGE
+        return json_response(202, body)
+    return body
+
+
+def _progress(progress: ReassignmentProgress) -> dict[str, Any]:
+    return {
+        "moved": progress.moved,
+        "already": progress.already,
+        "remaining": progress.remaining,
+        "done": progress.done,
+    }
