@@ -398,13 +398,30 @@ def _record_denial(ctx: RequestContext, request: Request, path: str, params: dic
             entity_type, entity_id = kind, str(params[name])
             break
     try:
-        attempted = read_json(_raw_body(request)).attempted()
+        document = read_json(_raw_body(request))
+        attempted = _without_secrets(document.value)
+        if document.problems:
+            # Its text is what the trail keeps (JsonDocument.attempted); a password inside stays out.
+            attempted = REDACTED if "password" in document.text.lower() else document.text
     except DomainError:
         attempted = None
     try:
         services().denials.record(ctx, Action.ACCESS_DENIED, entity_type, entity_id, attempted, exc.message)
     except Exception:
         logger.exception("could not audit a denied write", extra={"request_id": ctx.request_id})
+
+
+REDACTED = "[redacted]"
+
+
+def _without_secrets(attempted: Any) -> Any:
+    """An attempted body as the audit trail may keep it: the value of every key naming a password
+    (``password``, ``new_password``, any letter case, at any depth) replaced."""
+    if isinstance(attempted, dict):
+        return {k: REDACTED if "password" in k.lower() else _without_secrets(v) for k, v in attempted.items()}
+    if isinstance(attempted, list):
+        return [_without_secrets(item) for item in attempted]
+    return attempted
 
 
 # --- registration -----------------------------------------------------------------------------------

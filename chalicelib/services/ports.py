@@ -105,11 +105,18 @@ class AuditLog(Protocol):
 
 
 class UserStore(Protocol):
+    """What logins and loans need of users: read one, and (demo seed, ops CLI) store one unaudited."""
+
     def get(self, username: str) -> User | None: ...
 
     def put(self, user: User) -> None:
         """Create or replace a user, unaudited (the demo seed and ``AuthService.add_user``)."""
         ...
+
+
+class UserRepository(UserStore, Protocol):
+    """The users API's store: every change with its audit entry. A separate protocol from
+    :class:`UserStore` so the lookups that only read (the CSV import's memo) need not implement it."""
 
     def create(self, user: User, audit: AuditEntry) -> User:
         """Store a new user and its audit entry atomically; Conflict if the username is taken.

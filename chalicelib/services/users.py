@@ -30,7 +30,7 @@ from chalicelib.domain.users import MAX_TEXT_CHARS, password_problems, username_
 from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.auth import AuthService, hash_password
 from chalicelib.services.context import RequestContext
-from chalicelib.services.ports import LoanFilter, LoanRepository, Page, User, UserFilter, UserStore
+from chalicelib.services.ports import LoanFilter, LoanRepository, Page, User, UserFilter, UserRepository
 from chalicelib.services.reassignment import ReassignmentProgress
 from chalicelib.services.views import user_dict
 
@@ -87,7 +87,7 @@ class UserUpdate:
 
 @dataclass
 class UserService:
-    users: UserStore
+    users: UserRepository
     auth: AuthService
     reassignment: CollectorLoans
     loans: LoanRepository
