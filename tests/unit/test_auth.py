@@ -756,3 +756,62 @@ def test_add_user_refuses_short_passwords(login: Login) -> None:
     with pytest.raises(ValidationFailed):
         login.service.add_user("ravi", "short", Role.MANAGER)
     assert login.users.get("ravi") is None
+
+
+# --- revocation: what the endpoint's authentication step adds to a token that decodes ---------------
+
+
+def test_decode_verified_refuses_exactly_what_decode_token_refuses(fixed_clock: FixedClock) -> None:
+    from chalicelib.services.auth import decode_verified
+
+    good = hs256_token(claims())
+    assert decode_verified(good, SECRET).actor == decode_token(good, SECRET)
+    assert decode_verified(good, SECRET).iat == NOW_EPOCH
+    for bad in (hs256_token(claims(iat="x")), hs256_token(claims(), key=SECRET + "x"), "a.b.c", "x" * 5000):
+        with pytest.raises(Unauthenticated) as from_token:
+            decode_token(bad, SECRET)
+        with pytest.raises(Unauthenticated) as from_verified:
+            decode_verified(bad, SECRET)
+        assert from_token.value.message == from_verified.value.message
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, 60), ("", 60), ("0", 0), ("3600", 3600), ("15", 15)])
+def test_user_cache_seconds_setting(monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: int) -> None:
+    from chalicelib.config import reset_settings
+    from chalicelib.config import settings as read_settings
+
+    if raw is None:
+        monkeypatch.delenv("USER_CACHE_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("USER_CACHE_SECONDS", raw)
+    reset_settings()
+    try:
+        assert read_settings().user_cache_seconds == expected
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+@pytest.mark.parametrize("raw", ["-1", "3601", "1.5", "sixty", "1e3"])
+def test_an_invalid_user_cache_seconds_stops_the_service(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from chalicelib.config import reset_settings
+    from chalicelib.config import settings as read_settings
+
+    monkeypatch.setenv("USER_CACHE_SECONDS", raw)
+    reset_settings()
+    try:
+        with pytest.raises(ValueError, match="USER_CACHE_SECONDS"):
+            read_settings()
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+def test_a_login_token_is_refused_once_the_user_is_deactivated(login: Login) -> None:
+    token = login.service.login("asha", "right-password").access_token
+    assert login.service.authenticate(token).actor == Actor("asha", "collector")
+    login.users.put(User("asha", "collector", hash_password("right-password", ITERATIONS), active=False))
+    with pytest.raises(Unauthenticated):
+        login.service.authenticate(token)
+    with pytest.raises(Unauthenticated):
+        login.service.login("asha", "right-password")
