@@ -10,7 +10,8 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
     flags list | flags set NAME true|false
     dpd run [--date YYYY-MM-DD] | dpd runs
     check loan ID... [--per-bucket N] | check portfolio | check buckets
-    users add NAME --role ROLE | users deactivate NAME | users list | users failed-logins
+    users add NAME --role ROLE | users list | users deactivate NAME [--reassign-to C]
+    users reset-password NAME | users failed-logins
     seed --loans N
     import loans.csv [--errors-out errors.csv]
     export loans [--bucket 90+] [--classification NPA] [--status ACTIVE] [--collector col-ravi]

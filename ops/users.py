@@ -1,19 +1,17 @@
-"""Users of a stage: ``users add``, ``users deactivate``, ``users list``, ``users failed-logins``.
+"""Users of a stage: ``users add``, ``users list``, ``users deactivate``, ``users reset-password``,
+``users failed-logins``.
 
-There is no sign-up endpoint and no user API, so the first admin (and every other user) is created
-here, with the product's own ``AuthService.add_user`` (its hashing and its rules) and the operator's
-AWS credentials. ``add_user`` replaces a user of the same name, so ``add`` refuses a name that exists:
-a typo must not reset someone's password and role. User changes are not written to the audit trail;
-record them in the change ticket.
-
-Deactivating stops new logins at once; a token already issued stays valid until it expires (8 h),
-because tokens are not looked up per request. For an immediate cut-off, rotate the JWT secret
-(docs/runbook/monitoring.md, monthly).
+On a new stage there is nobody to log in to the users API yet, so the first admin is created here
+(docs/runbook/first-time-setup.md). Every command goes through the same ``UserService`` as
+``/api/v1/users``: the same username and password rules, the same audit entries (``USER_CREATED``,
+``USER_UPDATED``), the same offboarding that first moves a collector's loans. The actor recorded is
+``system:ops:<your OS user>`` with the admin role, so the trail says a person ran the CLI and who.
+Passwords come from a prompt or from stdin (``--password-stdin``), never from an argument, which would
+land in the shell's history and the process list.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import getpass
 import sys
@@ -25,78 +23,130 @@ from rich.table import Table
 
 from chalicelib import clock
 from chalicelib.config import settings
+from chalicelib.domain.audit import Actor
+from chalicelib.domain.errors import DomainError
 from chalicelib.domain.roles import Role
+from chalicelib.domain.users import MIN_PASSWORD_CHARS
+from chalicelib.services.context import RequestContext
+from chalicelib.services.ports import User, UserFilter
+from chalicelib.services.users import NewUser, UserChanges
 from chalicelib.wiring import services
 from ops.console import duration, fail, out
 
-MIN_PASSWORD = 16
-"""Stricter than the API's 8: these are the accounts that run the book (the runbook always asked for 16+)."""
+app = typer.Typer(help="Users of the stage: the first admin, onboarding and offboarding.", no_args_is_help=True)
 
-app = typer.Typer(help="Users of the stage (there is no sign-up endpoint).", no_args_is_help=True)
+
+def _operator() -> RequestContext:
+    return RequestContext(actor=Actor(sub=f"system:ops:{getpass.getuser()}", role=Role.ADMIN.value))
 
 
 def _new_password(password_stdin: bool) -> str:
     if password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass(f"password ({MIN_PASSWORD}+ characters): ")
+    first = getpass.getpass(f"password ({MIN_PASSWORD_CHARS}+ characters): ")
     if getpass.getpass("again: ") != first:
-        raise fail("the two passwords differ; nothing was created", 2)
+        raise fail("the two passwords differ; nothing was changed", 2)
     return first
+
+
+def _refused(exc: DomainError) -> typer.Exit:
+    details = "; ".join(
+        f"{d.get('field', '?')}: {d.get('message', '')}" for d in exc.details or [] if isinstance(d, dict)
+    )
+    return fail(f"{exc.code}: {exc.message}" + (f" ({details})" if details else "") + "; nothing was changed", 2)
+
+
+def _describe(user: User) -> str:
+    state = "active" if user.active else "inactive"
+    return f"{user.username} ({user.role}, {state}) on stage {settings().stage}"
 
 
 @app.command("add")
 def add_user(
-    username: Annotated[str, typer.Argument(help="Login name (stored lower-case).")],
+    username: Annotated[str, typer.Argument(help="Login name: lower-case letters, digits, . _ - (3-64).")],
     role: Annotated[Role, typer.Option(help="admin, manager, auditor or collector.")],
+    display_name: Annotated[str | None, typer.Option(help="The person's name, as colleagues know it.")] = None,
+    branch: Annotated[str | None, typer.Option(help="The branch the user works from.")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
-    """Create a user; refuses a username that already exists. The password is never an argument."""
-    auth = services().auth
-    name = username.strip().lower()
-    if auth.users.get(name) is not None:
-        raise fail(f"user {name} already exists on stage {settings().stage}: not replacing it", 2)
+    """Create a user (the first admin of a new stage, or anyone), audited as USER_CREATED.
+    An existing username is refused: a typo must not reset someone's password and role."""
     password = _new_password(password_stdin)
-    if len(password) < MIN_PASSWORD:
-        raise fail(f"the password must be at least {MIN_PASSWORD} characters; nothing was created", 2)
-    user = auth.add_user(name, password, role)
-    out.print(f"created {user.username} ({user.role}) on stage {settings().stage}", highlight=False)
-    out.print("not in the audit trail: record it in the change ticket", highlight=False)
-
-
-@app.command("deactivate")
-def deactivate_user(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
-    """Refuse the user's logins from now on (their current token lasts until it expires)."""
-    users = services().auth.users
-    name = username.strip().lower()
-    user = users.get(name)
-    if user is None:
-        raise fail(f"no user {name} on stage {settings().stage}", 2)
-    users.put(dataclasses.replace(user, active=False))
-    out.print(f"{name} ({user.role}) deactivated on stage {settings().stage}", highlight=False)
-    out.print(
-        "A token already issued stays valid until it expires (8 h): rotate the JWT secret to cut it off now.",
-        highlight=False,
-    )
+    cmd = NewUser(username=username, password=password, role=role.value, display_name=display_name, branch=branch)
+    try:
+        user = services().users.create(_operator(), cmd)
+    except DomainError as exc:
+        raise _refused(exc) from None
+    out.print(f"created {_describe(user)}", highlight=False)
 
 
 @app.command("list")
-def list_users() -> None:
-    """Every user with role and whether they may log in (never the password hashes)."""
-    config = settings()
-    ddb = boto3.client("dynamodb", region_name=config.region)
-    rows = [
-        (item["username"]["S"], item.get("role", {}).get("S", "?"), item.get("active", {}).get("BOOL", True))
-        for page in ddb.get_paginator("scan").paginate(
-            TableName=config.table_name("users"),
-            ProjectionExpression="username, #r, active",
-            ExpressionAttributeNames={"#r": "role"},
+def list_users(
+    role: Annotated[Role | None, typer.Option(help="Only this role.")] = None,
+    active: Annotated[bool | None, typer.Option("--active/--inactive", help="Only active or inactive users.")] = None,
+) -> None:
+    """Every user with role, branch and whether they may log in (never a password hash)."""
+    users: list[User] = []
+    cursor = None
+    while True:
+        page = services().users.list(
+            _operator(), UserFilter(role=role.value if role else None, active=active), 200, cursor
         )
-        for item in page["Items"]
-    ]
-    table = Table("username", "role", "active", title=f"users of stage {config.stage}")
-    for name, role, active in sorted(rows, key=lambda r: (r[1], r[0])):
-        table.add_row(name, role, "yes" if active else "[red]no[/]")
+        users.extend(page.items)
+        if (cursor := page.next_cursor) is None:
+            break
+    table = Table("username", "role", "name", "branch", "active", "updated", title=f"users of stage {settings().stage}")
+    for user in sorted(users, key=lambda u: (u.role, u.username)):
+        table.add_row(
+            user.username,
+            user.role,
+            user.display_name or "-",
+            user.branch or "-",
+            "yes" if user.active else "[red]no[/]",
+            user.updated_at or "-",
+        )
     out.print(table)
+
+
+@app.command("deactivate")
+def deactivate_user(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    reassign_to: Annotated[
+        str | None, typer.Option(help="Active collector who receives a departing collector's loans.")
+    ] = None,
+) -> None:
+    """Stop a user: no login from now on, and their tokens are refused within USER_CACHE_SECONDS.
+    A collector who holds active loans needs --reassign-to; every loan moves (audited) before the
+    user is deactivated, and a run that is interrupted can simply be repeated."""
+    changes = UserChanges(active=False, reassign_to=reassign_to)
+    moved = already = 0
+    try:
+        while True:
+            update = services().users.update(_operator(), username, changes)
+            if update.reassignment is not None:
+                moved += update.reassignment.moved
+                already += update.reassignment.already
+            if update.complete:
+                break
+    except DomainError as exc:
+        raise _refused(exc) from None
+    out.print(f"deactivated {_describe(update.user)}", highlight=False)
+    if reassign_to is not None:
+        out.print(f"  loans moved to {reassign_to}: {moved} (already there: {already})", highlight=False)
+
+
+@app.command("reset-password")
+def reset_password(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Set a new password (audited, without the password); every token issued before now is refused."""
+    password = _new_password(password_stdin)
+    try:
+        update = services().users.update(_operator(), username, UserChanges(password=password))
+    except DomainError as exc:
+        raise _refused(exc) from None
+    out.print(f"new password set for {_describe(update.user)}; earlier tokens no longer work", highlight=False)
 
 
 @app.command("failed-logins")

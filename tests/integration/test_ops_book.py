@@ -16,6 +16,7 @@ from chalicelib import clock
 from chalicelib.config import settings
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import verify_password
+from chalicelib.services.ports import AuditFilter, LoanFilter
 from chalicelib.wiring import services
 from local.demo import seed
 from ops import checks
@@ -109,25 +110,34 @@ def test_check_loan_and_portfolio_pass_on_a_healthy_book_and_name_a_damaged_loan
 
 
 def test_users_add_refuses_to_replace_and_deactivate_stops_logins(moto_stack: str) -> None:
-    added = run("users", "add", "First.Admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    added = run("users", "add", "first.admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
 
     assert added.exit_code == 0, added.output
-    assert f"created first.admin (admin) on stage {moto_stack}" in added.stdout
+    assert f"created first.admin (admin, active) on stage {moto_stack}" in added.stdout
     stored = services().auth.users.get("first.admin")
     assert stored is not None and stored.role == "admin" and verify_password(PASSWORD, stored.password_hash)
     assert PASSWORD not in added.output
+    created = _audit("USER_CREATED", "first.admin")
+    assert len(created) == 1 and created[0].actor.sub.startswith("system:ops:")
+    assert PASSWORD not in repr(created) and "pbkdf2" not in repr(created)
 
     again = run("users", "add", "first.admin", "--role", "collector", "--password-stdin", stdin="x" * 20 + "\n")
-    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert again.exit_code == 2 and "CONFLICT" in again.stderr
     assert services().auth.users.get("first.admin") == stored
     short = run("users", "add", "second", "--role", "auditor", "--password-stdin", stdin="short-pass\n")
-    assert short.exit_code == 2 and services().auth.users.get("second") is None
+    assert short.exit_code == 2 and "password" in short.stderr and services().auth.users.get("second") is None
     assert run("users", "add", "third", "--role", "root", "--password-stdin", stdin=PASSWORD).exit_code == 2
+    assert run("users", "add", "Upper.Case", "--role", "auditor", "--password-stdin", stdin=PASSWORD).exit_code == 2
 
-    deactivated = run("users", "deactivate", "FIRST.ADMIN")
+    reset = run("users", "reset-password", "first.admin", "--password-stdin", stdin="another-long-passphrase\n")
+    assert reset.exit_code == 0, reset.output
+    assert verify_password("another-long-passphrase", services().auth.users.get("first.admin").password_hash)  # type: ignore[union-attr]
+
+    deactivated = run("users", "deactivate", "first.admin")
     assert deactivated.exit_code == 0, deactivated.output
-    assert "rotate the JWT secret" in deactivated.stdout
+    assert "deactivated first.admin (admin, inactive)" in deactivated.stdout
     assert services().auth.users.get("first.admin").active is False  # type: ignore[union-attr]
+    assert len(_audit("USER_UPDATED", "first.admin")) == 2  # the reset and the deactivation
     assert run("users", "deactivate", "nobody").exit_code == 2
 
     listed = run("users", "list")
@@ -135,6 +145,36 @@ def test_users_add_refuses_to_replace_and_deactivate_stops_logins(moto_stack: st
     row = next(line for line in listed.stdout.splitlines() if "first.admin" in line)
     assert "admin" in row and "no" in row
     assert "pbkdf2" not in listed.stdout.lower()
+
+
+def test_users_deactivate_moves_a_departing_collectors_loans_first(moto_stack: str) -> None:
+    seed(12)  # demo collectors hold some of these loans
+    book = services().loans.loans
+    holder = next(u for u in ("col-anita", "col-ravi", "col-imran", "col-priya", "col-suresh") if _held(u))
+    successor = "col-suresh" if holder != "col-suresh" else "col-anita"
+    held = _held(holder)
+
+    refused = run("users", "deactivate", holder)
+    assert refused.exit_code == 2 and "CONFLICT" in refused.stderr
+    assert services().auth.users.get(holder).active is True  # type: ignore[union-attr]
+
+    done = run("users", "deactivate", holder, "--reassign-to", successor)
+
+    assert done.exit_code == 0, done.output
+    assert f"loans moved to {successor}: {len(held)}" in done.stdout
+    assert services().auth.users.get(holder).active is False  # type: ignore[union-attr]
+    assert _held(holder) == []
+    assert all(book.get(loan_id).collector_id == successor for loan_id in held)  # type: ignore[union-attr]
+    assert {e.entity_id for e in _audit("LOAN_ASSIGNED")} >= set(held)
+
+
+def _held(collector: str) -> list[str]:
+    page = services().loans.loans.list(LoanFilter(collector_id=collector, status="ACTIVE"), 200, None)
+    return sorted(loan.loan_id for loan in page.items)
+
+
+def _audit(action: str, entity_id: str | None = None) -> list[Any]:
+    return list(services().audit.list(AuditFilter(action=action, entity_id=entity_id), 200, None).items)
 
 
 def test_failed_logins_shows_username_and_source_of_each_window(moto_stack: str) -> None:
