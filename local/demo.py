@@ -52,6 +52,16 @@ DEMO_PASSWORDS: dict[Role, str] = {
     Role.COLLECTOR: "collector-demo-pass",
 }
 
+ONBOARDING_EXAMPLE: dict[str, str] = {
+    "username": "col-meera",
+    "password": "monsoon-ledger-2026",
+    "role": "collector",
+    "display_name": "Meera Nair",
+    "branch": "Kochi",
+}
+"""The new collector of the README's and the banner's onboarding example (her password passes the
+policy of docs/auth.md; she is not seeded, the example creates her)."""
+
 COLLECTOR_BRANCHES: dict[str, str] = {
     "col-anita": "Pune",
     "col-ravi": "Bengaluru",

@@ -198,6 +198,23 @@ def check_token(ports: Ports, token: str) -> None:
         raise StartupError(f"the API refused the admin token it was given ({status}): {body}")
 
 
+def onboarding(api: str, json_header: str, successor: str) -> str:
+    """The banner's users example: onboard a collector, give her a loan, offboard her again."""
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    new_user = json.dumps(demo.ONBOARDING_EXAMPLE)
+    offboard = json.dumps({"active": False, "reassign_to": successor})
+    assign = json.dumps({"collector_id": demo.ONBOARDING_EXAMPLE["username"]})
+    user_path = f"{api}/api/v1/users"
+    return f"""Onboard a collector, give her a loan, and offboard her again (her loans go to {successor}):
+  curl -s -X POST {auth} {json_header} -d '{new_user}' \\
+       {user_path}
+  curl -s -X POST {auth} {json_header} -d '{assign}' \\
+       {api}/api/v1/loans/{demo.demo_loan_id(2)}/assign
+  curl -s -X PATCH {auth} {json_header} -d '{offboard}' \\
+       {user_path}/{demo.ONBOARDING_EXAMPLE["username"]}
+"""
+
+
 def banner(ports: Ports, token: str, ttl: int, seed_summary: str, started: float, logs: list[Path]) -> str:
     api = url(ports.api)
     users = "\n".join(f"  {name:<12} {role.value:<10} {demo.DEMO_PASSWORDS[role]}" for name, role in demo.DEMO_USERS)
@@ -227,6 +244,7 @@ Try:
   curl -s -X POST {json_header} -d '{{"username": "{collector}", "password": "{collector_password}"}}' \\
        {api}/api/v1/auth/token
 
+{onboarding(api, json_header, collector)}
 Ctrl-C stops everything.
 """
 
