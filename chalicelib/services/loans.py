@@ -184,20 +184,34 @@ class LoanService:
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
     def reassign(
-        self, ctx: RequestContext, loan_id: str, collector_id: str, only_if: Callable[[Loan], bool] | None = None
+        self,
+        ctx: RequestContext,
+        loan_id: str,
+        collector_id: str,
+        only_if: Callable[[Loan], bool] | None = None,
+        seen: Loan | None = None,
     ) -> bool | None:
         """One loan of a bulk reassignment (``services/reassignment.py``): :meth:`assign`'s write, for a
         caller that has checked ``collector_id`` with :meth:`_require_collector` once for all its loans
         rather than once per loan, and that needs to know what happened. The same write as
         :meth:`assign`: the loan under its version condition with its ``LOAN_ASSIGNED`` entry in one
-        transaction, retried under ``OPTIMISTIC_WRITE``. ``only_if`` is asked on every attempt's fresh
-        read, so a loan that changed after the caller picked it (closed, or given to someone else) is
-        left alone. True: this call moved the loan; False: it was with ``collector_id`` already; None:
-        ``only_if`` refused it. Nothing is written unless True."""
+        transaction, retried under ``OPTIMISTIC_WRITE``. ``only_if`` is asked on every attempt's loan,
+        so a loan that changed after the caller picked it (closed, or given to someone else) is left
+        alone. ``seen``, the loan as the caller just listed it, saves the first attempt its read when it
+        is to be moved: if it is out of date the version condition refuses the write and the next
+        attempt reads the loan; a decision not to write is only ever taken on a loan read here.
+        True: this call moved the loan; False: it was with ``collector_id`` already; None: ``only_if``
+        refused it. Nothing is written unless True."""
         ctx.require(MANAGE_LOANS)
+        listed = [seen] if seen is not None and seen.loan_id == loan_id else []
+
+        def to_move(loan: Loan) -> bool:
+            return loan.collector_id != collector_id and (only_if is None or only_if(loan))
 
         def attempt() -> bool | None:
-            loan = self.stored(ctx, loan_id)
+            loan = listed.pop() if listed else None
+            if loan is None or not to_move(loan):
+                loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
                 return False
             if only_if is not None and not only_if(loan):

@@ -32,8 +32,8 @@ from chalicelib.services.ports import LoanFilter
 WORKERS = 8
 """Loans moved at once. Each move is a read and a transaction against DynamoDB, so threads spend their
 time waiting; eight keep a Lambda busy without hammering one collector's index partition."""
-PAGE_SIZE = 100
-"""Loans read, then moved, between two looks at the clock: about a second of work on DynamoDB."""
+PAGE_SIZE = 200
+"""Loans read, then moved, between two looks at the clock: well under a second of work on DynamoDB."""
 COUNT_PAGE_SIZE = 1000
 SAFETY_MARGIN_MS = 5_000
 """Stop when less than this is left (or a fifth of the starting budget, when that is less): enough to
@@ -131,22 +131,23 @@ class ReassignmentService:
         # them again, and they are neither read nor counted twice.
         settled: set[str] = set()
 
-        def move(loan_id: str) -> bool | None:
-            return self.loans.reassign(ctx, loan_id, to_collector, still_to_move)
+        def move(loan: Loan) -> bool | None:
+            # The listed copy saves a read; the version condition catches a copy that is out of date.
+            return self.loans.reassign(ctx, loan.loan_id, to_collector, still_to_move, seen=loan)
 
         with self._pool() as pool:
             while True:
                 moved_in_pass, cursor = 0, None
                 while True:
                     page = self.loans.loans.list(wanted, self.page_size, cursor)
-                    ids = [loan.loan_id for loan in page.items if loan.loan_id not in settled]
-                    outcomes = list(pool.map(move, ids))
-                    settled.update(loan_id for loan_id, o in zip(ids, outcomes, strict=True) if o is not None)
+                    todo = [loan for loan in page.items if loan.loan_id not in settled]
+                    outcomes = list(pool.map(move, todo))
+                    settled.update(loan.loan_id for loan, o in zip(todo, outcomes, strict=True) if o is not None)
                     moved_in_pass += tally.add(outcomes)
                     budget.progressed.set()
                     cursor = page.next_cursor
                     if budget.spent():
-                        return tally.progress(self._count(wanted, budget))
+                        return tally.progress(self._count(wanted))
                     if cursor is None:
                         break
                 if moved_in_pass == 0:
@@ -170,7 +171,7 @@ class ReassignmentService:
         tally = _Tally()
 
         def move(loan_id: str) -> bool | None:
-            return self.loans.reassign(ctx, loan_id, to_collector)
+            return self.loans.reassign(ctx, loan_id, to_collector, seen=found[loan_id])
 
         with self._pool() as pool:
             found = dict(zip(unique, pool.map(self.loans.loans.get, unique), strict=True))
@@ -195,15 +196,15 @@ class ReassignmentService:
     def _active_of(collector_id: str) -> LoanFilter:
         return LoanFilter(collector_id=collector_id, status=LoanStatus.ACTIVE.value)
 
-    def _count(self, wanted: LoanFilter, budget: Budget) -> int:
-        """The loans still to move, counted in pages. The count is cut short (a lower bound, at least
-        what the pages read held) when half the margin is gone, so the answer still goes out in time."""
+    def _count(self, wanted: LoanFilter) -> int:
+        """The loans still to move, counted exactly: a few reads of the collector index (a thousand loans
+        a page), well inside the margin the call keeps for it."""
         count, cursor = 0, None
         while True:
             page = self.loans.loans.list(wanted, COUNT_PAGE_SIZE, cursor)
             count += len(page.items)
             cursor = page.next_cursor
-            if cursor is None or (budget.time_left_ms is not None and budget.time_left_ms() <= budget.margin_ms // 2):
+            if cursor is None:
                 return count
 
     @contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.api.routes import reassignments
+from chalicelib.api import http
 from chalicelib.domain.roles import Role
 from chalicelib.wiring import services
 from tests.integration.api_helpers import (
@@ -42,7 +42,7 @@ def _assigned(api: Api) -> Counter[str]:
 @pytest.fixture
 def out_of_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every request is out of time after its first page, and pages are two loans."""
-    monkeypatch.setattr(reassignments, "REQUEST_BUDGET_MS", 0)
+    monkeypatch.setattr(http, "REQUEST_BUDGET_MS", 0)
     services().reassignment.page_size = 2
 
 
@@ -201,13 +201,3 @@ def test_other_methods_are_405(api: Api) -> None:
     reply = api.get(PATH)
     assert reply.status == 405
     assert reply.header("Allow") == "POST"
-
-
-def test_the_budget_is_the_shorter_of_the_request_limit_and_the_lambdas_time() -> None:
-    class Context:
-        def get_remaining_time_in_millis(self) -> float:
-            return 7_000.5
-
-    assert reassignments._time_left(Context())() == 7_000
-    unlimited_lambda = reassignments._time_left(None)()
-    assert reassignments.REQUEST_BUDGET_MS - 1_000 < unlimited_lambda <= reassignments.REQUEST_BUDGET_MS

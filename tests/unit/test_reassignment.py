@@ -356,14 +356,15 @@ def test_a_stale_index_is_harmless_and_the_call_ends() -> None:
     # Since the index was read: one loan closed, one given to col3, one to col2 by someone else.
     repo.freeze()
     stored = repo.loans
-    stored[ids[0]] = dataclasses.replace(stored[ids[0]], status=LoanStatus.CLOSED)
-    stored[ids[1]] = dataclasses.replace(stored[ids[1]], collector_id="col3")
-    stored[ids[2]] = dataclasses.replace(stored[ids[2]], collector_id="col2")
+    stored[ids[0]] = dataclasses.replace(stored[ids[0]], version=2, status=LoanStatus.CLOSED)
+    stored[ids[1]] = dataclasses.replace(stored[ids[1]], version=2, collector_id="col3")
+    stored[ids[2]] = dataclasses.replace(stored[ids[2]], version=2, collector_id="col2")
 
     progress = world.service.move_collector_loans(MANAGER, "col1", "col2", None)
 
-    # Every loan is read fresh before it is written: the closed one and col3's are left alone; the
-    # index lists the moved loans again on the next pass, and they are not counted twice.
+    # The listed copies are out of date: their writes are refused by the version condition, and the loans
+    # read again are left alone (closed, col3's) or counted as already (col2's). The index lists the
+    # moved loans again on the next pass, and they are not counted twice.
     assert progress == ReassignmentProgress(moved=20, already=1, remaining=0)
     assert world.collector_of(ids[0]) == "col1"
     assert world.collector_of(ids[1]) == "col3"
@@ -401,6 +402,29 @@ def test_has_active_loans_counts_only_active_loans(world: World) -> None:
     world.service.move_collector_loans(MANAGER, "col1", "col2", None)
     assert not world.service.has_active_loans("col1")
     assert world.service.has_active_loans("col2")
+
+
+def test_reassign_writes_from_the_listed_copy_and_decides_not_to_only_on_a_fresh_read(world: World) -> None:
+    [moved, closed, there] = world.add(3, "col1")
+    listed = dict(world.repo.loans)
+    stored = world.repo.loans
+    stored[closed] = dataclasses.replace(stored[closed], status=LoanStatus.CLOSED, version=2)
+    stored[there] = dataclasses.replace(stored[there], collector_id="col2", version=2)
+    calls = world.repo.update_calls
+
+    def active(loan: Loan) -> bool:
+        return loan.status is LoanStatus.ACTIVE
+
+    assert world.loans.reassign(MANAGER, moved, "col2", active, seen=listed[moved]) is True
+    assert world.repo.update_calls == calls + 1  # no read needed, one write
+    assert world.loans.reassign(MANAGER, closed, "col2", active, seen=listed[closed]) is None
+    assert world.loans.reassign(MANAGER, there, "col2", active, seen=listed[there]) is False
+    # A copy that says "nothing to do" is not trusted: the loan is read before deciding.
+    stale_there = dataclasses.replace(listed[moved], collector_id="col2")
+    stored[moved] = dataclasses.replace(stored[moved], collector_id="col3", version=stored[moved].version + 1)
+    assert world.loans.reassign(MANAGER, moved, "col2", active, seen=stale_there) is True
+    assert world.collector_of(moved) == "col2"
+    assert Counter(e.entity_id for e in world.assigned()) == Counter([moved, moved])
 
 
 def test_reassign_retries_a_lost_race_and_decides_on_the_fresh_loan(

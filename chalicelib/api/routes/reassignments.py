@@ -8,15 +8,13 @@ with loans left, and the client sends the same request again until it gets 200.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from chalice.app import Blueprint, Response
 from pydantic import Field
 
 from chalicelib.api.errors import json_response
-from chalicelib.api.http import Call, endpoint
+from chalicelib.api.http import Call, endpoint, time_left_ms
 from chalicelib.api.schemas import Identifier, LoanId, StrictModel
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.roles import MANAGE_LOANS
@@ -26,10 +24,6 @@ from chalicelib.wiring import services
 bp = Blueprint(__name__)
 
 MAX_LOAN_IDS = 1000
-REQUEST_BUDGET_MS = 25_000
-"""The most one request works for. API Gateway gives up on a request after 29 s whatever the Lambda's
-own timeout, so the budget is the shorter of this and what the Lambda context says is left; the
-service stops with a margin of 5 s of it to count what remains and answer."""
 
 
 class ReassignIn(StrictModel):
@@ -48,22 +42,6 @@ class ReassignIn(StrictModel):
             )
 
 
-def _time_left(lambda_context: Any) -> Callable[[], int]:
-    """Milliseconds this request may still work: :data:`REQUEST_BUDGET_MS` from now, or less when the
-    Lambda context has less left. Chalice passes a context under ``chalice local`` and the test client
-    too (with the configured timeout, 900 s when there is none); anything without
-    ``get_remaining_time_in_millis`` counts as no context (the idempotency wrapper reads it the same
-    way)."""
-    deadline = time.monotonic() + REQUEST_BUDGET_MS / 1000
-    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
-
-    def left() -> int:
-        ours = int((deadline - time.monotonic()) * 1000)
-        return min(ours, int(remaining())) if callable(remaining) else ours
-
-    return left
-
-
 def _answer(progress: ReassignmentProgress) -> Response:
     body = {
         "moved": progress.moved,
@@ -78,7 +56,9 @@ def _answer(progress: ReassignmentProgress) -> Response:
 def reassign_loans(call: Call) -> Response:
     body = call.parse(ReassignIn)
     body.require_one_source()
-    time_left = _time_left(bp.lambda_context)
+    # At most 25 s (API Gateway gives up after 29 s), less when the Lambda has less left; the service
+    # keeps 5 s of it to count what remains and answer.
+    time_left = time_left_ms(bp.lambda_context)
     reassignment = services().reassignment
     if body.from_collector_id is not None:
         progress = reassignment.move_collector_loans(call.ctx, body.from_collector_id, body.to_collector_id, time_left)
