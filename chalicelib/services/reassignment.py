@@ -124,7 +124,8 @@ class ReassignmentService:
         wanted = self._active_of(from_collector)
 
         def still_to_move(loan: Loan) -> bool:
-            # The index said so a moment ago; the loan read fresh must still say so.
+            # The index said so a moment ago; the loan the write starts from must still say so (a
+            # listed copy that is out of date never gets written: its version no longer matches).
             return loan.status is LoanStatus.ACTIVE and loan.collector_id == from_collector
 
         # Loans this call moved or found with the target: an index that has not caught up yet may list
