@@ -107,7 +107,7 @@ def test_a_collector_from_onboarding_to_offboarding(api: Api) -> None:
     assert loans_with(api, second).status == 200  # the refusal changed nothing
     offboarded = api.patch(f"{ROUTE}/ravi", {"active": False, "reassign_to": "collector2"})
     assert offboarded.status == 200, offboarded.body
-    assert offboarded.json["user"]["active"] is False
+    assert offboarded.json["active"] is False
     assert offboarded.json["reassignment"]["done"] is True and offboarded.json["reassignment"]["remaining"] == 0
     assert api.loan(loan_id)["collector_id"] == "collector2"
     assert_error(loans_with(api, second), 401, "UNAUTHENTICATED")

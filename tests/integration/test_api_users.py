@@ -228,7 +228,7 @@ def test_offboarding_a_collector_with_loans(api: Api) -> None:
     assert stored_items(api) == before
     reply = api.patch(f"{USERS}/collector1", {"active": False, "reassign_to": "collector2"})
     assert reply.status == 200, reply.body
-    assert reply.json["user"]["active"] is False
+    assert reply.json["active"] is False and set(reply.json) == {*PUBLIC_FIELDS, "reassignment"}
     assert reply.json["reassignment"] == {"moved": 3, "already": 0, "remaining": 0, "done": True}
     assert {api.loan(loan_id)["collector_id"] for loan_id in loans} == {"collector2"}
     # The same request again: nothing left to do, nothing written.
@@ -260,6 +260,7 @@ def test_an_offboarding_that_stops_for_time_answers_202_with_the_user_still_acti
     monkeypatch.setattr(services().users, "reassignment", fake)
     reply = api.patch(f"{USERS}/collector1", {"active": False, "reassign_to": "collector2"})
     assert reply.status == 202, reply.body
+    assert set(reply.json) == {"user", "reassignment", "message"}
     assert reply.json["user"]["active"] is True
     assert reply.json["reassignment"] == {"moved": 10, "already": 0, "remaining": 5, "done": False}
     assert "again" in reply.json["message"]

@@ -60,18 +60,19 @@ def get_user(call: Call, username: str) -> dict[str, Any]:
 
 @endpoint(bp, "/api/v1/users/{username}", methods=("PATCH",), roles=MANAGE_USERS)
 def patch_user(call: Call, username: str) -> Response | dict[str, Any]:
-    """200 with the user; an offboarding with ``reassign_to`` answers ``{"user", "reassignment"}``:
-    200 once every loan has moved and the user is inactive, 202 while loans remain (the user still
-    active), in which case the client sends the same request again."""
+    """200 with the user (for an offboarding with ``reassign_to``, with its ``reassignment`` totals
+    too), once every loan has moved and the user is inactive; 202 ``{"user", "reassignment",
+    "message"}`` while loans remain (the user still active and unchanged): the client sends the same
+    request again."""
     changes = call.parse(PatchUserIn).to_changes()
     outcome = services().users.update(call.ctx, username, changes, time_left_ms(bp.lambda_context))
+    user = user_dict(outcome.user)
     if outcome.reassignment is None:
-        return user_dict(outcome.user)
-    body: dict[str, Any] = {"user": user_dict(outcome.user), "reassignment": _progress(outcome.reassignment)}
+        return user
+    progress = _progress(outcome.reassignment)
     if not outcome.complete:
-        body["message"] = REPEAT_MESSAGE
-        return json_response(202, body)
-    return body
+        return json_response(202, {"user": user, "reassignment": progress, "message": REPEAT_MESSAGE})
+    return {**user, "reassignment": progress}
 
 
 def _progress(progress: ReassignmentProgress) -> dict[str, Any]:
