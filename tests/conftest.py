@@ -8,6 +8,7 @@ own stage, so its own freshly provisioned tables, from infra/template.json.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import wiring  # noqa: E402
+from chalicelib.services.reassignment import ReassignmentService  # noqa: E402
 from infra.provision import provision  # noqa: E402
 from local.dynamodb_local import running as running_dynamodb_local  # noqa: E402
 from local.environment import StartupError  # noqa: E402
@@ -72,6 +74,10 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with mock_aws():
         stage = _fresh_stage()
         _use_stage(monkeypatch, stage, None)
+        # moto's in-process DynamoDB is not thread-safe for transactions (a concurrent pair can fail
+        # inside moto), so on moto a bulk reassignment moves its loans on one thread; the DynamoDB
+        # Local tests run it with its real thread pool.
+        monkeypatch.setattr(wiring, "ReassignmentService", functools.partial(ReassignmentService, workers=1))
         provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True)
         yield stage
         wiring.reset()

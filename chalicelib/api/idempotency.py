@@ -5,8 +5,10 @@ Same caller + key + same request within 24 h replays the first response (status 
 whose first request is still running is 409 REQUEST_IN_PROGRESS.
 
 Responses to refusals (4xx) are stored and replayed like successes: the client asked the same
-question and gets the same answer. Failures the client should retry (5xx) are not stored: powertools
-deletes the in-progress record when the handler raises.
+question and gets the same answer. Two answers are not stored, because repeating the request is
+exactly what the client is asked to do: failures (5xx), and 202 (work stopped part-way, e.g. a bulk
+reassignment out of time: the same request carries on). powertools deletes the in-progress record
+when the handler raises.
 
 This is a retry convenience, not a uniqueness guarantee: records expire, and are deleted on errors.
 UTR uniqueness is the UTR claim inside the payment transaction; a retry whose first attempt committed
@@ -41,6 +43,10 @@ FALLBACK_REMAINING_MS = 30_000
 """Outside Lambda (chalice local, tests) there is no context to say how long a request may run; an
 in-progress record then expires after the Lambda timeout, so a crashed request does not block its
 key for 24 hours."""
+
+
+ACCEPTED = 202
+"""Work left to do, to be carried on by repeating the request: never replayed from the store."""
 
 
 def validate_key(raw: str) -> str:
@@ -100,7 +106,7 @@ def run_once(
 
     def handle(request: dict[str, Any]) -> dict[str, Any]:
         response = respond()
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == ACCEPTED:
             raise _NotStored(response)
         return {"status": response.status_code, "body": response.body, "headers": dict(response.headers)}
 
@@ -128,7 +134,7 @@ def run_once(
 
 
 class _NotStored(Exception):
-    """Carries a 5xx answer out of the idempotent function so its record is deleted, not stored."""
+    """Carries a 5xx or 202 answer out of the idempotent function so its record is deleted, not stored."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
