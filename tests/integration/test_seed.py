@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 
 import boto3
@@ -14,7 +15,17 @@ from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import LoanFilter
 from chalicelib.wiring import services
-from local.demo import COLLECTOR_BRANCHES, DEMO_PASSWORDS, DEMO_USERS, demo_loan, seed
+from local.demo import (
+    COLLECTOR_BRANCHES,
+    DEMO_PASSWORDS,
+    DEMO_USERS,
+    ONBOARDING_EXAMPLE,
+    demo_loan,
+    demo_loan_id,
+    seed,
+)
+from local.runner import onboarding
+from tests.integration.api_helpers import Api, api_fixture  # noqa: F401 - the `api` fixture
 
 LOANS = 40
 READER = RequestContext(actor=Actor(sub="test", role="auditor"))
@@ -72,3 +83,26 @@ def test_the_book_is_the_same_on_every_run() -> None:
     day = dt.date(2026, 3, 31)
     assert demo_loan(7, 1, day) == demo_loan(7, 1, day)
     assert demo_loan(7, 1, day) != demo_loan(8, 1, day)
+
+
+def test_the_onboarding_example_of_the_readme_and_banner_works_on_the_demo_book(api: Api) -> None:
+    """The users example a new user is shown (local.runner.onboarding, README) runs as printed."""
+    seed(3)
+    example = ONBOARDING_EXAMPLE
+    successor = next(iter(COLLECTOR_BRANCHES))
+    loan_id = demo_loan_id(2)
+
+    created = api.post("/api/v1/users", example)
+    assert created.status == 201, created.json
+    assert created.json["username"] == example["username"]
+    assert example["password"] not in json.dumps(created.json)
+    assert api.post(f"/api/v1/loans/{loan_id}/assign", {"collector_id": example["username"]}).status == 200
+    assert api.patch(f"/api/v1/users/{example['username']}", {"active": False}).status == 409
+
+    offboarded = api.patch(f"/api/v1/users/{example['username']}", {"active": False, "reassign_to": successor})
+
+    assert offboarded.status == 200, offboarded.json
+    assert offboarded.json["active"] is False
+    assert api.loan(loan_id)["collector_id"] == successor
+    banner = onboarding("http://127.0.0.1:8080", "-H 'Content-Type: application/json'", successor)
+    assert json.dumps(example) in banner and loan_id in banner
