@@ -43,6 +43,7 @@ from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item, pa
 from chalicelib.adapters.dynamodb.models import UtrClaimModel
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower
+from chalicelib.domain.roles import Role
 from chalicelib.services.auth import issue_token
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
@@ -120,6 +121,8 @@ def main() -> None:
         wiring.reset()
         provision("bench", boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
         loan_ids = _create_loans(max(1, args.payments // 4))
+        # The API refuses tokens of users it does not know: the bench's caller is a stored manager.
+        wiring.services().auth.add_user("bench-manager", "bench-manager-password", Role.MANAGER)
         token = issue_token("bench-manager", "manager", os.environ["JWT_SECRET"], 3600).access_token
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         results: dict[str, tuple[list[float], Counter[str], float]] = {}

@@ -21,6 +21,7 @@ from chalicelib import clock
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower
+from chalicelib.domain.roles import Role
 from chalicelib.services.auth import issue_token
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
@@ -45,6 +46,7 @@ class FailAfterCommit:
 
 @pytest.fixture
 def api(local_stack: str, tmp_path: Any) -> Iterator[Client]:
+    services().auth.add_user("manager1", "fault-test-manager-password", Role.MANAGER)  # tokens name a stored user
     services().loans.create(
         RequestContext(actor=Actor("setup", "admin")),
         NewLoan(

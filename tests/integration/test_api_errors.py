@@ -264,10 +264,11 @@ def test_dynamodb_unreachable_is_503(api: Api, monkeypatch: pytest.MonkeyPatch) 
         assert_error(reply, 503, "UNAVAILABLE")
         assert "127.0.0.1" not in reply.body.decode(), (method, path)  # no endpoint or exception text
 
-    # A refusal does not depend on the database: the guard still refuses (its audit entry cannot be
-    # written, which is logged and counted, never turned into another answer).
-    assert_error(api.patch("/api/v1/loans/LN-ANY", {"dpd": 0}, as_="manager"), 403, "FINANCIAL_FIELD_PROTECTED")
-    assert_error(api.post("/api/v1/loans", loan_body(), as_="collector"), 403, "FORBIDDEN")
+    # Every authenticated request first checks that its user is still active (docs/auth.md, "Ending
+    # tokens"); with the users table unreachable that cannot be known, so the API fails closed: 503,
+    # never a refusal or an answer given to a user who may have been deactivated.
+    assert_error(api.patch("/api/v1/loans/LN-ANY", {"dpd": 0}, as_="manager"), 503, "UNAVAILABLE")
+    assert_error(api.post("/api/v1/loans", loan_body(), as_="collector"), 503, "UNAVAILABLE")
 
     health = api.get("/health", as_=None)
     assert health.status == 503
