@@ -163,6 +163,10 @@ class UserService:
                 "reassign_to is only for deactivating a collector",
                 [{"field": "reassign_to", "message": "give it with active: false, for a collector"}],
             )
+        self._keep_an_admin(user, changes)
+        if user.role == Role.COLLECTOR.value and changes.role not in (None, Role.COLLECTOR.value):
+            # A loan must always sit with an active collector: move them before the role changes.
+            self._refuse_if_holding_loans(username)
         first: ReassignmentProgress | None = None
         if offboarding and changes.reassign_to is None:
             self._refuse_if_holding_loans(username)
@@ -207,6 +211,20 @@ class UserService:
             retry_on=Conflict,
             exhausted=lambda: Conflict(f"user {username} is being changed by others; try again"),
         )
+
+    def _keep_an_admin(self, user: User, changes: UserChanges) -> None:
+        """The stage must keep one active admin: without one nobody can onboard, offboard or repair
+        users through the API, and the only way back would be the ops CLI with AWS credentials."""
+        demoted = changes.role not in (None, Role.ADMIN.value) or changes.active is False
+        if user.role != Role.ADMIN.value or not user.active or not demoted:
+            return
+        filters, cursor = UserFilter(role=Role.ADMIN.value, active=True), None
+        while True:
+            page = self.users.list(filters, 50, cursor)
+            if any(admin.username != user.username for admin in page.items):
+                return
+            if (cursor := page.next_cursor) is None:
+                raise Conflict(f"{user.username} is the last active admin: make another admin first")
 
     def _refuse_if_holding_loans(self, username: str) -> None:
         if not self.reassignment.has_active_loans(username):

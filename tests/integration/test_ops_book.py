@@ -133,6 +133,9 @@ def test_users_add_refuses_to_replace_and_deactivate_stops_logins(moto_stack: st
     assert reset.exit_code == 0, reset.output
     assert verify_password("another-long-passphrase", services().auth.users.get("first.admin").password_hash)  # type: ignore[union-attr]
 
+    last = run("users", "deactivate", "first.admin")
+    assert last.exit_code == 2 and "last active admin" in last.stderr
+    assert run("users", "add", "second.admin", "--role", "admin", "--password-stdin", stdin=PASSWORD).exit_code == 0
     deactivated = run("users", "deactivate", "first.admin")
     assert deactivated.exit_code == 0, deactivated.output
     assert "deactivated first.admin (admin, inactive)" in deactivated.stdout

@@ -515,3 +515,28 @@ def assert_no_secret(entry: Any, password: str, password_hash: str) -> None:
     text = json.dumps({"before": entry.before, "after": entry.after, "reason": entry.reason})
     assert password not in text and password_hash not in text
     assert "password_hash" not in text and "tokens_valid_after" not in text
+
+
+@pytest.mark.parametrize("changes", [UserChanges(active=False), UserChanges(role="manager")])
+def test_the_last_active_admin_cannot_be_deactivated_or_demoted(world: World, changes: UserChanges) -> None:
+    with pytest.raises(Conflict, match="last active admin"):
+        world.service.update(ADMIN, "root", changes)
+    assert world.store.users["root"].active and world.store.users["root"].role == "admin"
+    assert world.audit.entries == {}
+
+    world.add("second", "admin")
+    world.add("retired", "admin", active=False)  # an inactive admin does not count
+    outcome = world.service.update(ADMIN, "root", changes)
+    assert (outcome.user.active, outcome.user.role) != (True, "admin")
+    with pytest.raises(Conflict, match="last active admin"):
+        world.service.update(ADMIN, "second", changes)
+
+
+def test_a_collector_holding_loans_keeps_the_role_until_they_move(world: World) -> None:
+    world.holds("col1", 2)
+    with pytest.raises(Conflict, match="still holds active loans"):
+        world.service.update(ADMIN, "col1", UserChanges(role="manager"))
+    assert world.store.users["col1"].role == "collector"
+
+    world.service.update(ADMIN, "col2", UserChanges(role="manager"))  # no loans: free to change
+    assert world.store.users["col2"].role == "manager"
