@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chalicelib import clock
-from chalicelib.domain.audit import Action
+from chalicelib.domain.audit import Action, AuditEntry
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
@@ -172,14 +172,7 @@ class LoanService:
             loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
                 return self.present(loan)
-            updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
-            entry = ctx.loan_audit(
-                Action.LOAN_ASSIGNED,
-                loan_id,
-                {"collector_id": loan.collector_id},
-                {"collector_id": collector_id},
-            )
-            return self.present(self.loans.update(updated, entry))
+            return self.present(self.loans.update(*_assignment(ctx, loan, collector_id)))
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
@@ -216,17 +209,20 @@ class LoanService:
                 return False
             if only_if is not None and not only_if(loan):
                 return None
-            updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
-            entry = ctx.loan_audit(
-                Action.LOAN_ASSIGNED,
-                loan_id,
-                {"collector_id": loan.collector_id},
-                {"collector_id": collector_id},
-            )
-            self.loans.update(updated, entry)
+            self.loans.update(*_assignment(ctx, loan, collector_id))
             return True
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
+
+
+def _assignment(ctx: RequestContext, loan: Loan, collector_id: str) -> tuple[Loan, AuditEntry]:
+    """The one way a loan changes collector, for a single assignment and a bulk move alike: the loan
+    and its LOAN_ASSIGNED entry, written together under the loan's version."""
+    updated = dataclasses.replace(loan, collector_id=collector_id, updated_at=clock.now_iso())
+    entry = ctx.loan_audit(
+        Action.LOAN_ASSIGNED, loan.loan_id, {"collector_id": loan.collector_id}, {"collector_id": collector_id}
+    )
+    return updated, entry
 
 
 def _schedule_for(cmd: NewLoan) -> tuple[Instalment, ...]:
