@@ -292,8 +292,9 @@ class AuthService:
         return issue_token(user.username, user.role, self.secret(), self.ttl_seconds)
 
     def add_user(self, username: str, password: str, role: Role) -> User:
-        """Create or replace a user, unaudited (ops CLI and demo seed, which run with the operator's own
-        AWS credentials). The API's users go through ``UserService``, with its password policy and audit.
+        """Create or replace a user, unaudited: the local demo seed (whose published demo passwords the
+        policy would refuse) and test set-up. The API's and the ops CLI's users go through
+        ``UserService``, with its password policy and audit.
 
         Replacing a user is a password reset: tokens issued before it are ended, as by the API."""
         if len(password) < 8:
