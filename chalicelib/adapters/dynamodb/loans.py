@@ -11,11 +11,10 @@ from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
-from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, create_all, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists
 from chalicelib.domain.loan import Loan
-from chalicelib.retry import TRANSACTION_CONTENTION, retry
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
@@ -34,24 +33,13 @@ class DynamoLoanRepository:
     @storage_call
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
-
-        def attempt() -> Loan:
-            try:
-                save_all(
-                    [Entry("loan", item, LoanModel.loan_id.does_not_exist()), *audit_entries([audit_to_item(audit)])]
-                )
-            except TransactionRefused as exc:
-                if "loan" in exc.failed:
-                    raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}) from None
-                raise  # contended with another writer of the same id: once it settles, the condition decides
-            return item_to_loan(item)
-
-        return retry(
-            TRANSACTION_CONTENTION,
-            attempt,
-            retry_on=TransactionRefused,
-            exhausted=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
+        create_all(
+            [Entry("loan", item, LoanModel.loan_id.does_not_exist()), *audit_entries([audit_to_item(audit)])],
+            new="loan",
+            taken=lambda: LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}),
+            busy=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
         )
+        return item_to_loan(item)
 
     @storage_call
     def update(self, loan: Loan, audit: AuditEntry) -> Loan:

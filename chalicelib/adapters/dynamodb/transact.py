@@ -10,7 +10,7 @@ basis. Adding another kind of operation would break the pairing; it would have t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pynamodb.exceptions import TransactWriteError
@@ -21,6 +21,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.adapters.dynamodb.errors import is_unavailable
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.domain.errors import Unavailable
+from chalicelib.retry import TRANSACTION_CONTENTION, retry
 
 
 @dataclass(frozen=True)
@@ -78,3 +79,22 @@ def _refusal(names: Sequence[str], exc: TransactWriteError) -> TransactionRefuse
     if failed or contended:
         return TransactionRefused(failed, contended)
     return None
+
+
+def create_all(
+    entries: Sequence[Entry], new: str, taken: Callable[[], Exception], busy: Callable[[], Exception]
+) -> None:
+    """Put every entry or none, where the entry named ``new`` must not exist yet (its condition says
+    so): ``taken()`` is raised when it does. A transaction contended by another writer of the same key
+    is sent again under ``TRANSACTION_CONTENTION``: once that writer settles, the condition decides;
+    ``busy()`` when it keeps being contended."""
+
+    def attempt() -> None:
+        try:
+            save_all(entries)
+        except TransactionRefused as exc:
+            if new in exc.failed:
+                raise taken() from None
+            raise
+
+    retry(TRANSACTION_CONTENTION, attempt, retry_on=TransactionRefused, exhausted=busy)

@@ -12,10 +12,10 @@ from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_user, user_to_item
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
-from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
+from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, create_all, save_all
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, Unavailable
-from chalicelib.retry import OPTIMISTIC_WRITE, TRANSACTION_CONTENTION, retry
+from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.ports import LoginWindow, Page, ThrottleKey, User, UserFilter
 
 _USER_KEY = frozenset({"username"})
@@ -43,21 +43,13 @@ class DynamoUserStore:
             *audit_entries([audit_to_item(audit)]),
         ]
 
-        def attempt() -> User:
-            try:
-                save_all(entries)
-            except TransactionRefused as exc:
-                if "user" in exc.failed:
-                    raise Conflict(f"user {user.username} already exists", {"username": user.username}) from None
-                raise  # contended with another writer of the same name: once it settles, the condition decides
-            return stored
-
-        return retry(
-            TRANSACTION_CONTENTION,
-            attempt,
-            retry_on=TransactionRefused,
-            exhausted=lambda: Conflict(f"user {user.username} is being created by someone else; try again"),
+        create_all(
+            entries,
+            new="user",
+            taken=lambda: Conflict(f"user {user.username} already exists", {"username": user.username}),
+            busy=lambda: Conflict(f"user {user.username} is being created by someone else; try again"),
         )
+        return stored
 
     @storage_call
     def update(self, user: User, audit: AuditEntry) -> User:
