@@ -3,7 +3,18 @@
 from chalice.app import Chalice
 
 from chalicelib.api.http import unmatched
-from chalicelib.api.routes import audit, auth, health, jobs, loans, payments, reassignments, users
+from chalicelib.api.routes import (
+    audit,
+    auth,
+    dashboard,
+    health,
+    jobs,
+    loans,
+    payments,
+    reassignments,
+    reconciliation,
+    users,
+)
 from chalicelib.jobs.lambda_handlers import bp as dpd_job_bp
 
 app = Chalice(app_name="loan-crm")
@@ -15,6 +26,8 @@ app.register_blueprint(audit.bp)
 app.register_blueprint(jobs.bp)
 app.register_blueprint(users.bp)
 app.register_blueprint(reassignments.bp)
+app.register_blueprint(dashboard.bp)
+app.register_blueprint(reconciliation.bp)
 app.register_blueprint(dpd_job_bp)
 # Catch-all routes: a path no route above matches is 404 NOT_FOUND in the error shape.
 app.register_blueprint(unmatched)

@@ -43,6 +43,10 @@ class Settings:
     password_hash_iterations: int
     user_cache_seconds: int = 60
     """How long one container may reuse a user's state (active, token cut-off) when checking tokens."""
+    reconcile_after_day_end: bool = True
+    """Start a reconciliation when a day-end run completes (docs/reconciliation.md). Only the test suite
+    turns it off, for the tests that are not about it: a reconciliation reads the whole book, and the
+    day-end tests run the day-end thousands of times."""
 
     @property
     def table_prefix(self) -> str:
@@ -75,6 +79,7 @@ def settings() -> Settings:
         # A deactivation or password change reaches every container within this long; 0 reads the
         # user on every request (docs/auth.md, "Ending tokens").
         user_cache_seconds=_bounded_int("USER_CACHE_SECONDS", 60, 0, 3600),
+        reconcile_after_day_end=os.environ.get("RECONCILE_AFTER_DAY_END", "true").lower() != "false",
     )
 
 

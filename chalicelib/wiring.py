@@ -6,32 +6,37 @@ at moto or DynamoDB Local before the first request; :func:`reset` drops everythi
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
 from chalicelib.adapters.dynamodb import models
+from chalicelib.adapters.dynamodb.aggregates import DynamoPortfolio
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
 from chalicelib.adapters.dynamodb.delinquency import DynamoDelinquencyStore
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import WATCH_SHARDS
 from chalicelib.adapters.dynamodb.payments import DynamoPaymentRepository
+from chalicelib.adapters.dynamodb.reconciliation import DynamoLedgerReader, DynamoReconciliationRuns
 from chalicelib.adapters.dynamodb.runs import DynamoRunStore
 from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
 from chalicelib.adapters.flags import SsmFlags
 from chalicelib.adapters.health import HealthProbe
 from chalicelib.adapters.idempotency import idempotency_store
-from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher
+from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher, LambdaReconciliationDispatcher
 from chalicelib.adapters.metrics import EmfMetrics
 from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
 from chalicelib.services.auth import AuthService
+from chalicelib.services.dashboard import DashboardService
 from chalicelib.services.day_end import DayEndService
 from chalicelib.services.denials import DenialRecorder
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
 from chalicelib.services.reassignment import ReassignmentService
+from chalicelib.services.reconciliation import ReconciliationService
 from chalicelib.services.run_calendar import CompletedThrough
 from chalicelib.services.users import UserService
 
@@ -55,6 +60,8 @@ class Services:
     metrics: EmfMetrics
     denials: DenialRecorder
     reassignment: ReassignmentService
+    dashboard: DashboardService
+    reconciliation: ReconciliationService
     users: UserService = field(init=False)
     """Built after the rest: offboarding moves loans through ``reassignment``."""
 
@@ -79,6 +86,20 @@ def build(config: Settings) -> Services:
     )
     flags = SsmFlags(config, metrics)
     delinquency = DynamoDelinquencyStore()
+    portfolio = DynamoPortfolio()
+    reconciliation = ReconciliationService(
+        ledger=DynamoLedgerReader(),
+        portfolio=portfolio,
+        runs=DynamoReconciliationRuns(),
+        metrics=metrics,
+        dispatcher=LambdaReconciliationDispatcher(),
+    )
+
+    def completed(business_date: dt.date) -> None:
+        completed_through.note(business_date)
+        if config.reconcile_after_day_end:
+            reconciliation.after_day_end(business_date)
+
     built = Services(
         settings=config,
         loans=loans,
@@ -107,13 +128,15 @@ def build(config: Settings) -> Services:
             flags=flags,
             metrics=metrics,
             watch_shards=WATCH_SHARDS,
-            on_completed=completed_through.note,
+            on_completed=completed,
             dispatcher=LambdaJobDispatcher(),
         ),
         completed_through=completed_through,
         metrics=metrics,
         denials=loans.denials,
         reassignment=ReassignmentService(loans=loans),
+        dashboard=DashboardService(portfolio=portfolio),
+        reconciliation=reconciliation,
     )
     built.users = UserService(users=users, auth=built.auth, reassignment=built.reassignment, loans=loans.loans)
     return built

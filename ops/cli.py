@@ -10,6 +10,7 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
     flags list | flags set NAME true|false
     dpd run [--date YYYY-MM-DD] | dpd runs
     check loan ID... [--per-bucket N] | check portfolio | check buckets
+    reconcile [--json] | rebuild-aggregates
     users add NAME --role ROLE | users list | users deactivate NAME [--reassign-to C]
     users reset-password NAME | users failed-logins
     seed --loans N
@@ -55,7 +56,7 @@ from chalicelib.wiring import services
 from local.demo import seed as seed_book
 from local.environment import STAGE as LOCAL_STAGE
 from local.environment import Ports, aws_environment
-from ops import api_client, backups, checks, csv_io, dates, observe, restore, stack, users
+from ops import api_client, backups, checks, csv_io, dates, observe, reconcile, restore, stack, users
 from ops.console import duration, err, fail, out
 from ops.target import Target, target
 
@@ -71,6 +72,8 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(checks.app, name="check")
 app.add_typer(users.app, name="users")
 app.add_typer(restore.app, name="restore")
+app.command("reconcile")(reconcile.reconcile)
+app.command("rebuild-aggregates")(reconcile.rebuild_aggregates)
 app.command("stack")(stack.stack_command)
 app.command("dates")(dates.dates_command)
 app.command("login")(api_client.login_command)

@@ -38,6 +38,8 @@ ALERT_PAGES = {
     "dpd-run-failed": "dpd-run-failed.md",
     "dpd-run-not-completed-by-0600": "dpd-run-not-completed-by-0600.md",
     "escalation-failed": "escalation-failed.md",
+    "reconciliation-mismatch": "reconciliation-mismatch.md",
+    "reconciliation-failed": "reconciliation-failed.md",
     "backup-job-failed": "backup-job-failed.md",
 }
 """Alarm name after the stage prefix -> its page under docs/runbook/alerts/ (the tests check both ways

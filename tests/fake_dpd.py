@@ -39,6 +39,7 @@ from chalicelib.domain.errors import Conflict
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan, PendingEscalation, watch_date
+from chalicelib.domain.portfolio import loan_change
 from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
 from tests.fakes import InMemoryLoanRepository
 
@@ -237,7 +238,7 @@ class InMemoryDelinquencyStore:
             return self.repo.loans.get(loan_id)
 
     def save_evaluation(
-        self, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
+        self, before: Loan, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
     ) -> None:
         if self.before_save is not None:
             self.before_save(loan)
@@ -252,6 +253,7 @@ class InMemoryDelinquencyStore:
             if any(a.audit_id in self.repo.audit.entries for a in audits):
                 raise ValueError("audit entry already exists; the audit log is append-only")
             self.repo.loans[loan.loan_id] = dataclasses.replace(loan, version=loan.version + 1)
+            self.repo.portfolio.apply(loan_change(current, loan))
             for entry in audits:
                 self.repo.audit.append(entry)
             if case is not None:

@@ -17,6 +17,7 @@ from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentStatus
+from chalicelib.domain.portfolio import loan_change, payment_collections
 from chalicelib.services.ports import Page, UtrTaken
 from tests.fakes import InMemoryAuditLog, InMemoryLoanRepository, _page
 
@@ -62,6 +63,8 @@ class InMemoryPaymentRepository:
                 raise ValueError(f"audit entry {audit.audit_id} already exists")
 
     def _commit(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+        before = self.loans.loans[loan.loan_id]
+        self.loans.portfolio.apply(loan_change(before, loan, payment_collections(payment)))
         stored = dataclasses.replace(loan, version=loan.version + 1)
         # As in DynamoDB, a standing payment's allocation is not stored: it is derived from the ledger.
         if payment.status is PaymentStatus.POSTED:
@@ -72,7 +75,7 @@ class InMemoryPaymentRepository:
             self.audit.append(audit)
         return stored
 
-    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         self.post_calls += 1
         self._run_hook(payment, loan)
         if payment.utr in self.utr_claims:
@@ -83,7 +86,7 @@ class InMemoryPaymentRepository:
         self.utr_claims[payment.utr] = payment.payment_id
         return self._commit(payment, loan, audits)
 
-    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def reverse(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         self.reverse_calls += 1
         self._run_hook(payment, loan)
         current = self.payments.get(payment.payment_id)

@@ -23,6 +23,7 @@ from chalicelib import clock
 from chalicelib.domain.audit import Actor, AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.portfolio import MonthCollections, PortfolioChange, Scope, loan_change
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import AuditFilter, LoanFilter, LoginWindow, Page, ThrottleKey, User, UserFilter
 
@@ -116,12 +117,37 @@ BeforeUpdate = Callable[[Loan], None]
 
 
 @dataclass
+class InMemoryPortfolio:
+    """The portfolio counters as plain sums (no shards): what the DynamoDB items add up to."""
+
+    counters: dict[Scope, dict[str, int]] = field(default_factory=dict)
+    collections: dict[tuple[Scope, dt.date], tuple[int, int]] = field(default_factory=dict)
+
+    def apply(self, change: PortfolioChange) -> None:
+        for scope, adds in change.counters.items():
+            target = self.counters.setdefault(scope, {})
+            for name, value in adds.items():
+                target[name] = target.get(name, 0) + value
+        for c in change.collections:
+            paise, count = self.collections.get((c.scope, c.day), (0, 0))
+            self.collections[(c.scope, c.day)] = (paise + c.paise, count + c.count)
+
+    def read(self, scope: Scope, month: str) -> tuple[dict[str, int], MonthCollections]:
+        days = {d.day: v for (s, d), v in self.collections.items() if s == scope and d.strftime("%Y-%m") == month}
+        return (
+            {k: v for k, v in self.counters.get(scope, {}).items() if v},
+            MonthCollections(sum(p for p, _ in days.values()), sum(n for _, n in days.values()), days),
+        )
+
+
+@dataclass
 class InMemoryLoanRepository:
     """Loans in a dict; shares ``audit`` with the services so entries written "in the same
     transaction" show up in the same log that ``AuditLog.list`` reads."""
 
     audit: InMemoryAuditLog
     loans: dict[str, Loan] = field(default_factory=dict)
+    portfolio: InMemoryPortfolio = field(default_factory=InMemoryPortfolio)
     update_calls: int = field(default=0, init=False)
     _before_update: list[BeforeUpdate] = field(default_factory=list, init=False, repr=False)
 
@@ -139,9 +165,10 @@ class InMemoryLoanRepository:
         stored = dataclasses.replace(loan, version=1)
         self.audit.append(audit)
         self.loans[loan.loan_id] = stored
+        self.portfolio.apply(loan_change(None, loan))
         return stored
 
-    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+    def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
         self.update_calls += 1
         if self._before_update:
             self._before_update.pop(0)(loan)
@@ -154,6 +181,7 @@ class InMemoryLoanRepository:
         stored = dataclasses.replace(loan, version=loan.version + 1)
         self.audit.append(audit)
         self.loans[loan.loan_id] = stored
+        self.portfolio.apply(loan_change(current, loan))
         return stored
 
     def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:

@@ -67,3 +67,30 @@ class LambdaJobDispatcher:
             return False
         _invoke_async(own_name, job_event(request))
         return True
+
+
+RECONCILIATION_FUNCTION_ENV = "RECONCILIATION_JOB_FUNCTION"
+"""Set (by the merge template) on the API's and the day-end job's functions to the reconciliation
+job's name: a manual run and the run after each day-end go there."""
+
+
+@dataclass
+class LambdaReconciliationDispatcher:
+    """The ``RunDispatcher`` of the reconciliation (docs/reconciliation.md): the same rules as
+    :class:`LambdaJobDispatcher`, with the run's id as the event."""
+
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    def start(self, run_id: str) -> bool:
+        function_name = self.environ.get(RECONCILIATION_FUNCTION_ENV)
+        if not (function_name and self.environ.get(LAMBDA_RUNTIME_ENV)):
+            return False
+        _invoke_async(function_name, {"run_id": run_id})
+        return True
+
+    def hand_on(self, run_id: str) -> bool:
+        own_name = self.environ.get(LAMBDA_RUNTIME_ENV)
+        if not own_name:
+            return False
+        _invoke_async(own_name, {"run_id": run_id})
+        return True

@@ -155,6 +155,10 @@ class RunDpdIn(StrictModel):
     full_scan: bool = False
 
 
+class StartReconciliationIn(StrictModel):
+    """No fields: a run always checks the whole book. An empty body is accepted too."""
+
+
 RoleName = Literal["admin", "manager", "collector", "auditor"]
 Password = Annotated[str, StringConstraints(max_length=MAX_PASSWORD_CHARS)]
 """Only a bound here; the password policy (``domain.users.password_problems``) is the service's, so every

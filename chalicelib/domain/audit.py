@@ -33,6 +33,9 @@ class Action(StrEnum):
     USER_CREATED = "USER_CREATED"
     USER_UPDATED = "USER_UPDATED"
     """Any change to a user: details, role, password (shown only as ``password_changed``), active."""
+    AGGREGATES_REBUILT = "AGGREGATES_REBUILT"
+    """The portfolio counters of one scope corrected to a recount (``ops rebuild-aggregates``), after
+    a repair: entity type ``portfolio``, the scope (and month, for collections) as the entity id."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,19 +142,24 @@ def watch_date(loan: Loan) -> dt.date | PendingEscalation | None:
       escalates it, and a loan the run may not escalate (the switch is off) waits there unwritten;
     - nothing overdue: the next unpaid instalment's due date (unpaid at that day's end = dpd 1);
     - overdue: the day its dpd reaches the next of :data:`WATCH_DPDS` still ahead (31, 61, 90 for
-      escalation unless escalated, 91 for NPA). Those are always after the evaluated date, so a run
-      still to come for that date loses nothing.
+      escalation unless escalated, 91 for NPA), or the next unpaid instalment's due date if that comes
+      first: the overdue amount grows that day, and the stored overdue amount is what the dashboard's
+      counters add up (docs/dashboard.md), so it must not go stale. Those are always after the
+      evaluated date, so a run still to come for that date loses nothing.
     """
     if loan.status is not LoanStatus.ACTIVE:
         return None
     as_of = loan.delinquency.as_of
     oldest = oldest_unpaid_due_date(loan.schedule, as_of)
+    upcoming = [i.due_date for i in loan.schedule if i.unpaid_paise > 0 and i.due_date > as_of]
+    next_due = min(upcoming) if upcoming else None
     if oldest is None:
-        upcoming = [i.due_date for i in loan.schedule if i.unpaid_paise > 0 and i.due_date > as_of]
-        return min(upcoming) if upcoming else None
+        return next_due
     dpd = dpd_from(oldest, as_of)
     if dpd >= ESCALATION_DPD and not loan.legal_escalated:
         return PENDING_ESCALATION
     watched = BAND_STARTS if loan.legal_escalated else WATCH_DPDS
-    ahead = [boundary for boundary in watched if boundary > dpd]
-    return date_dpd_reaches(oldest, ahead[0]) if ahead else None
+    dates = [date_dpd_reaches(oldest, boundary) for boundary in watched if boundary > dpd]
+    if next_due is not None:
+        dates.append(next_due)
+    return min(dates) if dates else None

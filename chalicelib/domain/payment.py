@@ -108,6 +108,11 @@ class Payment:
     reversed_at: str | None = None
     reversed_by: Actor | None = None
     reversal_reason: str | None = None
+    collector_id: str | None = None
+    """The collector the loan was with when the payment was posted: credited with it in the
+    collections figures (``domain.portfolio.payment_collections``), whoever holds the loan later."""
+    branch: str | None = None
+    """The loan's branch, kept with the payment for the same figures."""
 
     @property
     def ledger_entry(self) -> LedgerEntry:

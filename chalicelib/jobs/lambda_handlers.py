@@ -20,7 +20,7 @@ from chalice.app import Blueprint
 from chalicelib import clock
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.runs import RunOutcome, RunRequest
-from chalicelib.services.views import run_dict
+from chalicelib.services.views import reconciliation_dict, run_dict
 from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
@@ -76,3 +76,17 @@ def dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 class DpdRunFailedError(Exception):
     """The run for the date failed and is recorded FAILED; raised so the invocation is retried."""
+
+
+@bp.lambda_function(name="reconciliation_job")
+def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """``{"run_id": ...}`` continues a run (the API's, the day-end's, or its own hand-over);
+    ``{"trigger": ...}`` or ``{}`` (ops) starts one. Answers with the run as it stands."""
+    reconciliation = services().reconciliation
+    run_id = event.get("run_id")
+    if run_id:
+        run = reconciliation.run_invocation(str(run_id), context.get_remaining_time_in_millis)
+    else:
+        started = reconciliation.begin(str(event.get("trigger") or "manual"), clock.last_completed_business_date())
+        run = reconciliation.run_invocation(started.run_id, context.get_remaining_time_in_millis)
+    return reconciliation_dict(run)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from aws_lambda_powertools import Logger
 
 from chalicelib import clock
 from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
-from chalicelib.domain.errors import Conflict, DomainError, ValidationFailed
+from chalicelib.domain.errors import Conflict, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import (
@@ -60,6 +58,7 @@ from chalicelib.domain.runs import (
     SegmentState,
 )
 from chalicelib.retry import OPTIMISTIC_WRITE, retry
+from chalicelib.services.budget import Budget, failure_message, fresh_budget
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import DelinquencyStore, Flags, JobDispatcher, LoansPage, Metrics, RunStore
@@ -69,11 +68,6 @@ logger = Logger(service="loan-crm")
 SYSTEM = RequestContext(actor=DELINQUENCY_ACTOR)
 LEASE_SECONDS = 120
 """Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
-SAFETY_MARGIN_MS = 60_000
-"""Hand over when less than this is left of the invocation's time (a 900 s Lambda keeps 60 s)..."""
-SAFETY_MARGIN_SHARE = 5
-"""... or less than a fifth of the time it started with, when that is shorter (Chalice's test client
-gives 3 s: it keeps 600 ms). Either way, only after the invocation has done at least one page."""
 MAX_CATCHUP_DAYS = 31
 SCAN_SEGMENTS = 16
 SEGMENT_WORKERS = 4
@@ -97,43 +91,6 @@ class Dispatched:
     """A manual run handed to the job's own function: its progress shows in the history only."""
 
     record: RunRecord | None
-
-
-@dataclass
-class Budget:
-    """The time one invocation may spend. ``spent()`` is never true before the invocation has finished
-    a page (every invocation makes progress); after that, once less than the margin is left."""
-
-    time_left_ms: Callable[[], int] | None
-    margin_ms: int = 0
-    progressed: threading.Event = field(default_factory=threading.Event)
-
-    @classmethod
-    def start(cls, time_left_ms: Callable[[], int] | None) -> Budget:
-        if time_left_ms is None:
-            return cls(None)
-        at_start = max(0, time_left_ms())
-        return cls(time_left_ms, min(SAFETY_MARGIN_MS, at_start // SAFETY_MARGIN_SHARE))
-
-    def spent(self) -> bool:
-        return self.time_left_ms is not None and self.progressed.is_set() and self.time_left_ms() <= self.margin_ms
-
-
-def fresh_budget(time_left_ms: int) -> Callable[[], int]:
-    """The clock of a fresh invocation with ``time_left_ms`` to spend: a continuation run in this
-    process gets what a continuation on Lambda would."""
-    deadline = time.monotonic() + time_left_ms / 1000
-    return lambda: int((deadline - time.monotonic()) * 1000)
-
-
-def failure_message(exc: BaseException, run_id: str) -> str:
-    """What a failed run's record says about its failure: safe to show to any reader of the history.
-    A domain error's code and message are written for people; anything else (a botocore or PynamoDB
-    error's repr carries ARNs, table names and request ids) is named by its class only, and the log
-    line written with it carries the full exception under the same run id."""
-    if isinstance(exc, DomainError):
-        return f"{exc.code}: {exc.message}"
-    return f"internal error ({type(exc).__name__}); see the job's logs for run {run_id}"
 
 
 def bound_message(left: int, total: int) -> str:
@@ -182,12 +139,14 @@ class _Evaluation:
     @property
     def worth_writing(self) -> bool:
         """Only a change a reader cannot derive from the schedule, or a new watch, is written; readers
-        derive the rest (docs/day-end.md, "The rules for one loan")."""
+        derive the rest (docs/day-end.md, "The rules for one loan"). A grown overdue amount is written
+        too: the dashboard's counters add up the stored amounts (docs/dashboard.md)."""
         before, after = self.stored.delinquency, self.updated.delinquency
-        reclassified = (before.bucket, before.classification, before.npa_since) != (
+        reclassified = (before.bucket, before.classification, before.npa_since, before.overdue_paise) != (
             after.bucket,
             after.classification,
             after.npa_since,
+            after.overdue_paise,
         )
         return reclassified or self.escalate or watch_date(self.updated) != watch_date(self.stored)
 
@@ -459,7 +418,7 @@ class DayEndService:
 
     def _store(self, evaluation: _Evaluation, audits: list[AuditEntry], case: LegalCase | None) -> None:
         try:
-            self.store.save_evaluation(evaluation.updated, evaluation.business_date, audits, case)
+            self.store.save_evaluation(evaluation.stored, evaluation.updated, evaluation.business_date, audits, case)
         except Conflict:
             raise  # not a failure to escalate: the loan is read and decided again
         except Exception:

@@ -160,7 +160,8 @@ class LoanService:
             updated = dataclasses.replace(updated, updated_at=clock.now_iso())
             before = {"borrower": borrower_dict(loan), "notes": loan.notes}
             after = {"borrower": borrower_dict(updated), "notes": updated.notes}
-            return self.present(self.loans.update(updated, ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after)))
+            entry = ctx.loan_audit(Action.LOAN_UPDATED, loan_id, before, after)
+            return self.present(self.loans.update(loan, updated, entry))
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
@@ -172,7 +173,7 @@ class LoanService:
             loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
                 return self.present(loan)
-            return self.present(self.loans.update(*_assignment(ctx, loan, collector_id)))
+            return self.present(self.loans.update(loan, *_assignment(ctx, loan, collector_id)))
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
@@ -209,7 +210,7 @@ class LoanService:
                 return False
             if only_if is not None and not only_if(loan):
                 return None
-            self.loans.update(*_assignment(ctx, loan, collector_id))
+            self.loans.update(loan, *_assignment(ctx, loan, collector_id))
             return True
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")

@@ -136,7 +136,7 @@ class PaymentService:
         payment, updated = _posting(ctx, cmd, loan, fingerprint)
         audits = _change_audits(ctx, Action.PAYMENT_POSTED, loan, updated, payment)
         try:
-            stored = self.payments.post(payment, updated, audits)
+            stored = self.payments.post(payment, loan, updated, audits)
         except UtrTaken:
             raise self._duplicate_utr(ctx, cmd) from None
         self.metrics.count("PaymentPosted")
@@ -189,7 +189,7 @@ class PaymentService:
             raise AlreadyReversed(f"payment {payment_id} is already reversed", {"payment_id": payment_id})
         reversed_payment, updated = _reversal(ctx, payment, loan, reason)
         audits = _change_audits(ctx, Action.PAYMENT_REVERSED, loan, updated, reversed_payment, reason)
-        stored = self.payments.reverse(reversed_payment, updated, audits)
+        stored = self.payments.reverse(reversed_payment, loan, updated, audits)
         self.metrics.count("PaymentReversed")
         return PostedPayment(reversed_payment, stored)
 
@@ -236,6 +236,8 @@ def _posting(ctx: RequestContext, cmd: NewPayment, loan: Loan, fingerprint: str 
         posted_by=ctx.actor,
         landed_on=business_date,
         request_fingerprint=fingerprint,
+        collector_id=loan.collector_id,
+        branch=loan.branch,
     )
     return payment, dataclasses.replace(updated, updated_at=now)
 

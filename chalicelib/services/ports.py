@@ -5,7 +5,7 @@ contract suite holds both to the same behaviour."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -14,6 +14,8 @@ from chalicelib.domain.flags import FlagName, FlagValue
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
+from chalicelib.domain.portfolio import CounterKey, CounterTotals, MonthCollections, Scope
+from chalicelib.domain.reconciliation import ReconciliationRun, SegmentProgress
 from chalicelib.domain.runs import RunOutcome, RunRecord, RunRequest, RunStatus, Segment, SegmentState
 
 T = TypeVar("T")
@@ -85,12 +87,15 @@ class LoanRepository(Protocol):
     def get(self, loan_id: str) -> Loan | None: ...
 
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
-        """Store a new loan and its audit entry atomically; LoanExists if the id is taken."""
+        """Store a new loan, its audit entry and its portfolio counters atomically; LoanExists if the
+        id is taken."""
         ...
 
-    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
-        """Replace the loan if its stored version is still ``loan.version``; Conflict otherwise.
-        The audit entry is written in the same transaction. Returns the loan with its new version."""
+    def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
+        """Replace ``before``, the loan as read, with ``loan`` if its stored version is still
+        ``loan.version``; Conflict otherwise. The audit entry and the portfolio counters' change
+        (``domain.portfolio.loan_change``) are written in the same transaction. Returns the loan with
+        its new version."""
         ...
 
     def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]: ...
@@ -166,6 +171,13 @@ class LoginThrottle(Protocol):
         ...
 
 
+class PortfolioReader(Protocol):
+    def read(self, scope: Scope, month: str) -> tuple[dict[str, int], MonthCollections]:
+        """A scope's counters (``domain.portfolio.LOAN_COUNTERS``; absent ones are 0) and its
+        collections in ``month`` (``YYYY-MM``), read consistently, in a fixed number of items."""
+        ...
+
+
 class UtrTaken(Exception):
     """The UTR claim already exists: some earlier payment owns this UTR."""
 
@@ -179,13 +191,15 @@ class PaymentRepository(Protocol):
 
     def payment_id_for_utr(self, utr: str) -> str | None: ...
 
-    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
-        """Store payment, UTR claim, loan (version unchanged, still ACTIVE) and audit entries atomically.
+    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+        """Store payment, UTR claim, loan (``before`` as read: version unchanged, still ACTIVE), audit
+        entries and the portfolio counters' change (the loan's, and the payment's collections) atomically.
         UtrTaken if the UTR was used before; Conflict if the loan changed meanwhile."""
         ...
 
-    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
-        """Store the reversed payment (only if still POSTED), the loan and the audit entries atomically.
+    def reverse(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+        """Store the reversed payment (only if still POSTED), the loan (``before`` as read), the audit
+        entries and the portfolio counters' change atomically.
         AlreadyReversed or Conflict otherwise."""
         ...
 
@@ -255,9 +269,10 @@ class DelinquencyStore(Protocol):
     def get(self, loan_id: str) -> Loan | None: ...
 
     def save_evaluation(
-        self, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
+        self, before: Loan, loan: Loan, business_date: dt.date, audits: list[AuditEntry], case: LegalCase | None
     ) -> None:
-        """Store the loan, its audit entries and any legal case together, only if the stored loan still
+        """Store the loan (``before`` as read), its audit entries, the portfolio counters' change and any
+        legal case together, only if the stored loan still
         has the version read, is not evaluated for a later date and has no legal case yet; ``Conflict``
         otherwise, with nothing written."""
         ...
@@ -277,3 +292,79 @@ class JobDispatcher(Protocol):
         """Start the continuation of a run that stopped for time, asynchronously; False: there is no
         function to start it in."""
         ...
+
+
+# --- the reconciliation (docs/reconciliation.md) ---------------------------------------------------------
+
+Cursor = dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class StoredLoan:
+    """A loan as read, with the outstanding principal exactly as stored (the loan's own figure is
+    derived from its schedule, so a stored value gone wrong would not show in it)."""
+
+    loan: Loan
+    outstanding_paise: int | None
+
+
+class LedgerReader(Protocol):
+    """Consistent reads of the ledger's tables, in parallel scan segments or by key."""
+
+    def loans_segment(self, segment: int, total: int, cursor: Cursor) -> tuple[list[StoredLoan], Cursor]: ...
+
+    def payments_segment(self, segment: int, total: int, cursor: Cursor) -> tuple[list[Payment], Cursor]: ...
+
+    def claims_segment(self, segment: int, total: int, cursor: Cursor) -> tuple[list[tuple[str, str]], Cursor]:
+        """(UTR, payment id) pairs."""
+        ...
+
+    def loans(self, ids: Iterable[str]) -> dict[str, StoredLoan]: ...
+
+    def payments(self, ids: Iterable[str]) -> dict[str, Payment]: ...
+
+    def claims(self, utrs: Iterable[str]) -> dict[str, str]:
+        """UTR -> the payment id its claim names, for the UTRs that have a claim."""
+        ...
+
+
+class PortfolioStore(PortfolioReader, Protocol):
+    def totals(self) -> dict[CounterKey, CounterTotals]:
+        """Every stored set of counters, summed over its shards, with its writes."""
+        ...
+
+    def correct(self, key: CounterKey, delta: dict[str, int], audit: AuditEntry) -> None:
+        """Add ``delta`` to ``key``'s counters with the audit entry that explains it, atomically."""
+        ...
+
+
+class ReconciliationRuns(Protocol):
+    def create(self, run: ReconciliationRun, segments: Sequence[SegmentProgress]) -> None: ...
+
+    def get(self, run_id: str) -> ReconciliationRun | None: ...
+
+    def latest(self) -> ReconciliationRun | None:
+        """The latest finished run."""
+        ...
+
+    def segments(self, run_id: str) -> list[SegmentProgress]: ...
+
+    def checkpoint(self, run_id: str, segment: SegmentProgress) -> bool:
+        """Store progress unless a checkpoint as far along exists (False: another invocation is ahead)."""
+        ...
+
+    def hand_over(self, run_id: str) -> int:
+        """Count a hand-over to a continuation; the count after it."""
+        ...
+
+    def finish(self, run: ReconciliationRun) -> bool:
+        """Record the outcome once; False if another invocation finished the run first."""
+        ...
+
+
+class RunDispatcher(Protocol):
+    """Where a job can start another invocation of itself (see :class:`JobDispatcher`)."""
+
+    def start(self, run_id: str) -> bool: ...
+
+    def hand_on(self, run_id: str) -> bool: ...

@@ -8,7 +8,7 @@ one transaction, retried under ``OPTIMISTIC_WRITE``. A loan already with the tar
 
 Thousands of loans per collector: loans are read a page at a time and each page is moved by a small
 thread pool (the work is waiting on DynamoDB, not computing). A call has a time budget like the day-end
-run's (``day_end.Budget``): it always moves at least one page, then stops once less than a margin is
+run's (``budget.Budget``): it always moves at least one page, then stops once less than a margin is
 left and says how many loans remain; the caller answers 202 and the client sends the same request
 again, which carries on where this one stopped (there is no cursor to hand back: what is left is
 exactly what is still to move).
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.roles import MANAGE_LOANS
+from chalicelib.services.budget import SAFETY_MARGIN_SHARE, Budget
 from chalicelib.services.context import RequestContext
-from chalicelib.services.day_end import SAFETY_MARGIN_SHARE, Budget
 from chalicelib.services.loans import LoanService
 from chalicelib.services.ports import LoanFilter
 

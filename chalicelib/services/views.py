@@ -8,6 +8,8 @@ from typing import Any
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
+from chalicelib.domain.portfolio import Summary
+from chalicelib.domain.reconciliation import ReconciliationRun
 from chalicelib.domain.runs import RunRecord
 from chalicelib.services.ports import User
 
@@ -151,4 +153,47 @@ def user_dict(user: User) -> dict[str, Any]:
         "active": user.active,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
+    }
+
+
+def summary_dict(summary: Summary) -> dict[str, Any]:
+    """The dashboard as the API answers it (docs/api.md, "Dashboard")."""
+    return {
+        "as_of": summary.as_of.isoformat(),
+        "today": summary.today.isoformat(),
+        "scope": summary.scope.key,
+        "loans": {"total": summary.loans_total, "active": summary.loans_active},
+        "outstanding_principal_paise": summary.outstanding_principal_paise,
+        "overdue_paise": summary.overdue_paise,
+        "collections": {
+            "today_paise": summary.collections_today_paise,
+            "today_count": summary.collections_today_count,
+            "mtd_paise": summary.collections_mtd_paise,
+        },
+        "buckets": {
+            bucket: {"count": count, "outstanding_principal_paise": outstanding}
+            for bucket, (count, outstanding) in summary.buckets.items()
+        },
+        "classification": dict(summary.classification),
+        "avg_dpd": summary.avg_dpd,
+        "legal_escalated": summary.legal_escalated,
+    }
+
+
+def reconciliation_dict(run: ReconciliationRun) -> dict[str, Any]:
+    """A reconciliation run as the API answers it (docs/api.md, "Reconciliation")."""
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "trigger": run.trigger,
+        "as_of": run.as_of.isoformat(),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "loans_checked": run.loans_checked,
+        "payments_checked": run.payments_checked,
+        "claims_checked": run.claims_checked,
+        "mismatch_count": run.mismatch_count,
+        "mismatches": [m.as_dict() for m in run.mismatches or []],
+        "unverified": list(run.unverified or []),
+        "error": run.error,
     }

@@ -28,8 +28,8 @@ from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
 from chalicelib.domain.roles import Role
 from chalicelib.domain.schedule import generate_schedule
+from chalicelib.services.budget import fresh_budget
 from chalicelib.services.context import RequestContext
-from chalicelib.services.day_end import fresh_budget
 from chalicelib.services.reassignment import ReassignmentProgress
 from chalicelib.wiring import services
 

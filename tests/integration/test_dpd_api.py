@@ -17,7 +17,7 @@ import pytest
 
 from chalicelib.clock import IST
 from chalicelib.domain.audit import Actor
-from chalicelib.domain.delinquency import bucket_for, dpd_on
+from chalicelib.domain.delinquency import bucket_for, dpd_on, overdue_paise
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.loan import ESCALATION_DPD, Loan
 from chalicelib.domain.runs import MAX_CONTINUATIONS, RunStatus, Segment
@@ -377,10 +377,14 @@ def test_one_invoke_through_the_test_client_completes_a_300_loan_book(
     # from one thread. The DynamoDB Local tests (tests/dynamodb_local) run it with all its threads.
     one_segment_at_a_time(monkeypatch)
     # The rules, from the schedules alone (no payments): ten days on, a loan is written when its bucket
-    # moves or it is escalated (reaching dpd 90 is escalation, every other boundary a bucket edge).
+    # moves, it is escalated (reaching dpd 90 is escalation, every other boundary a bucket edge) or
+    # its overdue amount grows (another instalment fell due unpaid).
     dpd = {loan.loan_id: dpd_on(loan.schedule, BOOK_RUN_DATE) for loan in book}
     escalated = {k for k, v in dpd.items() if v >= ESCALATION_DPD}
     moved = {loan.loan_id for loan in book if bucket_for(dpd[loan.loan_id]) is not loan.delinquency.bucket}
+    moved |= {
+        loan.loan_id for loan in book if overdue_paise(loan.schedule, BOOK_RUN_DATE) != loan.delinquency.overdue_paise
+    }
     assert len(escalated) >= 10 and len(moved) >= 20
 
     with api.at(LATER):

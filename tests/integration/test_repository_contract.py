@@ -261,13 +261,13 @@ def test_update_with_the_current_version_bumps_it(backend: Backend) -> None:
     v1 = created(backend, imported_loan("UPD-1"))
     assert v1.version == 1
 
-    v2 = backend.loans.update(dataclasses.replace(v1, notes="first"), entry("UPD-1", after={"notes": "first"}))
+    v2 = backend.loans.update(v1, dataclasses.replace(v1, notes="first"), entry("UPD-1", after={"notes": "first"}))
     assert v2.version == 2
     assert v2 == dataclasses.replace(v1, notes="first", version=2)
     assert backend.loans.get("UPD-1") == v2
     backend.clock.advance(seconds=1)
 
-    v3 = backend.loans.update(dataclasses.replace(v2, collector_id="col9"), entry("UPD-1", Action.LOAN_ASSIGNED))
+    v3 = backend.loans.update(v2, dataclasses.replace(v2, collector_id="col9"), entry("UPD-1", Action.LOAN_ASSIGNED))
     assert v3.version == 3
     assert backend.loans.get("UPD-1") == v3
     assert [e.action for e in audit_of(backend, entity_id="UPD-1")] == [
@@ -279,13 +279,13 @@ def test_update_with_the_current_version_bumps_it(backend: Backend) -> None:
 
 def test_update_with_a_stale_version_writes_nothing(backend: Backend) -> None:
     v1 = created(backend, imported_loan("STALE"))
-    v2 = backend.loans.update(dataclasses.replace(v1, notes="winner"), entry("STALE", after={"notes": "winner"}))
+    v2 = backend.loans.update(v1, dataclasses.replace(v1, notes="winner"), entry("STALE", after={"notes": "winner"}))
     backend.clock.advance(seconds=1)
     audit_before = audit_of(backend, entity_id="STALE")
 
     loser = entry("STALE", after={"notes": "loser"})
     with pytest.raises(Conflict):
-        backend.loans.update(dataclasses.replace(v1, notes="loser"), loser)
+        backend.loans.update(v1, dataclasses.replace(v1, notes="loser"), loser)
 
     assert backend.loans.get("STALE") == v2
     after = audit_of(backend, entity_id="STALE")
@@ -296,9 +296,9 @@ def test_update_with_a_stale_version_writes_nothing(backend: Backend) -> None:
 def test_update_of_a_loan_never_created_is_a_conflict_and_writes_nothing(backend: Backend) -> None:
     ghost = entry("GHOST")
     with pytest.raises(Conflict):
-        backend.loans.update(imported_loan("GHOST"), ghost)
+        backend.loans.update(imported_loan("GHOST"), imported_loan("GHOST"), ghost)
     with pytest.raises(Conflict):
-        backend.loans.update(dataclasses.replace(imported_loan("GHOST"), version=1), ghost)
+        backend.loans.update(imported_loan("GHOST"), dataclasses.replace(imported_loan("GHOST"), version=1), ghost)
     assert backend.loans.get("GHOST") is None
     assert audit_of(backend, entity_id="GHOST") == []
 

@@ -146,7 +146,7 @@ class World:
         stored delinquency does, a DELINQUENCY_CHANGED entry (``domain.loan.delinquency_snapshot``)."""
         stored_before = self.repo.loans[updated.loan_id]
         updated = dataclasses.replace(updated, updated_at=clock.now_iso())
-        stored = self.repo.update(updated, MANAGER.loan_audit(action, updated.loan_id, None, after))
+        stored = self.repo.update(stored_before, updated, MANAGER.loan_audit(action, updated.loan_id, None, after))
         if delinquency_changed(stored_before, stored):
             self.audit.append(
                 MANAGER.loan_audit(

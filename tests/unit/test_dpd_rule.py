@@ -138,7 +138,9 @@ def overdue_loan(dpd: int, escalated: bool) -> Loan:
 
 
 @given(dpd=st.integers(min_value=1, max_value=200), escalated=st.booleans())
-def test_a_loan_is_watched_on_the_next_day_its_band_or_escalation_changes(dpd: int, escalated: bool) -> None:
+def test_a_loan_is_watched_on_the_next_day_its_band_escalation_or_overdue_amount_changes(
+    dpd: int, escalated: bool
+) -> None:
     subject = overdue_loan(dpd, escalated)
     watch = watch_date(subject)
     if dpd >= ESCALATION_DPD and not escalated:
@@ -150,4 +152,9 @@ def test_a_loan_is_watched_on_the_next_day_its_band_or_escalation_changes(dpd: i
         if (bucket_for(n), classification_for(n)) != (bucket_for(n - 1), classification_for(n - 1))
         or (n == ESCALATION_DPD and not escalated)
     ]
-    assert watch == (date_dpd_reaches(DUE, changes[0]) if changes else None)
+    # The second instalment falling due grows the overdue amount: watched too, when it comes first.
+    dates = [date_dpd_reaches(DUE, changes[0])] if changes else []
+    second_due = subject.schedule[1].due_date
+    if second_due > subject.delinquency.as_of:
+        dates.append(second_due)
+    assert watch == (min(dates) if dates else None)

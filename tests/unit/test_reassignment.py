@@ -46,10 +46,10 @@ class LockedLoanRepository(InMemoryLoanRepository):
         with self.lock:
             return super().get(loan_id)
 
-    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+    def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
         with self.lock:
             self.cost()
-            return super().update(loan, audit)
+            return super().update(before, loan, audit)
 
     def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
         with self.lock:

@@ -9,6 +9,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.adapters.dynamodb import paging
+from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import (
@@ -24,6 +25,7 @@ from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.portfolio import loan_change
 from chalicelib.services.ports import LoansPage, Page
 
 PAGE_SIZE = 100
@@ -102,7 +104,7 @@ class DynamoDelinquencyStore:
 
     @storage_call
     def save_evaluation(
-        self, loan: Loan, business_date: dt.date, audits: Sequence[AuditEntry], case: LegalCase | None
+        self, before: Loan, loan: Loan, business_date: dt.date, audits: Sequence[AuditEntry], case: LegalCase | None
     ) -> None:
         """Write the re-evaluated loan, its audit entries and a legal case in one transaction, only if
         the loan is still the version that was read and has not been evaluated for a later date (a run
@@ -110,6 +112,7 @@ class DynamoDelinquencyStore:
         entries = [
             Entry("loan", loan_to_item(loan), LoanModel.dpd_as_of <= business_date),
             *audit_entries([audit_to_item(a) for a in audits]),
+            *portfolio_entries(loan_change(before, loan)),
         ]
         if case is not None:
             entries.append(Entry("legal_case", _case_to_item(case), LegalCaseModel.loan_id.does_not_exist()))

@@ -8,6 +8,7 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
 
 from chalicelib.adapters.dynamodb import paging
+from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
@@ -15,6 +16,7 @@ from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, aud
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, LoanExists
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.portfolio import loan_change
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
@@ -34,7 +36,11 @@ class DynamoLoanRepository:
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
         create_all(
-            [Entry("loan", item, LoanModel.loan_id.does_not_exist()), *audit_entries([audit_to_item(audit)])],
+            [
+                Entry("loan", item, LoanModel.loan_id.does_not_exist()),
+                *audit_entries([audit_to_item(audit)]),
+                *portfolio_entries(loan_change(None, loan)),
+            ],
             new="loan",
             taken=lambda: LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}),
             busy=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
@@ -42,11 +48,17 @@ class DynamoLoanRepository:
         return item_to_loan(item)
 
     @storage_call
-    def update(self, loan: Loan, audit: AuditEntry) -> Loan:
+    def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
         try:
-            # The version condition is added by PynamoDB's VersionAttribute.
-            save_all([Entry("loan", item, LoanModel.loan_id.exists()), *audit_entries([audit_to_item(audit)])])
+            # The version condition is added by PynamoDB's VersionAttribute: the loan stored is ``before``.
+            save_all(
+                [
+                    Entry("loan", item, LoanModel.loan_id.exists()),
+                    *audit_entries([audit_to_item(audit)]),
+                    *portfolio_entries(loan_change(before, loan)),
+                ]
+            )
         except TransactionRefused:
             raise Conflict(
                 f"loan {loan.loan_id} was changed by someone else; read it again and retry",

@@ -168,6 +168,8 @@ def payment_to_item(payment: Payment) -> PaymentModel:
         reversed_by_sub=payment.reversed_by.sub if payment.reversed_by else None,
         reversed_by_role=payment.reversed_by.role if payment.reversed_by else None,
         reversal_reason=payment.reversal_reason,
+        collector_id=payment.collector_id,
+        branch=payment.branch,
     )
 
 
@@ -191,6 +193,8 @@ def item_to_payment(item: PaymentModel) -> Payment:
         reversed_at=item.reversed_at,
         reversed_by=reversed_by,
         reversal_reason=item.reversal_reason,
+        collector_id=item.collector_id,
+        branch=item.branch,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pynamodb.attributes import BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.attributes import BinaryAttribute, BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -19,6 +19,7 @@ from chalicelib.adapters.dynamodb.attributes import (
     ScheduleAttribute,
 )
 from chalicelib.config import Settings
+from chalicelib.domain.portfolio import COLLECTION_COUNTERS, LOAN_COUNTERS
 
 
 class _Meta:
@@ -141,6 +142,8 @@ class PaymentModel(Model):
     reversed_by_sub = UnicodeAttribute(null=True)
     reversed_by_role = UnicodeAttribute(null=True)
     reversal_reason = UnicodeAttribute(null=True)
+    collector_id = UnicodeAttribute(null=True)
+    branch = UnicodeAttribute(null=True)
 
     loan_index = LoanPaymentsIndex()
 
@@ -323,6 +326,53 @@ class LoginAttemptModel(Model):
     expires_at = IntegerAttribute()
 
 
+WRITES = "writes"
+
+
+def _aggregate_model() -> type[Model]:
+    """The portfolio counter items (``adapters.dynamodb.aggregates``): a key, what the item counts for,
+    and a number attribute per counter. Built from the counter names so that a counter added to
+    ``domain.portfolio`` is stored without a second list to keep in step; a counter a write never
+    moved is simply absent and reads as 0."""
+
+    class Meta(_Meta):
+        short_name = "aggregates"
+
+    attributes: dict[str, Any] = {
+        "Meta": Meta,
+        "__doc__": _aggregate_model.__doc__,
+        "pk": UnicodeAttribute(hash_key=True),
+        "kind": UnicodeAttribute(null=True),
+        "scope": UnicodeAttribute(null=True),
+        "month": UnicodeAttribute(null=True),
+        "shard": IntegerAttribute(null=True),
+    }
+    for name in (*LOAN_COUNTERS, *COLLECTION_COUNTERS, WRITES):
+        attributes[name] = IntegerAttribute(null=True)
+    return type("AggregateModel", (Model,), attributes)
+
+
+AggregateModel: Any = _aggregate_model()
+
+
+class ReconciliationModel(Model):
+    """A reconciliation run (``part`` = ``run``) and its segments' checkpoints (``part`` = the segment's
+    name), plus one pointer item (``run_id`` = ``LATEST``) naming the latest finished run. ``body`` is
+    the record as compressed JSON: a segment's share of the recount can hold many scopes."""
+
+    class Meta(_Meta):
+        short_name = "reconciliations"
+
+    run_id = UnicodeAttribute(hash_key=True)
+    part = UnicodeAttribute(range_key=True)
+    status = UnicodeAttribute(null=True)
+    pages = IntegerAttribute(null=True)
+    continuations = IntegerAttribute(null=True)
+    latest = UnicodeAttribute(null=True)
+    """On the pointer item only: the run id of the latest finished run."""
+    body = BinaryAttribute(null=True, legacy_encoding=False)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     LoanModel,
     PaymentModel,
@@ -332,6 +382,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     AuditModel,
     UserModel,
     LoginAttemptModel,
+    AggregateModel,
+    ReconciliationModel,
 )
 
 

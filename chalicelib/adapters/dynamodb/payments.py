@@ -14,6 +14,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import clock
 from chalicelib.adapters.dynamodb import paging
+from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import (
     audit_to_item,
@@ -28,6 +29,7 @@ from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.portfolio import loan_change, payment_collections
 from chalicelib.services.ports import Page, UtrTaken
 
 _LOAN_INDEX_KEY = frozenset({"payment_id", "loan_id"})
@@ -49,7 +51,7 @@ class DynamoPaymentRepository:
             return None
 
     @storage_call
-    def post(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         loan_item = loan_to_item(loan)
         claim = UtrClaimModel(
             payment.utr, payment_id=payment.payment_id, loan_id=payment.loan_id, claimed_at=clock.now_iso()
@@ -61,6 +63,7 @@ class DynamoPaymentRepository:
                     Entry("utr_claim", claim, UtrClaimModel.utr.does_not_exist()),
                     Entry("loan", loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
                     *audit_entries([audit_to_item(audit) for audit in audits]),
+                    *portfolio_entries(loan_change(before, loan, payment_collections(payment))),
                 ]
             )
         except TransactionRefused as exc:
@@ -70,7 +73,7 @@ class DynamoPaymentRepository:
         return item_to_loan(loan_item)
 
     @storage_call
-    def reverse(self, payment: Payment, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def reverse(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
         loan_item = loan_to_item(loan)
         try:
             save_all(
@@ -78,6 +81,7 @@ class DynamoPaymentRepository:
                     Entry("payment", payment_to_item(payment), PaymentModel.status == PaymentStatus.POSTED.value),
                     Entry("loan", loan_item, LoanModel.loan_id.exists()),
                     *audit_entries([audit_to_item(audit) for audit in audits]),
+                    *portfolio_entries(loan_change(before, loan, payment_collections(payment))),
                 ]
             )
         except TransactionRefused as exc:

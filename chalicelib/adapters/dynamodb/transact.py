@@ -3,9 +3,10 @@ into the names of the entries whose condition failed.
 
 Ordering caveat: DynamoDB returns one cancellation reason per operation, in the order the operations
 were sent, and PynamoDB sends them grouped by kind (condition checks, then deletes, then puts, then
-updates), not in the order they were added. Everything here is a put, so the reasons come back in the
-order the entries were given, and :func:`save_all` pairs each reason with its entry's name on that
-basis. Adding another kind of operation would break the pairing; it would have to be done here.
+updates), not in the order they were added. Entries here are puts or updates (the portfolio counters'
+additions), so :func:`save_all` pairs the reasons with the puts' names first and the updates' names
+after, whatever order the entries were given in. Adding another kind of operation would have to be
+done here too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
@@ -32,6 +34,8 @@ class Entry:
     name: str
     item: Model
     condition: Condition | None = None
+    actions: Sequence[Action] = ()
+    """Given: an update of ``item``'s key with these actions (a counter's addition) instead of a put."""
 
 
 def audit_entries(items: Sequence[Model]) -> list[Entry]:
@@ -53,14 +57,19 @@ class TransactionRefused(Exception):
 def save_all(entries: Sequence[Entry]) -> None:
     """Put every item or none. Version attributes add their own conditions (and are bumped locally
     only after the commit). Entry names must be distinct."""
-    names = [entry.name for entry in entries]
+    # Puts first, then updates: the order PynamoDB sends them in, which the refusal's pairing needs.
+    ordered = [e for e in entries if not e.actions] + [e for e in entries if e.actions]
+    names = [entry.name for entry in ordered]
     if len(set(names)) != len(names):
         raise ValueError(f"transaction entry names repeat: {names}")
     connection = LoanModel._get_connection().connection
     try:
         with TransactWrite(connection=connection) as tx:
-            for entry in entries:
-                tx.save(entry.item, condition=entry.condition)
+            for entry in ordered:
+                if entry.actions:
+                    tx.update(entry.item, list(entry.actions), condition=entry.condition)
+                else:
+                    tx.save(entry.item, condition=entry.condition)
     except TransactWriteError as exc:
         if is_unavailable(exc):
             raise Unavailable("the database is not answering; nothing was changed, try again") from exc

@@ -1,0 +1,433 @@
+"""The reconciliation (docs/reconciliation.md): check the ledger's invariants across the whole book, and
+report what does not hold. It never changes the ledger; people repair, then rebuild the counters.
+
+A run is split like the day-end run: parallel scan segments of the loans, the payments and the UTR
+claims, each checkpointed after every page, so that any time budget makes progress and a run can be
+continued by another invocation. Each page's findings and its share of the recount go into the
+segment's checkpoint; the run finishes by summing the shares and comparing them with the counters.
+
+Writes go on while a run reads, so two precautions keep a clean book reported clean:
+
+- a per-loan or per-payment finding is read again (loan, payments and claim together) before it is
+  reported: a write that landed between two reads is gone on the second look;
+- the counters are compared only where they took no write during the run (each stored set counts its
+  writes); the others are listed as ``unverified``, neither confirmed nor refuted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aws_lambda_powertools import Logger
+
+from chalicelib import clock
+from chalicelib.domain.audit import Action
+from chalicelib.domain.errors import NotFound
+from chalicelib.domain.payment import Payment
+from chalicelib.domain.portfolio import (
+    CounterKey,
+    CounterKind,
+    recount,
+    recount_collections,
+)
+from chalicelib.domain.reconciliation import (
+    MAX_LISTED_MISMATCHES,
+    Mismatch,
+    MismatchKind,
+    ReconciliationRun,
+    ReconciliationStatus,
+    SegmentProgress,
+    SourceKind,
+    check_claim,
+    check_loan,
+    check_payment,
+    compare_counters,
+    months_checked,
+)
+from chalicelib.domain.roles import ADMIN_ONLY
+from chalicelib.domain.runs import MAX_CONTINUATIONS
+from chalicelib.services.budget import Budget, failure_message, fresh_budget
+from chalicelib.services.context import RequestContext
+from chalicelib.services.ids import new_id
+from chalicelib.services.ports import (
+    LedgerReader,
+    Metrics,
+    PortfolioStore,
+    ReconciliationRuns,
+    RunDispatcher,
+    StoredLoan,
+)
+
+logger = Logger(service="loan-crm")
+
+SEGMENTS = 8
+"""Scan segments per table: 24 in all, worked by :data:`WORKERS` threads per invocation."""
+WORKERS = 4
+RECHECKS = 2
+"""How many more looks a finding gets before it is reported (see the module's docstring)."""
+RECHECK_PAUSE_S = 0.05
+
+
+class RunHere:
+    """No other invocation to start: the run goes on in the caller's process."""
+
+    def start(self, run_id: str) -> bool:
+        return False
+
+    def hand_on(self, run_id: str) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What ``rebuild`` did: the counter sets it corrected, and those it left because they were being
+    written to while it recounted (run it again when the book is quieter)."""
+
+    corrected: list[str]
+    moving: list[str]
+    unchanged: int
+
+
+def _labels(counters: dict[CounterKey, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {key.label: values for key, values in counters.items()}
+
+
+def _merge(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> None:
+    for label, values in more.items():
+        target = into.setdefault(label, {})
+        for name, value in values.items():
+            target[name] = target.get(name, 0) + value
+
+
+def loan_recount(loans: Iterable[StoredLoan]) -> dict[CounterKey, dict[str, int]]:
+    return {
+        CounterKey(CounterKind.COUNTERS, scope.key): values for scope, values in recount(s.loan for s in loans).items()
+    }
+
+
+def collections_recount(payments: Iterable[Payment], months: Iterable[str] | None) -> dict[CounterKey, dict[str, int]]:
+    return {
+        CounterKey(CounterKind.COLLECTIONS, scope.key, month): values
+        for (scope, month), values in recount_collections(payments, months).items()
+    }
+
+
+@dataclass
+class ReconciliationService:
+    ledger: LedgerReader
+    portfolio: PortfolioStore
+    runs: ReconciliationRuns
+    metrics: Metrics
+    dispatcher: RunDispatcher = field(default_factory=RunHere)
+    segments: int = SEGMENTS
+    workers: int = WORKERS
+
+    # --- entry points ---------------------------------------------------------------------------------
+
+    def start(self, trigger: str, as_of: dt.date | None = None) -> ReconciliationRun:
+        """Begin a run. Where the job has its own function (AWS) it runs there and this returns the
+        run as it starts; anywhere else it runs here, without a time limit, and returns it finished."""
+        run = self.begin(trigger, as_of or clock.last_completed_business_date())
+        if self.dispatcher.start(run.run_id):
+            return run
+        return self.run_invocation(run.run_id, None)
+
+    def start_as(self, ctx: RequestContext) -> ReconciliationRun:
+        ctx.require(ADMIN_ONLY)
+        return self.start(f"manual:{ctx.actor.sub}")
+
+    def after_day_end(self, business_date: dt.date) -> None:
+        """Each completed day-end run is followed by a run; its failure never fails the day-end."""
+        try:
+            self.start(f"after-day-end:{business_date.isoformat()}", business_date)
+        except Exception:
+            logger.exception("reconciliation after the day-end run could not run", extra={"date": str(business_date)})
+            self.metrics.count("ReconciliationFailed")
+
+    def latest(self) -> ReconciliationRun:
+        run = self.runs.latest()
+        if run is None:
+            raise NotFound("no reconciliation has finished yet")
+        return run
+
+    def run_invocation(self, run_id: str, time_left_ms: Callable[[], int] | None) -> ReconciliationRun:
+        """One invocation's share of a run; while it stops for time and no other invocation can be
+        started, carry on here with a fresh budget of the same size (as the day-end run does)."""
+        budget_ms = int(time_left_ms()) if time_left_ms is not None else None
+        run, continuing = self._invoke(run_id, time_left_ms)
+        while continuing:
+            if self.dispatcher.hand_on(run_id):
+                return run
+            run, continuing = self._invoke(run_id, fresh_budget(budget_ms) if budget_ms is not None else None)
+        return run
+
+    # --- a run ----------------------------------------------------------------------------------------
+
+    def begin(self, trigger: str, as_of: dt.date) -> ReconciliationRun:
+        """Record a new run and its segments, with the counters' writes as they stand now; no work yet."""
+        months = months_checked(clock.today_ist())
+        writes = {key.label: totals.writes for key, totals in self.portfolio.totals().items()}
+        run = ReconciliationRun(
+            run_id=new_id(),
+            trigger=trigger,
+            as_of=as_of,
+            started_at=clock.now_iso(),
+            months=months,
+            writes_at_start=writes,
+        )
+        segments = [SegmentProgress(source, n, self.segments) for source in SourceKind for n in range(self.segments)]
+        self.runs.create(run, segments)
+        return run
+
+    def _invoke(self, run_id: str, time_left_ms: Callable[[], int] | None) -> tuple[ReconciliationRun, bool]:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFound(f"reconciliation run {run_id} not found")
+        if run.status is not ReconciliationStatus.RUNNING:
+            return run, False
+        try:
+            todo = [s for s in self.runs.segments(run_id) if not s.done]
+            if todo:
+                self._work(run, todo, Budget.start(time_left_ms))
+            stored = self.runs.segments(run_id)
+            if all(s.done for s in stored):
+                return self._finish(run, stored), False
+            if self.runs.hand_over(run_id) > MAX_CONTINUATIONS:
+                return self._fail(run, f"the run was handed over {MAX_CONTINUATIONS} times; start a new one"), False
+            refreshed = self.runs.get(run_id)
+            return (refreshed or run), True
+        except Exception as exc:
+            logger.exception("reconciliation run failed", extra={"run_id": run_id})
+            return self._fail(run, failure_message(exc, run_id)), False
+
+    def _fail(self, run: ReconciliationRun, error: str) -> ReconciliationRun:
+        self.metrics.count("ReconciliationFailed")
+        run.status, run.error, run.finished_at = ReconciliationStatus.FAILED, error, clock.now_iso()
+        self.runs.finish(run)
+        return self.runs.get(run.run_id) or run
+
+    def _work(self, run: ReconciliationRun, todo: list[SegmentProgress], budget: Budget) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for future in [pool.submit(self._segment, run, segment, budget) for segment in todo]:
+                future.result()
+
+    def _segment(self, run: ReconciliationRun, segment: SegmentProgress, budget: Budget) -> None:
+        """Page after page until done or out of time; stop at once if another invocation of the run is
+        ahead on this segment (its checkpoint wins)."""
+        while not segment.done and not budget.spent():
+            found, checked, partial, cursor = self._page(run, segment)
+            segment.cursor, segment.done = cursor, cursor is None
+            segment.pages += 1
+            segment.checked += checked
+            segment.mismatch_count += len(found)
+            listed = segment.mismatches or []
+            segment.mismatches = listed + [m.as_dict() for m in found][: max(0, MAX_LISTED_MISMATCHES - len(listed))]
+            merged = dict(segment.partial or {})
+            _merge(merged, _labels(partial))
+            segment.partial = merged
+            if not self.runs.checkpoint(run.run_id, segment):
+                return
+            budget.progressed.set()
+
+    def _page(
+        self, run: ReconciliationRun, segment: SegmentProgress
+    ) -> tuple[list[Mismatch], int, dict[CounterKey, dict[str, int]], dict[str, object] | None]:
+        n, total, cursor = segment.index, segment.total, segment.cursor
+        if segment.source is SourceKind.LOANS:
+            loans, after = self.ledger.loans_segment(n, total, cursor)
+            return self._check_loans(loans), len(loans), loan_recount(loans), after
+        if segment.source is SourceKind.PAYMENTS:
+            payments, after = self.ledger.payments_segment(n, total, cursor)
+            return self._check_payments(payments), len(payments), collections_recount(payments, run.months), after
+        claims, after = self.ledger.claims_segment(n, total, cursor)
+        return self._check_claims(claims), len(claims), {}, after
+
+    # --- the checks, with a second look before anything is reported -------------------------------------
+
+    def _confirmed(self, found: list[Mismatch], look_again: Callable[[], list[Mismatch]]) -> list[Mismatch]:
+        for _ in range(RECHECKS):
+            if not found:
+                return found
+            time.sleep(RECHECK_PAUSE_S)
+            found = look_again()
+        return found
+
+    def _loan_findings(self, stored: StoredLoan, payments: dict[str, Payment]) -> list[Mismatch]:
+        ledger = {e.payment_id: payments.get(e.payment_id) for e in stored.loan.payments}
+        return check_loan(stored.loan, stored.outstanding_paise, ledger)
+
+    def _check_loans(self, loans: list[StoredLoan]) -> list[Mismatch]:
+        payments = self.ledger.payments(e.payment_id for s in loans for e in s.loan.payments)
+        found: list[Mismatch] = []
+        for stored in loans:
+            loan_id = stored.loan.loan_id
+
+            def again(loan_id: str = loan_id) -> list[Mismatch]:
+                fresh = self.ledger.loans([loan_id]).get(loan_id)
+                if fresh is None:
+                    return []  # not there any more: nothing to reconcile (loans are never deleted)
+                return self._loan_findings(fresh, self.ledger.payments(e.payment_id for e in fresh.loan.payments))
+
+            found += self._confirmed(self._loan_findings(stored, payments), again)
+        return found
+
+    def _payment_findings(
+        self, payment: Payment, claims: dict[str, str], loans: dict[str, StoredLoan]
+    ) -> list[Mismatch]:
+        held = loans.get(payment.loan_id)
+        return check_payment(payment, claims.get(payment.utr), held.loan if held else None)
+
+    def _check_payments(self, payments: list[Payment]) -> list[Mismatch]:
+        claims = self.ledger.claims(p.utr for p in payments)
+        loans = self.ledger.loans(p.loan_id for p in payments)
+        found: list[Mismatch] = []
+        for payment in payments:
+
+            def again(payment_id: str = payment.payment_id) -> list[Mismatch]:
+                fresh = self.ledger.payments([payment_id]).get(payment_id)
+                if fresh is None:
+                    return []
+                return self._payment_findings(
+                    fresh, self.ledger.claims([fresh.utr]), self.ledger.loans([fresh.loan_id])
+                )
+
+            found += self._confirmed(self._payment_findings(payment, claims, loans), again)
+        return found
+
+    def _check_claims(self, claims: list[tuple[str, str]]) -> list[Mismatch]:
+        payments = self.ledger.payments(payment_id for _, payment_id in claims)
+        found: list[Mismatch] = []
+        for utr, payment_id in claims:
+
+            def again(utr: str = utr) -> list[Mismatch]:
+                now = self.ledger.claims([utr]).get(utr)
+                if now is None:
+                    return []
+                return check_claim(utr, now, self.ledger.payments([now]).get(now))
+
+            found += self._confirmed(check_claim(utr, payment_id, payments.get(payment_id)), again)
+        return found
+
+    # --- the end of a run -------------------------------------------------------------------------------
+
+    def _finish(self, run: ReconciliationRun, segments: list[SegmentProgress]) -> ReconciliationRun:
+        recounted: dict[str, dict[str, int]] = {}
+        listed: list[Mismatch] = []
+        for segment in segments:
+            _merge(recounted, segment.partial or {})
+            listed += [Mismatch.from_dict(m) for m in segment.mismatches or []]
+        counters, unverified = self._compare_counters(run, recounted)
+        run.mismatch_count = sum(s.mismatch_count for s in segments) + len(counters)
+        run.mismatches = (listed + counters)[:MAX_LISTED_MISMATCHES]
+        run.unverified = unverified
+        run.loans_checked = sum(s.checked for s in segments if s.source is SourceKind.LOANS)
+        run.payments_checked = sum(s.checked for s in segments if s.source is SourceKind.PAYMENTS)
+        run.claims_checked = sum(s.checked for s in segments if s.source is SourceKind.CLAIMS)
+        run.status, run.finished_at = ReconciliationStatus.COMPLETED, clock.now_iso()
+        if not self.runs.finish(run):
+            return self.runs.get(run.run_id) or run  # another invocation finished it, and reported it
+        for mismatch in run.mismatches:
+            self.metrics.count("ReconciliationMismatch")
+        for _ in range(run.mismatch_count - len(run.mismatches)):
+            self.metrics.count("ReconciliationMismatch")
+        logger.info(
+            "reconciliation finished",
+            extra={"run_id": run.run_id, "mismatches": run.mismatch_count, "unverified": len(unverified)},
+        )
+        return run
+
+    def _compare_counters(
+        self, run: ReconciliationRun, recounted: dict[str, dict[str, int]]
+    ) -> tuple[list[Mismatch], list[str]]:
+        """The stored counters against the recount, where nothing wrote to them during the run."""
+        stored = self.portfolio.totals()
+        at_start = run.writes_at_start or {}
+        keys = {key.label: key for key in stored}
+        for label in recounted:
+            keys.setdefault(label, _key_of(label))
+        found: list[Mismatch] = []
+        unverified: list[str] = []
+        for label, key in sorted(keys.items()):
+            if key.kind is CounterKind.COLLECTIONS and key.month not in run.months:
+                continue
+            now = stored.get(key)
+            if (now.writes if now else 0) != at_start.get(label, 0):
+                unverified.append(label)
+                continue
+            kind = MismatchKind.AGGREGATE if key.kind is CounterKind.COUNTERS else MismatchKind.COLLECTIONS
+            mismatch = compare_counters(kind, label, recounted.get(label, {}), now.values if now else {})
+            if mismatch is not None:
+                found.append(mismatch)
+        return found, unverified
+
+    # --- repair's last step ------------------------------------------------------------------------------
+
+    def rebuild(self, ctx: RequestContext) -> Rebuilt:
+        """Set the counters to a recount of the loans and payments: each differing set is corrected by
+        adding the difference, with an AGGREGATES_REBUILT audit entry in the same transaction. A set
+        written to while the recount ran is left alone (the difference would be a guess); a write after
+        the recount is harmless, because the correction is an addition, not an overwrite."""
+        ctx.require(ADMIN_ONLY)
+        before = self.portfolio.totals()
+        recounted = self._full_recount()
+        after = self.portfolio.totals()
+        corrected: list[str] = []
+        moving: list[str] = []
+        unchanged = 0
+        for key in sorted({*recounted, *after}):
+            now = after.get(key)
+            then = before.get(key)
+            if (now.writes if now else 0) != (then.writes if then else 0):
+                moving.append(key.label)
+                continue
+            stored = now.values if now else {}
+            fresh = recounted.get(key, {})
+            delta = {n: fresh.get(n, 0) - stored.get(n, 0) for n in {*fresh, *stored}}
+            delta = {n: v for n, v in delta.items() if v}
+            if not delta:
+                unchanged += 1
+                continue
+            entry = ctx.audit_entry(
+                Action.AGGREGATES_REBUILT,
+                "portfolio",
+                key.label,
+                {n: stored.get(n, 0) for n in sorted(delta)},
+                {n: fresh.get(n, 0) for n in sorted(delta)},
+                reason="counters set to a recount of the loans and payments",
+            )
+            self.portfolio.correct(key, delta, entry)
+            corrected.append(key.label)
+        return Rebuilt(corrected, moving, unchanged)
+
+    def _full_recount(self) -> dict[CounterKey, dict[str, int]]:
+        totals: dict[CounterKey, dict[str, int]] = {}
+
+        def add(part: dict[CounterKey, dict[str, int]]) -> None:
+            for key, values in part.items():
+                target = totals.setdefault(key, {})
+                for name, value in values.items():
+                    target[name] = target.get(name, 0) + value
+
+        for n in range(self.segments):
+            cursor = None
+            while True:
+                loans, cursor = self.ledger.loans_segment(n, self.segments, cursor)
+                add(loan_recount(loans))
+                if cursor is None:
+                    break
+            cursor = None
+            while True:
+                payments, cursor = self.ledger.payments_segment(n, self.segments, cursor)
+                add(collections_recount(payments, None))
+                if cursor is None:
+                    break
+        return totals
+
+
+def _key_of(label: str) -> CounterKey:
+    scope, _, month = label.partition("@")
+    return CounterKey(CounterKind.COLLECTIONS, scope, month) if month else CounterKey(CounterKind.COUNTERS, scope)
