@@ -330,9 +330,7 @@ class ReconciliationService:
         run.status, run.finished_at = ReconciliationStatus.COMPLETED, clock.now_iso()
         if not self.runs.finish(run):
             return self.runs.get(run.run_id) or run  # another invocation finished it, and reported it
-        for mismatch in run.mismatches:
-            self.metrics.count("ReconciliationMismatch")
-        for _ in range(run.mismatch_count - len(run.mismatches)):
+        for _ in range(run.mismatch_count):  # one per mismatch, listed or not: the alarm counts them
             self.metrics.count("ReconciliationMismatch")
         logger.info(
             "reconciliation finished",

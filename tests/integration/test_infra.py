@@ -21,7 +21,7 @@ def _hash_first(keys: list[dict[str, str]]) -> list[dict[str, str]]:
 
 def _model_schema(model: Any) -> tuple[list[dict[str, str]], dict[str, list[dict[str, str]]]]:
     schema = model._get_schema()
-    keys = [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in schema["key_schema"]]
+    keys = _hash_first([{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in schema["key_schema"]])
     indexes = {
         g["index_name"]: _hash_first(
             [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in g["key_schema"]]

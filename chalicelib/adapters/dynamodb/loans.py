@@ -36,7 +36,7 @@ class DynamoLoanRepository:
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
         create_all(
-            [
+            lambda: [
                 Entry("loan", item, LoanModel.loan_id.does_not_exist()),
                 *audit_entries([audit_to_item(audit)]),
                 *portfolio_entries(loan_change(None, loan)),

@@ -91,16 +91,17 @@ def _refusal(names: Sequence[str], exc: TransactWriteError) -> TransactionRefuse
 
 
 def create_all(
-    entries: Sequence[Entry], new: str, taken: Callable[[], Exception], busy: Callable[[], Exception]
+    entries: Callable[[], Sequence[Entry]], new: str, taken: Callable[[], Exception], busy: Callable[[], Exception]
 ) -> None:
     """Put every entry or none, where the entry named ``new`` must not exist yet (its condition says
-    so): ``taken()`` is raised when it does. A transaction contended by another writer of the same key
-    is sent again under ``TRANSACTION_CONTENTION``: once that writer settles, the condition decides;
-    ``busy()`` when it keeps being contended."""
+    so): ``taken()`` is raised when it does. A transaction contended by another writer (of the same key,
+    or of a portfolio counter's shard) is sent again under ``TRANSACTION_CONTENTION``: once that writer
+    settles, the condition decides; ``busy()`` when it keeps being contended. ``entries`` is asked again
+    for each attempt, so counters' shards are picked afresh (``aggregates.portfolio_entries``)."""
 
     def attempt() -> None:
         try:
-            save_all(entries)
+            save_all(entries())
         except TransactionRefused as exc:
             if new in exc.failed:
                 raise taken() from None

@@ -44,7 +44,7 @@ class DynamoUserStore:
         ]
 
         create_all(
-            entries,
+            lambda: entries,
             new="user",
             taken=lambda: Conflict(f"user {user.username} already exists", {"username": user.username}),
             busy=lambda: Conflict(f"user {user.username} is being created by someone else; try again"),
