@@ -144,8 +144,11 @@ def _segment_from(item: Any) -> SegmentProgress:
 class DynamoReconciliationRuns:
     @storage_call
     def create(self, run: ReconciliationRun, segments: Sequence[SegmentProgress]) -> None:
-        for segment in segments:
-            ReconciliationModel(run.run_id, segment.name, pages=0, body=_pack(dataclasses.asdict(segment))).save()
+        with ReconciliationModel.batch_write() as batch:
+            for segment in segments:
+                batch.save(
+                    ReconciliationModel(run.run_id, segment.name, pages=0, body=_pack(dataclasses.asdict(segment)))
+                )
         item = ReconciliationModel(
             run.run_id, RUN_PART, status=run.status.value, continuations=0, body=_pack(_run_body(run))
         )
