@@ -89,14 +89,7 @@ class DynamoDelinquencyStore:
 
     @storage_call
     def scan_segment(self, segment: int, total: int, cursor: dict[str, Any] | None) -> LoansPage:
-        results = LoanModel.scan(
-            segment=segment,
-            total_segments=total,
-            last_evaluated_key=cursor,
-            page_size=PAGE_SIZE,
-            limit=PAGE_SIZE,
-            consistent_read=True,
-        )
+        results = paging.segment_page(LoanModel, segment, total, cursor, PAGE_SIZE)
         return _page_of(results)
 
     def get(self, loan_id: str) -> Loan | None:

@@ -81,3 +81,17 @@ def all_of(conditions: list[Condition]) -> Condition | None:
     for c in conditions[1:]:
         combined &= c
     return combined
+
+
+def segment_page(model: Any, segment: int, total: int, cursor: dict[str, Any] | None, size: int) -> Any:
+    """One page of one segment of a parallel scan, read consistently: what the jobs that walk a whole
+    table (the day-end run's full scan, the reconciliation) resume from their checkpoints. Iterate the
+    result for the items; its ``last_evaluated_key`` is the next page's cursor (None after the last)."""
+    return model.scan(
+        segment=segment,
+        total_segments=total,
+        last_evaluated_key=cursor,
+        page_size=size,
+        limit=size,
+        consistent_read=True,
+    )

@@ -13,6 +13,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
+from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import item_to_loan, item_to_payment
 from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, ReconciliationModel, UtrClaimModel
@@ -43,14 +44,7 @@ class DynamoLedgerReader:
     def loans_segment(
         self, segment: int, total: int, cursor: dict[str, Any] | None
     ) -> tuple[list[StoredLoan], dict[str, Any] | None]:
-        results = LoanModel.scan(
-            segment=segment,
-            total_segments=total,
-            last_evaluated_key=cursor,
-            page_size=PAGE_SIZE,
-            limit=PAGE_SIZE,
-            consistent_read=True,
-        )
+        results = paging.segment_page(LoanModel, segment, total, cursor, PAGE_SIZE)
         loans = [StoredLoan(item_to_loan(i), i.outstanding_principal_paise) for i in results]
         return loans, results.last_evaluated_key
 
@@ -58,28 +52,14 @@ class DynamoLedgerReader:
     def payments_segment(
         self, segment: int, total: int, cursor: dict[str, Any] | None
     ) -> tuple[list[Payment], dict[str, Any] | None]:
-        results = PaymentModel.scan(
-            segment=segment,
-            total_segments=total,
-            last_evaluated_key=cursor,
-            page_size=PAGE_SIZE,
-            limit=PAGE_SIZE,
-            consistent_read=True,
-        )
+        results = paging.segment_page(PaymentModel, segment, total, cursor, PAGE_SIZE)
         return [item_to_payment(i) for i in results], results.last_evaluated_key
 
     @storage_call
     def claims_segment(
         self, segment: int, total: int, cursor: dict[str, Any] | None
     ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
-        results = UtrClaimModel.scan(
-            segment=segment,
-            total_segments=total,
-            last_evaluated_key=cursor,
-            page_size=PAGE_SIZE,
-            limit=PAGE_SIZE,
-            consistent_read=True,
-        )
+        results = paging.segment_page(UtrClaimModel, segment, total, cursor, PAGE_SIZE)
         return [(i.utr, i.payment_id) for i in results], results.last_evaluated_key
 
     @storage_call
