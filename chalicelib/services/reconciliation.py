@@ -170,7 +170,12 @@ class ReconciliationService:
     def begin(self, trigger: str, as_of: dt.date) -> ReconciliationRun:
         """Record a new run and its segments, with the counters' writes as they stand now; no work yet."""
         months = months_checked(clock.today_ist())
-        writes = {key.label: totals.writes for key, totals in self.portfolio.totals().items()}
+        # Only what the run will compare: collections of older months would only grow the record.
+        writes = {
+            key.label: totals.writes
+            for key, totals in self.portfolio.totals().items()
+            if key.kind is CounterKind.COUNTERS or key.month in months
+        }
         run = ReconciliationRun(
             run_id=new_id(),
             trigger=trigger,
