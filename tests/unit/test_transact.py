@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib.adapters.dynamodb.models import UtrClaimModel, bind
+from chalicelib.adapters.dynamodb.models import AggregateModel, UtrClaimModel, bind
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.config import settings
 
@@ -81,3 +81,37 @@ def test_entry_names_must_be_distinct(tables: None) -> None:
 def test_audit_entries_are_named_by_their_place() -> None:
     entries = audit_entries([claim("UTRA00001"), claim("UTRA00002")])
     assert [(e.name, e.condition) for e in entries] == [("audit:0", None), ("audit:1", None)]
+
+
+def counter_entry(name: str, pk: str, adds: int) -> Entry:
+    return Entry(name, AggregateModel(pk), actions=[AggregateModel.loans_total.add(adds)])
+
+
+def counter(pk: str) -> int | None:
+    try:
+        return int(AggregateModel.get(pk, consistent_read=True).loans_total)
+    except DoesNotExist:
+        return None
+
+
+def test_updates_given_before_puts_still_pair_with_their_own_reasons(tables: None) -> None:
+    """PynamoDB sends puts before updates whatever order they were added in; a refusal must still name
+    the put whose condition failed, and the counters' additions must be undone with it."""
+    claim("UTRTAKEN1").save()
+    entries = [
+        counter_entry("aggregate:a", "counters#book#00", 5),
+        claim_entry("utr_claim", "UTRTAKEN1"),
+        counter_entry("aggregate:b", "counters#book#01", 7),
+        claim_entry("other", "UTRFREE01"),
+    ]
+
+    with pytest.raises(TransactionRefused) as refused:
+        save_all(entries)
+
+    assert refused.value.failed == frozenset({"utr_claim"})
+    assert counter("counters#book#00") is None and counter("counters#book#01") is None
+    assert not stored("UTRFREE01")
+
+    save_all([counter_entry("aggregate:a", "counters#book#00", 5), claim_entry("utr_claim", "UTRFREE02")])
+    save_all([counter_entry("aggregate:a", "counters#book#00", -2)])
+    assert counter("counters#book#00") == 3, "additions add up, and create the item on first use"
