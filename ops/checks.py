@@ -5,9 +5,10 @@ instalment still unpaid at the end of ``dpd_as_of``; its due date is day 1), buc
 principal. The arithmetic is written out again here from docs/rules.md on purpose, not imported from
 ``chalicelib.domain``: a check that called the code it checks would agree with any bug in it.
 
-``check portfolio`` reads every active loan (as the export does) and prints what the dashboard will
-show once it is built (counts per bucket and classification, outstanding, overdue, average dpd of
-the loans past due) with two consistency checks: loans whose bucket is not the bucket of their dpd
+``check portfolio`` reads every active loan (as the export does), recounts the dashboard's figures
+(counts per bucket and classification, outstanding, overdue, average dpd of the loans past due) and
+compares them with what ``GET /api/v1/dashboard/summary`` answers from its counters, with two more
+consistency checks: loans whose bucket is not the bucket of their dpd
 (must be none) and the ``dpd_as_of`` dates (one date: the latest completed run); and it compares the
 counts per bucket with the loans table's ``bucket-index``, the storage the collectors' lists come from.
 ``check buckets`` is only that index count, cheap enough for every morning.
@@ -194,6 +195,23 @@ class Portfolio:
         return round(sum(self.late_dpd) / len(self.late_dpd), 2) if self.late_dpd else 0.0
 
 
+def dashboard_differences(p: Portfolio) -> dict[str, tuple[Any, Any]]:
+    """The dashboard's figures (from its counters) that differ from this recount of the active loans
+    as the API shows them. The dashboard's mean dpd is computed for its ``as_of``; it is compared only
+    when every active loan is shown as of that date (the night's run has completed)."""
+    summary = services().dashboard.summary(_context())
+    pairs: dict[str, tuple[Any, Any]] = {
+        "active loans": (p.loans, summary.loans_active),
+        "outstanding principal": (p.outstanding, summary.outstanding_principal_paise),
+        "overdue": (p.overdue, summary.overdue_paise),
+        **{f"bucket {b}": (p.by_bucket.get(b, 0), count) for b, (count, _) in summary.buckets.items()},
+        **{f"classification {c}": (p.by_classification.get(c, 0), n) for c, n in summary.classification.items()},
+    }
+    if set(p.as_of) <= {summary.as_of.isoformat()}:
+        pairs["average dpd (dpd > 0)"] = (p.average_late_dpd, round(summary.avg_dpd, 2))
+    return {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+
+
 def active_portfolio() -> Portfolio:
     portfolio = Portfolio()
     cursor = None
@@ -237,7 +255,12 @@ def check_portfolio() -> None:
     ]
     for label, value in lines:
         out.print(f"{label:<28} {value}", highlight=False)
-    if p.wrong_bucket or mismatched:
+    differences = dashboard_differences(p)
+    for name, (recounted, dashboard) in differences.items():
+        out.print(f"[red]dashboard differs[/] {name}: recounted {recounted}, dashboard {dashboard}")
+    if not differences:
+        out.print(f"{'dashboard (its counters)':<28} equal to this recount", highlight=False)
+    if p.wrong_bucket or mismatched or differences:
         err.print("[bold red]portfolio check failed[/]: see the rows above")
         raise typer.Exit(1)
 
