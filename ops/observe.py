@@ -145,6 +145,8 @@ def alarms_command(
 class Function(StrEnum):
     api = "api"
     job = "job"
+    """The day-end job."""
+    reconciliation = "reconciliation"
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,14 @@ class LogLine:
     at: dt.datetime
     function: str
     message: str
+
+
+def function_names(info: stack.StackInfo) -> dict[Function, str | None]:
+    return {
+        Function.api: info.api_function,
+        Function.job: info.job_function,
+        Function.reconciliation: info.reconciliation_function,
+    }
 
 
 def log_lines(logs: Any, group: str, since: dt.datetime, pattern: str | None) -> Iterator[dict[str, Any]]:
@@ -184,7 +194,7 @@ def read_logs(
 def logs_command(
     ctx: typer.Context,
     function: Annotated[
-        list[Function] | None, typer.Option("--function", help="api or job (repeatable; default both).")
+        list[Function] | None, typer.Option("--function", help="api, job or reconciliation (repeatable; default all).")
     ] = None,
     since: Annotated[str, typer.Option(help="Window: 10m, 6h, 24h, 7d.")] = "10m",
     errors: Annotated[bool, typer.Option("--errors", help=f"Only error lines: {ERROR_PATTERN}.")] = False,
@@ -193,14 +203,16 @@ def logs_command(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Print at most the newest N lines.")] = 500,
 ) -> None:
-    """Lines of the API and day-end job Lambda logs (CloudWatch Logs) in a window, oldest first, IST."""
+    """Lines of the API's, the day-end job's and the reconciliation job's Lambda logs (CloudWatch Logs) in
+    a window, oldest first, IST."""
     if errors and pattern:
         raise fail("--errors is a pattern already; give one of --errors and --pattern", 2)
     info = stack.current(ctx)
     if info.status == "LOCAL":
         raise fail("the local stack logs to .local/logs/ (make run), not CloudWatch", 2)
-    names = {Function.api: info.api_function, Function.job: info.job_function}
-    wanted = function or list(Function)
+    names = function_names(info)
+    # Without --function: every function the stack has (a stack deployed before a job existed lacks it).
+    wanted = function or [f for f in Function if names[f]]
     groups = {f.value: group for f in wanted if (group := stack.log_group(names[f]))}
     if len(groups) != len(wanted):
         raise fail(f"stack {info.stack} does not name every function asked for")
@@ -276,7 +288,7 @@ def _metric_scope(
     stage = target(ctx).stage
     if function is not None:
         info = stack.current(ctx)
-        name = info.api_function if function is Function.api else info.job_function
+        name = function_names(info)[function]
         if not name:
             raise fail(f"stack {info.stack} does not name the {function.value} function")
         return namespace or "AWS/Lambda", {"FunctionName": name}
@@ -298,7 +310,9 @@ def metrics_command(
     dimension: Annotated[
         list[str] | None, typer.Option("--dimension", help="Extra NAME=VALUE, e.g. reason=DUPLICATE_UTR.")
     ] = None,
-    function: Annotated[Function | None, typer.Option(help="AWS/Lambda metrics of the api or job function.")] = None,
+    function: Annotated[
+        Function | None, typer.Option(help="AWS/Lambda metrics of the api, job or reconciliation function.")
+    ] = None,
     table: Annotated[str | None, typer.Option(help="AWS/DynamoDB metrics of loan-crm-<stage>-<table>.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Default: LoanCRM/<stage> with service=loan-crm.")] = None,
 ) -> None:

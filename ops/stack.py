@@ -48,6 +48,7 @@ class StackInfo:
     api_url: str | None = None
     api_function: str | None = None
     job_function: str | None = None
+    reconciliation_function: str | None = None
     alerts_topic_arn: str | None = None
     backup_vault: str | None = None
     backup_role_arn: str | None = None
@@ -64,6 +65,8 @@ class StackInfo:
             "DPD_FN": self.job_function,
             "API_LOG_GROUP": log_group(self.api_function),
             "DPD_LOG_GROUP": log_group(self.job_function),
+            "RECON_FN": self.reconciliation_function,
+            "RECON_LOG_GROUP": log_group(self.reconciliation_function),
             "TOPIC_ARN": self.alerts_topic_arn,
             "VAULT": self.backup_vault,
             "BACKUP_ROLE_ARN": self.backup_role_arn,
@@ -143,6 +146,7 @@ def resolve(cfn: Any, ssm: Any, sts: Any, stage: str, stack: str | None = None) 
         api_url=str(api).rstrip("/") if api else None,
         api_function=outputs.get("APIHandlerName") or physical.get("APIHandler"),
         job_function=physical.get("DpdJob"),
+        reconciliation_function=physical.get("ReconciliationJob"),
         alerts_topic_arn=outputs.get("AlertsTopicArn"),
         backup_vault=outputs.get("BackupVaultName"),
         backup_role_arn=outputs.get("BackupRoleArn"),
@@ -233,6 +237,8 @@ def _print_stack(info: StackInfo) -> None:
         ("DPD_FN", "day-end job function"),
         ("API_LOG_GROUP", "API log group"),
         ("DPD_LOG_GROUP", "job log group"),
+        ("RECON_FN", "reconciliation job function"),
+        ("RECON_LOG_GROUP", "reconciliation log group"),
         ("TOPIC_ARN", "alerts topic"),
         ("VAULT", "backup vault"),
         ("BACKUP_ROLE_ARN", "backup role"),

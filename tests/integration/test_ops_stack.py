@@ -43,6 +43,7 @@ def _stack_template(stage: str) -> dict[str, Any]:
             },
             "APIHandler": {"Type": "AWS::Lambda::Function", "Properties": function},
             "DpdJob": {"Type": "AWS::Lambda::Function", "Properties": function},
+            "ReconciliationJob": {"Type": "AWS::Lambda::Function", "Properties": function},
             "AlertsTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"loan-crm-{stage}-alerts"}},
             "ExtraTable": {
                 "Type": "AWS::DynamoDB::Table",
@@ -103,6 +104,7 @@ def test_stack_resolves_names_from_cloudformation(deployed: dict[str, str], moto
     assert exported.exit_code == 0, exported.output
     lines = dict(line.removeprefix("export ").split("=", 1) for line in exported.stdout.splitlines())
     assert lines["DPD_FN"] == deployed["DpdJob"] and lines["API_FN"] == deployed["APIHandler"]
+    assert lines["RECON_FN"] == deployed["ReconciliationJob"]
     assert lines["API"] == f"https://abc123.execute-api.ap-south-1.amazonaws.com/{moto_stack}"
     assert lines["VAULT"] == f"loan-crm-{moto_stack}-backups" and lines["DEPLOYED_COMMIT"] == "abc123def456"
     assert "BACKUP_PLAN_ID" not in lines, "a name the stack does not have is left out, not exported empty"
@@ -262,7 +264,7 @@ def test_logs_reads_the_function_groups_in_a_window(deployed: dict[str, str], mo
 
     both = run("logs", "--errors", "--since", "6h", "--limit", "1")
     assert both.exit_code == 0, both.output
-    assert "api: no log group yet" in both.stderr
+    assert "api: no log group yet" in both.stderr and "reconciliation: no log group yet" in both.stderr
     assert len(both.stdout.splitlines()) == 1 and "older lines left out" in both.stderr
     assert sent[-1]["pattern"] == '?ERROR ?"Task timed out" ?Traceback'
 
