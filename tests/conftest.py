@@ -65,9 +65,6 @@ def _use_stage(monkeypatch: pytest.MonkeyPatch, stage: str, endpoint: str | None
     # A completed day-end run starts a reconciliation of the whole book; the tests about that turn it
     # back on (tests/integration/test_reconciliation.py), the rest would only be slower for it.
     monkeypatch.setenv("RECONCILE_AFTER_DAY_END", "false")
-    # A completed day-end run starts a reconciliation of the whole book; the tests about that turn it
-    # back on (tests/integration/test_reconciliation.py), the rest would only be slower for it.
-    monkeypatch.setenv("RECONCILE_AFTER_DAY_END", "false")
     if endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
     else:
@@ -85,7 +82,6 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         # inside moto), so on moto a bulk reassignment moves its loans on one thread; the DynamoDB
         # Local tests run it with its real thread pool.
         monkeypatch.setattr(wiring, "ReassignmentService", functools.partial(ReassignmentService, workers=1))
-        monkeypatch.setattr(wiring, "ReconciliationService", functools.partial(ReconciliationService, workers=1))
         monkeypatch.setattr(wiring, "ReconciliationService", functools.partial(ReconciliationService, workers=1))
         provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True)
         yield stage

@@ -587,7 +587,10 @@ class _Endpoint:
             except Forbidden as exc:
                 _record_denial(ctx, request, self.path, params, exc)
                 raise
-        return Call(request, ctx, request_id)
+        call = Call(request, ctx, request_id)
+        if request.method != "GET":
+            call.query(set())  # no write route takes query parameters: one sent is a mistake, never ignored
+        return call
 
     def _answer(self, call: Call, params: dict[str, Any]) -> Response:
         """The view's answer; once per key when the client sent an Idempotency-Key to a POST route."""

@@ -208,6 +208,20 @@ def test_unknown_query_parameters_are_400(api: Api) -> None:
         assert detail_fields(assert_error(api.get(path), 400, "VALIDATION_ERROR")) == [name], path
 
 
+def test_a_query_parameter_on_a_write_route_is_400_and_nothing_runs(api: Api) -> None:
+    """No write route takes query parameters: one sent is refused, not silently ignored (a run of the
+    day-end job or of the reconciliation must not start on a request the client got wrong)."""
+    for method, path, body in [
+        ("POST", "/api/v1/reconciliation/runs?dry_run=1", {}),
+        ("POST", "/api/v1/jobs/dpd/runs?business_date=2026-03-14", {}),
+        ("POST", "/api/v1/loans?validate_only=true", {}),
+        ("PATCH", "/api/v1/loans/LN-NONE?force=1", {"notes": "x"}),
+    ]:
+        assert detail_fields(assert_error(api.request(method, path, body=body), 400, "VALIDATION_ERROR")) != [], path
+    assert_error(api.get("/api/v1/reconciliation/latest"), 404, "NOT_FOUND")
+    assert api.get("/api/v1/jobs/dpd/runs").json == []
+
+
 def test_bad_limit_is_400(api: Api) -> None:
     api.create_loan()
     for limit in ("0", "-1", "abc", "201", "1.5", "1e2", "", "%20", "+5", "%C2%B2", "%D9%A3", "99999999999999999999"):
