@@ -54,6 +54,8 @@ bench: deps
 	$(BIN)/python -m bench.cold_start
 	$(BIN)/python -m bench.payments
 	$(BIN)/python -m bench.dpd
+	$(BIN)/python -m bench.dashboard
+	$(BIN)/python -m bench.reconciliation
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
