@@ -29,7 +29,7 @@ from chalicelib.domain.audit import Actor
 from chalicelib.domain.delinquency import Bucket
 from chalicelib.domain.loan import Borrower
 from chalicelib.domain.payment import PaymentMode
-from chalicelib.domain.portfolio import bucket_loans, bucket_outstanding
+from chalicelib.domain.portfolio import bucket_loans, bucket_outstanding, day_paise
 from chalicelib.domain.reconciliation import MismatchKind, ReconciliationRun, ReconciliationStatus
 from chalicelib.domain.roles import Role
 from chalicelib.domain.runs import RunOutcome
@@ -380,7 +380,7 @@ def collector_counter() -> set[tuple[str, str]]:
 def collections_this_month() -> set[tuple[str, str]]:
     """The book's collections of today (15 Mar) +7 paise in one shard: COLLECTIONS_MISMATCH of
     ``book@2026-03``."""
-    add_to_counter("collections#book#2026-03#", "day_15_paise", 7)
+    add_to_counter("collections#book#2026-03#", day_paise(15), 7)
     return {(MismatchKind.COLLECTIONS, "book@2026-03")}
 
 
