@@ -35,27 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "ap-south-1",
-        "AWS_REGION": "ap-south-1",
-        "STAGE": "bench",
-        "JWT_SECRET": "bench-secret-that-is-long-enough-for-hs256-000",
-        # The reconciliation that follows a completed run is measured on its own (bench.reconciliation);
-        # here it would add a read of the whole book to the figures of the run.
-        "RECONCILE_AFTER_DAY_END": "false",
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
-os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("AWS_SESSION_TOKEN", None)
-
 import boto3
 from botocore.config import Config
 
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
 from bench.dynamo import READ_OPERATIONS, DynamoMeter, LocalServer, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import loan_to_item

@@ -23,20 +23,10 @@ import time
 from collections import Counter
 from typing import Any
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "ap-south-1",
-        "AWS_REGION": "ap-south-1",
-        "STAGE": "bench",
-        "JWT_SECRET": "bench-secret-that-is-long-enough-for-hs256-000",
-    }
-)
-
 import boto3
 from chalice.test import Client
 
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item, payment_to_item

@@ -39,23 +39,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "ap-south-1",
-        "AWS_REGION": "ap-south-1",
-        "STAGE": "bench",
-        "JWT_SECRET": "bench-secret-that-is-long-enough-for-hs256-000",
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
-os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-os.environ.pop("AWS_PROFILE", None)
-os.environ.pop("AWS_SESSION_TOKEN", None)
-
 import boto3
 
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
 from bench.dpd import (
     MIX,
     PRINCIPALS_PAISE,
