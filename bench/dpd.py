@@ -88,6 +88,16 @@ def _due(year: int, month: int, day: int) -> dt.date:
     return dt.date(year, month, min(day, last))
 
 
+def bench_borrower(n: int) -> Borrower:
+    """The n-th bench borrower: distinct, realistic-looking contact data (every bench book uses these)."""
+    return Borrower(
+        name=f"Borrower {n:07d} Kumar",
+        phone=f"98{n % 100_000_000:08d}",
+        email=f"borrower{n}@example.in",
+        address=f"{n % 400 + 1}, Main Road, Ward {n % 97}, Pune 4110{n % 90:02d}",
+    )
+
+
 @dataclass
 class Book:
     size: int
@@ -177,12 +187,7 @@ class BookBuilder:
         stamp = f"{schedule[0].due_date - dt.timedelta(days=30)}T10:00:00.000+05:30"
         loan = Loan(
             loan_id=loan_id,
-            borrower=Borrower(
-                name=f"Borrower {n:07d} Kumar",
-                phone=f"98{n % 100_000_000:08d}",
-                email=f"borrower{n}@example.in",
-                address=f"{n % 400 + 1}, Main Road, Ward {n % 97}, Pune 4110{n % 90:02d}",
-            ),
+            borrower=bench_borrower(n),
             status=LoanStatus.ACTIVE,
             principal_paise=principal,
             disbursement_date=schedule[0].due_date - dt.timedelta(days=30),

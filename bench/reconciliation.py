@@ -53,6 +53,7 @@ from bench.dpd import (
     _item_bytes,
     _month,
     _write_items,
+    bench_borrower,
 )
 from bench.dynamo import READ_OPERATIONS, DynamoMeter, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
@@ -63,7 +64,7 @@ from chalicelib.adapters.dynamodb.reconciliation import _pack
 from chalicelib.domain.allocation import is_fully_paid
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.ledger import LedgerEntry, replay
-from chalicelib.domain.loan import ESCALATION_DPD, Borrower, Loan, LoanStatus, initial_delinquency
+from chalicelib.domain.loan import ESCALATION_DPD, Loan, LoanStatus, initial_delinquency
 from chalicelib.domain.payment import Payment, PaymentMode, PaymentStatus
 from chalicelib.domain.portfolio import (
     CounterKind,
@@ -187,12 +188,7 @@ class LedgerBookBuilder:
         stamp = f"{disbursed.isoformat()}T10:00:00.000+05:30"
         loan = Loan(
             loan_id=loan_id,
-            borrower=Borrower(
-                name=f"Borrower {n:07d} Kumar",
-                phone=f"98{n % 100_000_000:08d}",
-                email=f"borrower{n}@example.in",
-                address=f"{n % 400 + 1}, Main Road, Ward {n % 97}, Pune 4110{n % 90:02d}",
-            ),
+            borrower=bench_borrower(n),
             status=LoanStatus.CLOSED if closed else LoanStatus.ACTIVE,
             principal_paise=terms[0],
             disbursement_date=disbursed,
