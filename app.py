@@ -13,6 +13,7 @@ from chalicelib.api.routes import (
     payments,
     reassignments,
     reconciliation,
+    scores,
     users,
 )
 from chalicelib.jobs.lambda_handlers import bp as dpd_job_bp
@@ -28,6 +29,7 @@ app.register_blueprint(users.bp)
 app.register_blueprint(reassignments.bp)
 app.register_blueprint(dashboard.bp)
 app.register_blueprint(reconciliation.bp)
+app.register_blueprint(scores.bp)
 app.register_blueprint(dpd_job_bp)
 # Catch-all routes: a path no route above matches is 404 NOT_FOUND in the error shape.
 app.register_blueprint(unmatched)

@@ -47,6 +47,9 @@ class Settings:
     """Start a reconciliation when a day-end run completes (docs/reconciliation.md). Only the test suite
     turns it off, for the tests that are not about it: a reconciliation reads the whole book, and the
     day-end tests run the day-end thousands of times."""
+    reminders_topic_arn: str | None = None
+    """The SNS FIFO topic reminders are published to; deployed functions get it from the template, the
+    local stack and the tests find the topic by its name (``adapters.reminder_topic``)."""
 
     @property
     def table_prefix(self) -> str:
@@ -80,6 +83,7 @@ def settings() -> Settings:
         # user on every request (docs/auth.md, "Ending tokens").
         user_cache_seconds=_bounded_int("USER_CACHE_SECONDS", 60, 0, 3600),
         reconcile_after_day_end=os.environ.get("RECONCILE_AFTER_DAY_END", "true").lower() != "false",
+        reminders_topic_arn=os.environ.get("REMINDERS_TOPIC_ARN") or None,
     )
 
 

@@ -47,6 +47,11 @@ OPTIMISTIC_WRITE = RetryPolicy(attempts=12, base_seconds=0.02, cap_seconds=0.5)
 run's write of one loan, the login counter. Twelve attempts cover a burst of writers on one item (each
 attempt that loses does so because another one won) in well under the API's time limit."""
 
+REMINDER_PUBLISH = RetryPolicy(attempts=3, base_seconds=0.2, cap_seconds=1.0)
+"""One reminder's publish when the topic does not answer (a timeout, a dropped connection): sent again
+at once with the same deduplication id, which the topic drops if the first one did arrive. The
+attempts across sender runs after a refused publish are ``domain.reminders.RETRY_AFTER_MINUTES``."""
+
 TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.2)
 """The same transaction again; contention clears as soon as the other transaction commits."""
 

@@ -19,13 +19,16 @@ from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import WATCH_SHARDS
 from chalicelib.adapters.dynamodb.payments import DynamoPaymentRepository
 from chalicelib.adapters.dynamodb.reconciliation import DynamoLedgerReader, DynamoReconciliationRuns
+from chalicelib.adapters.dynamodb.reminders import OUTBOX_SHARDS, DynamoReminderStore
 from chalicelib.adapters.dynamodb.runs import DynamoRunStore
+from chalicelib.adapters.dynamodb.scores import DynamoAssignmentLog, DynamoLiveCollections, DynamoScoreStore
 from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
 from chalicelib.adapters.flags import SsmFlags
 from chalicelib.adapters.health import HealthProbe
 from chalicelib.adapters.idempotency import idempotency_store
 from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher, LambdaReconciliationDispatcher
 from chalicelib.adapters.metrics import EmfMetrics
+from chalicelib.adapters.reminder_topic import SnsReminderPublisher
 from chalicelib.adapters.secrets import jwt_secret
 from chalicelib.config import Settings, reset_settings, settings
 from chalicelib.services.auth import AuthService
@@ -37,7 +40,9 @@ from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
 from chalicelib.services.reassignment import ReassignmentService
 from chalicelib.services.reconciliation import ReconciliationService
+from chalicelib.services.reminders import ReminderService
 from chalicelib.services.run_calendar import CompletedThrough
+from chalicelib.services.scoring import ScoringService
 from chalicelib.services.users import UserService
 
 
@@ -62,6 +67,8 @@ class Services:
     reassignment: ReassignmentService
     dashboard: DashboardService
     reconciliation: ReconciliationService
+    reminders: ReminderService
+    scoring: ScoringService
     users: UserService = field(init=False)
     """Built after the rest: offboarding moves loans through ``reassignment``."""
 
@@ -93,10 +100,25 @@ def build(config: Settings) -> Services:
         runs=DynamoReconciliationRuns(),
         metrics=metrics,
         dispatcher=LambdaReconciliationDispatcher(),
+        # Collector scores are computed by the same pass (docs/scoring.md).
+        flags=flags,
+        scores=DynamoScoreStore(),
+        assignments=DynamoAssignmentLog(),
+    )
+
+    reminder_store = DynamoReminderStore()
+    reminders = ReminderService(
+        store=reminder_store,
+        loans=loans.loans,
+        publisher=SnsReminderPublisher(config),
+        flags=flags,
+        metrics=metrics,
+        shards=OUTBOX_SHARDS,
     )
 
     def completed(business_date: dt.date) -> None:
         completed_through.note(business_date)
+        reminders.send_due_quietly()  # a catch-up run inside the window sends at once
         if config.reconcile_after_day_end:
             reconciliation.after_day_end(business_date)
 
@@ -130,6 +152,7 @@ def build(config: Settings) -> Services:
             watch_shards=WATCH_SHARDS,
             on_completed=completed,
             dispatcher=LambdaJobDispatcher(),
+            reminders=reminder_store,
         ),
         completed_through=completed_through,
         metrics=metrics,
@@ -137,6 +160,8 @@ def build(config: Settings) -> Services:
         reassignment=ReassignmentService(loans=loans),
         dashboard=DashboardService(portfolio=portfolio),
         reconciliation=reconciliation,
+        reminders=reminders,
+        scoring=ScoringService(scores=DynamoScoreStore(), live=DynamoLiveCollections(), flags=flags),
     )
     built.users = UserService(users=users, auth=built.auth, reassignment=built.reassignment, loans=loans.loans)
     return built

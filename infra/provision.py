@@ -154,8 +154,25 @@ def _apply_table_settings(ddb: Any, spec: TableSpec, say: Any) -> None:
             say(f"  note: {spec.name}: point-in-time recovery not available here ({exc.response['Error']['Code']})")
 
 
-def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False) -> None:
-    """Create what is missing, verify what exists. Raises RuntimeError on drift."""
+def topic_specs(stage: str, template: dict[str, Any] | None = None) -> dict[str, dict[str, str]]:
+    """SNS topic name -> its attributes (FIFO ones), as the template defines them."""
+    resources = (template or load_template())["Resources"]
+    topics: dict[str, dict[str, str]] = {}
+    for resource in resources.values():
+        if resource.get("Type") != "AWS::SNS::Topic":
+            continue
+        props = resolve(resource["Properties"], stage)
+        attributes = {k: str(props[k]).lower() for k in ("FifoTopic", "ContentBasedDeduplication") if k in props}
+        topics[props["TopicName"]] = attributes
+    return topics
+
+
+def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False, sns: Any = None) -> None:
+    """Create what is missing, verify what exists. Raises RuntimeError on drift. Called with no clients
+    (the local stack) it also makes the template's SNS topics; a caller passing its own clients gets
+    topics only if it passes an SNS client too."""
+    if sns is None and ddb is None:
+        sns = boto3.client("sns")
     ddb = ddb or boto3.client("dynamodb")
     ssm = ssm or boto3.client("ssm")
     say = (lambda _msg: None) if quiet else print
@@ -179,6 +196,10 @@ def provision(stage: str, ddb: Any = None, ssm: Any = None, quiet: bool = False)
             if exc.response["Error"]["Code"] != "ParameterAlreadyExists":
                 raise
             say(f"parameter {name}: exists (value kept)")
+    if sns is not None:
+        for name, attributes in topic_specs(stage).items():
+            sns.create_topic(Name=name, Attributes=attributes)  # idempotent for the same attributes
+            say(f"topic {name}: ready")
     if problems:
         raise RuntimeError("live tables differ from infra/template.json:\n  " + "\n  ".join(problems))
 

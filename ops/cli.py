@@ -11,6 +11,7 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
     dpd run [--date YYYY-MM-DD] | dpd runs
     check loan ID... [--per-bucket N] | check portfolio | check buckets
     reconcile [--json] | rebuild-aggregates
+    reminders list [--date D] [--status S] | reminders send | reminders resend ID
     users add NAME --role ROLE | users list | users deactivate NAME [--reassign-to C]
     users reset-password NAME | users failed-logins
     seed --loans N
@@ -45,18 +46,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chalicelib import clock, wiring
+from chalicelib.domain.audit import Action, Actor
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.errors import DomainError, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.loan import LoanStatus
+from chalicelib.domain.roles import Role
 from chalicelib.domain.runs import RunOutcome
+from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import LoanFilter
 from chalicelib.services.views import run_dict
 from chalicelib.wiring import services
 from local.demo import seed as seed_book
 from local.environment import STAGE as LOCAL_STAGE
 from local.environment import Ports, aws_environment
-from ops import api_client, backups, checks, csv_io, dates, observe, reconcile, restore, stack, users
+from ops import api_client, backups, checks, csv_io, dates, observe, reconcile, reminders, restore, stack, users
 from ops.console import duration, err, fail, out
 from ops.target import Target, target
 
@@ -72,6 +76,7 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(checks.app, name="check")
 app.add_typer(users.app, name="users")
 app.add_typer(restore.app, name="restore")
+app.add_typer(reminders.app, name="reminders")
 app.command("reconcile")(reconcile.reconcile)
 app.command("rebuild-aggregates")(reconcile.rebuild_aggregates)
 app.command("stack")(stack.stack_command)
@@ -134,6 +139,17 @@ def flags_set(
     )
     by = clock.now_ist() + dt.timedelta(seconds=flags.cache_seconds)
     was = "true" if before.enabled else "false"
+    # Every flip is on the audit trail, whoever made it and whatever it was before (docs/rules.md).
+    ops_ctx = RequestContext(actor=Actor(sub=f"ops:{_operator()}", role=Role.ADMIN.value))
+    services().audit.append(
+        ops_ctx.audit_entry(
+            Action.FLAG_CHANGED,
+            "flag",
+            flag.value,
+            {"enabled": before.enabled, "source": before.source.value},
+            {"enabled": value == "true", "parameter_version": written.get("Version")},
+        )
+    )
     out.print(f"{flag.value} on stage {config.stage}: {was} ({before.source.value}) -> {value}", highlight=False)
     out.print(f"  {parameter} version {written.get('Version', '?')}", highlight=False)
     out.print(

@@ -83,7 +83,7 @@ def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         # Local tests run it with its real thread pool.
         monkeypatch.setattr(wiring, "ReassignmentService", functools.partial(ReassignmentService, workers=1))
         monkeypatch.setattr(wiring, "ReconciliationService", functools.partial(ReconciliationService, workers=1))
-        provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True)
+        provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
         yield stage
         wiring.reset()
 
@@ -105,6 +105,7 @@ def local_stack(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     with mock_aws():
         stage = _fresh_stage()
         _use_stage(monkeypatch, stage, dynamodb_local)
-        provision(stage, boto3.client("dynamodb", endpoint_url=dynamodb_local), boto3.client("ssm"), quiet=True)
+        ddb = boto3.client("dynamodb", endpoint_url=dynamodb_local)
+        provision(stage, ddb, boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
         yield stage
         wiring.reset()

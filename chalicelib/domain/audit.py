@@ -36,6 +36,10 @@ class Action(StrEnum):
     AGGREGATES_REBUILT = "AGGREGATES_REBUILT"
     """The portfolio counters of one scope corrected to a recount (``ops rebuild-aggregates``), after
     a repair: entity type ``portfolio``, the scope (and month, for collections) as the entity id."""
+    FLAG_CHANGED = "FLAG_CHANGED"
+    """A kill switch turned on or off (``ops flags set``): entity type ``flag``, the flag's name as id."""
+    REMINDER_RESENT = "REMINDER_RESENT"
+    """A FAILED reminder queued again by ops (``ops reminders resend``): entity type ``reminder``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class Actor:
 
 
 DELINQUENCY_ACTOR = Actor(sub="system:dpd_job", role="system")
+REMINDER_ACTOR = Actor(sub="system:reminders", role="system")
 """Whose name delinquency changes carry, whatever caused them (a day-end run, or the recompute after a
 payment or reversal, whose entry keeps that request's id and source IP): the rules changed the loan,
 not the person who posted the money."""

@@ -235,3 +235,7 @@ class ReconciliationRun:
     """Counter keys written to while the run recounted them: neither confirmed nor refuted."""
     continuations: int = 0
     error: str | None = None
+    score_months: tuple[str, ...] = ()
+    """The months whose collector scores the run computes (docs/scoring.md): decided when it begins,
+    from the ``SCORING_ENABLED`` flag read then and the months not frozen yet; empty when scoring was
+    off, so one run is consistent whatever the flag does meanwhile."""

@@ -65,6 +65,20 @@ class SegmentKind(StrEnum):
     """The loans pending escalation, in one shard of the watch index."""
     SCAN = "s"
     """One part of a parallel scan of the whole loans table."""
+    DUE = "d"
+    """Reminders: the loans whose next unpaid instalment falls due on one day, in one shard."""
+    ARREARS = "a"
+    """Reminders: the loans whose arrears date from one day, in one shard."""
+
+
+class ReminderAnchor(StrEnum):
+    """The two loan indexes the run's reminder segments read (docs/reminders.md)."""
+
+    DUE = "d"
+    ARREARS = "a"
+
+
+DATED_KINDS = frozenset({SegmentKind.WATCH, SegmentKind.DUE, SegmentKind.ARREARS})
 
 
 @dataclass(frozen=True, order=True, repr=False)
@@ -84,12 +98,21 @@ class Segment:
     """How many segments the scan has; only a ``SCAN`` segment has it (DynamoDB needs both)."""
 
     def __post_init__(self) -> None:
-        if (self.kind is SegmentKind.WATCH) != (self.day is not None):
-            raise ValueError("a watch segment, and only a watch segment, names a day")
+        if (self.kind in DATED_KINDS) != (self.day is not None):
+            raise ValueError("a watch or reminder segment, and only those, name a day")
 
     @classmethod
     def watch(cls, day: dt.date, shard: int) -> Segment:
         return cls(SegmentKind.WATCH, day=day, index=shard)
+
+    @classmethod
+    def reminders(cls, anchor: ReminderAnchor, day: dt.date, shard: int) -> Segment:
+        return cls(SegmentKind(anchor.value), day=day, index=shard)
+
+    @property
+    def anchor(self) -> ReminderAnchor | None:
+        """The index a reminder segment reads; None for the others."""
+        return ReminderAnchor(self.kind.value) if self.kind in (SegmentKind.DUE, SegmentKind.ARREARS) else None
 
     @classmethod
     def pending(cls, shard: int) -> Segment:
@@ -103,8 +126,8 @@ class Segment:
     def parse(cls, stored: str) -> Segment:
         kind, *parts = stored.split(":")
         match SegmentKind(kind), parts:
-            case SegmentKind.WATCH, [day, shard]:
-                return cls.watch(dt.date.fromisoformat(day), int(shard))
+            case SegmentKind.WATCH | SegmentKind.DUE | SegmentKind.ARREARS as kind, [day, shard]:
+                return cls(kind, day=dt.date.fromisoformat(day), index=int(shard))
             case SegmentKind.PENDING, [shard]:
                 return cls.pending(int(shard))
             case SegmentKind.SCAN, [index, total]:
@@ -124,7 +147,7 @@ class Segment:
     @property
     def reads_watch_index(self) -> bool:
         """A loan the run writes may leave the watch-index partition such a segment is reading."""
-        return self.kind is not SegmentKind.SCAN
+        return self.kind in (SegmentKind.WATCH, SegmentKind.PENDING)
 
 
 @dataclass
@@ -135,6 +158,8 @@ class SegmentState:
     updated: int = 0
     escalated: int = 0
     pending: int = 0
+    reminders: int = 0
+    """Reminders this segment queued (a loan's reminders are queued by whichever segment reads it)."""
     page: list[str] | None = None
     """Watch segments: the loan ids of the page being worked on, recorded before any of them is written
     (``cursor`` is then the one after that page). A written loan leaves its watch partition, so a run
@@ -175,3 +200,7 @@ class RunRecord:
     @property
     def pending_escalation(self) -> int:
         return sum(s.pending for s in self.segments.values())
+
+    @property
+    def reminders_queued(self) -> int:
+        return sum(s.reminders for s in self.segments.values())

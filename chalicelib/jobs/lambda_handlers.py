@@ -90,3 +90,11 @@ def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
         started = reconciliation.begin(str(event.get("trigger") or "manual"), clock.last_completed_business_date())
         run = reconciliation.run_invocation(started.run_id, context.get_remaining_time_in_millis)
     return reconciliation_dict(run)
+
+
+@bp.lambda_function(name="reminders_job")
+def reminders_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The reminders sender: EventBridge Scheduler every 10 minutes inside the contact window, or ops with
+    ``{}``. Sends what is due within the invocation's time; what is left waits for the next one (the
+    work is idempotent, docs/reminders.md)."""
+    return services().reminders.send_due(context.get_remaining_time_in_millis).as_dict()

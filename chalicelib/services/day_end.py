@@ -46,9 +46,11 @@ from chalicelib.domain.loan import (
     reassess,
     watch_date,
 )
+from chalicelib.domain.reminders import OVERDUE_AT_DPD, PRE_DUE_DAYS_AHEAD, reminders_due
 from chalicelib.domain.runs import (
     MAX_CONTINUATIONS,
     LostLease,
+    ReminderAnchor,
     RunOutcome,
     RunRecord,
     RunRequest,
@@ -61,7 +63,15 @@ from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.budget import Budget, failure_message, fresh_budget
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
-from chalicelib.services.ports import DelinquencyStore, Flags, JobDispatcher, LoansPage, Metrics, RunStore
+from chalicelib.services.ports import (
+    DelinquencyStore,
+    Flags,
+    JobDispatcher,
+    LoansPage,
+    Metrics,
+    ReminderStore,
+    RunStore,
+)
 
 logger = Logger(service="loan-crm")
 
@@ -75,9 +85,24 @@ SEGMENT_WORKERS = 4
 SUPERSEDED = "superseded"
 """The mode of a run for a date older than a completed run: it has nothing left to do (docs/day-end.md,
 "A run for an older date")."""
-PHASES = (frozenset({SegmentKind.WATCH, SegmentKind.SCAN}), frozenset({SegmentKind.PENDING}))
-"""Loans pending escalation last: the date segments move the loans reaching dpd 90 there, and a payment
-landing during the run has the longest time to do so as well (docs/day-end.md, "Pending escalation")."""
+PHASES = (
+    frozenset({SegmentKind.WATCH, SegmentKind.SCAN}),
+    frozenset({SegmentKind.PENDING}),
+    frozenset({SegmentKind.DUE, SegmentKind.ARREARS}),
+)
+"""Loans pending escalation after the date segments: those move the loans reaching dpd 90 there, and a
+payment landing during the run has the longest time to do so as well (docs/day-end.md, "Pending
+escalation"). Reminders last, once every loan the run writes is written (docs/reminders.md)."""
+
+
+def reminder_segments(business_date: dt.date, shards: int) -> list[Segment]:
+    """The index partitions holding every loan that may be owed a reminder on ``business_date`` and that
+    the run's date segments did not read: next instalment due in 1 to 3 days (a loan with two
+    instalments in that span is found by the first), or arrears dating from the day that makes its dpd
+    1, 7, 15 or 30 today."""
+    days = [(ReminderAnchor.DUE, business_date + dt.timedelta(days=n)) for n in range(1, max(PRE_DUE_DAYS_AHEAD) + 1)]
+    days += [(ReminderAnchor.ARREARS, business_date - dt.timedelta(days=dpd - 1)) for dpd in OVERDUE_AT_DPD]
+    return [Segment.reminders(anchor, day, shard) for anchor, day in days for shard in range(shards)]
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,7 @@ class _Invocation:
     record: RunRecord
     escalation_enabled: bool
     budget: Budget
+    reminders_enabled: bool = False
 
     def unfinished(self) -> list[Segment]:
         return [segment for segment, state in self.record.segments.items() if not state.done]
@@ -176,6 +202,8 @@ class DayEndService:
     scan_segments: int = SCAN_SEGMENTS
     workers: int = SEGMENT_WORKERS
     dispatcher: JobDispatcher = field(default_factory=RunHere)
+    reminders: ReminderStore | None = None
+    """Where the run queues borrower reminders; None: this service queues none (docs/reminders.md)."""
 
     # --- entry points ---------------------------------------------------------------------------------
 
@@ -234,7 +262,15 @@ class DayEndService:
         )
         if isinstance(acquired, RunOutcome):
             return RunResult(acquired, self.runs.get(business_date))
-        invocation = _Invocation(business_date, run_id, acquired, escalation_enabled, Budget.start(time_left_ms))
+        invocation = _Invocation(
+            business_date,
+            run_id,
+            acquired,
+            escalation_enabled,
+            Budget.start(time_left_ms),
+            reminders_enabled=self.reminders is not None
+            and self.flags.read(FlagName.REMINDERS_ENABLED, fresh=True).enabled,
+        )
         return self._carry_out(invocation, full_scan)
 
     # --- one invocation's share of a run --------------------------------------------------------------
@@ -314,6 +350,9 @@ class DayEndService:
         days = [last + dt.timedelta(days=n) for n in range(1, (business_date - last).days + 1)]
         segments = {Segment.watch(day, shard): SegmentState() for day in days for shard in range(self.watch_shards)}
         segments.update({Segment.pending(shard): SegmentState() for shard in range(self.watch_shards)})
+        if self.reminders is not None:
+            owed = reminder_segments(business_date, self.watch_shards)
+            segments.update({segment: SegmentState() for segment in owed})
         return "watch", segments
 
     # --- segments and pages ---------------------------------------------------------------------------
@@ -332,16 +371,26 @@ class DayEndService:
             return self.store.watched(segment.day, segment.index, cursor)
         if segment.kind is SegmentKind.PENDING:
             return self.store.pending(segment.index, cursor)
+        if segment.anchor is not None:
+            assert segment.day is not None
+            return self.store.reminder_candidates(segment.anchor, segment.day, segment.index, cursor)
         return self.store.scan_segment(segment.index, segment.total, cursor)
 
     def _segment(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
         """Page after page until the segment is done or the budget is spent. A page's counts and the
         cursor after it are checkpointed in one write, so the run's totals are the sums of finished pages."""
         while not state.done and not invocation.budget.spent():
-            loans, cursor = self._next_page(invocation, segment, state)
+            loans: list[Loan]
+            if segment.anchor is not None and not invocation.reminders_enabled:
+                loans, cursor = [], None  # the switch is off (or no store): nothing to read for
+            else:
+                loans, cursor = self._next_page(invocation, segment, state)
             page = dataclasses.replace(state, page=None)
             for loan in loans:
-                self._bring_to_date(loan, invocation.business_date, invocation.escalation_enabled, page)
+                if segment.anchor is not None:
+                    self._queue_reminders(invocation, loan, page, strict=True)
+                else:
+                    self._bring_to_date(loan, invocation, page)
             page.cursor = cursor
             page.done = cursor is None
             self._checkpoint(invocation, segment, page)
@@ -369,15 +418,17 @@ class DayEndService:
 
     # --- one loan -------------------------------------------------------------------------------------
 
-    def _bring_to_date(self, loan: Loan, business_date: dt.date, escalation_enabled: bool, state: SegmentState) -> None:
+    def _bring_to_date(self, loan: Loan, invocation: _Invocation, state: SegmentState) -> None:
         """Decide and write, read again and decide again while another writer (a payment) keeps getting
-        in first: the loan ends up evaluated on what is stored, never on a stale read."""
+        in first: the loan ends up evaluated on what is stored, never on a stale read. Then queue the
+        reminders it is owed today, from the loan as written."""
         state.scanned += 1
         first_read = [loan]
+        brought: list[Loan] = []
 
         def attempt() -> None:
             current = first_read.pop() if first_read else self.store.get(loan.loan_id)
-            self._decide_and_write(current, business_date, escalation_enabled, state)
+            brought[:] = self._decide_and_write(current, invocation.business_date, invocation.escalation_enabled, state)
 
         retry(
             OPTIMISTIC_WRITE,
@@ -385,18 +436,50 @@ class DayEndService:
             retry_on=Conflict,
             exhausted=lambda: Conflict(f"loan {loan.loan_id} kept changing during the day-end run"),
         )
+        for current in brought:
+            self._queue_reminders(invocation, current, state)
+
+    def _queue_reminders(self, invocation: _Invocation, loan: Loan, state: SegmentState, strict: bool = False) -> None:
+        """Queue what ``loan`` is owed for the run's date. Each reminder is stored once per loan, kind and
+        instalment, so a re-read loan (a resumed run, two segments finding it) adds nothing.
+
+        Queued while a date segment has the loan in hand, a failure only counts (``RemindersFailed``): the
+        delinquency work matters more, and the reminder segments at the end of the run find the loan
+        again through its index. There (``strict``) a failure fails the run, once every loan is brought
+        to date, so that its resumption queues what is missing (docs/reminders.md, "Failures")."""
+        if not invocation.reminders_enabled or self.reminders is None:
+            return
+        if loan.delinquency.as_of > invocation.business_date:
+            return  # already evaluated for a later date: that date's run speaks for it
+        owed = reminders_due(loan, invocation.business_date, clock.now_ist())
+        if not owed:
+            return
+        try:
+            queued = self.reminders.queue(owed)
+        except Exception:
+            logger.exception("reminders could not be queued", extra={"loan_id": loan.loan_id})
+            self.metrics.count("RemindersFailed")
+            if strict:
+                raise
+            return
+        state.reminders += queued
+        for _ in range(queued):
+            self.metrics.count("RemindersQueued")
 
     def _decide_and_write(
         self, loan: Loan | None, business_date: dt.date, escalation_enabled: bool, state: SegmentState
-    ) -> None:
+    ) -> list[Loan]:
+        """The loan as it now stands for ``business_date`` (none if the run has nothing to do with it)."""
         if loan is None or loan.status is not LoanStatus.ACTIVE:
-            return
+            return []
         if loan.delinquency.as_of > business_date:
-            return  # evaluated for a later date already: a run never moves a loan backwards
+            return []  # evaluated for a later date already: a run never moves a loan backwards
         if loan.last_job_date == business_date:
             _count_done(loan, business_date, state)
-            return
-        self._write(_evaluate(loan, business_date, escalation_enabled), state)
+            return [loan]
+        evaluation = _evaluate(loan, business_date, escalation_enabled)
+        self._write(evaluation, state)
+        return [evaluation.updated]
 
     def _write(self, evaluation: _Evaluation, state: SegmentState) -> None:
         """Write the loan if its bucket, classification, NPA date, legal escalation or watch changes, with

@@ -16,7 +16,17 @@ from chalicelib.domain.loan import Loan
 from chalicelib.domain.payment import Payment
 from chalicelib.domain.portfolio import CounterKey, CounterTotals, MonthCollections, Scope
 from chalicelib.domain.reconciliation import ReconciliationRun, SegmentProgress
-from chalicelib.domain.runs import RunOutcome, RunRecord, RunRequest, RunStatus, Segment, SegmentState
+from chalicelib.domain.reminders import Reminder
+from chalicelib.domain.runs import (
+    ReminderAnchor,
+    RunOutcome,
+    RunRecord,
+    RunRequest,
+    RunStatus,
+    Segment,
+    SegmentState,
+)
+from chalicelib.domain.scoring import MonthScores, Reassignment
 
 T = TypeVar("T")
 
@@ -266,6 +276,10 @@ class DelinquencyStore(Protocol):
 
     def scan_segment(self, segment: int, total: int, cursor: dict[str, Any] | None) -> LoansPage: ...
 
+    def reminder_candidates(
+        self, anchor: ReminderAnchor, day: dt.date, shard: int, cursor: dict[str, Any] | None
+    ) -> LoansPage: ...
+
     def get(self, loan_id: str) -> Loan | None: ...
 
     def save_evaluation(
@@ -275,6 +289,37 @@ class DelinquencyStore(Protocol):
         legal case together, only if the stored loan still
         has the version read, is not evaluated for a later date and has no legal case yet; ``Conflict``
         otherwise, with nothing written."""
+        ...
+
+
+class ReminderStore(Protocol):
+    """Borrower reminders (docs/reminders.md): one per loan, kind and instalment, ever."""
+
+    def queue(self, reminders: Sequence[Reminder]) -> int:
+        """Store each reminder that does not exist yet; how many were new."""
+        ...
+
+    def for_loan(self, loan_id: str) -> list[Reminder]: ...
+
+    def get(self, loan_id: str, key: str) -> Reminder | None: ...
+
+    def waiting(self, shard: int, until: dt.datetime, cursor: Cursor) -> tuple[list[Reminder], Cursor]:
+        """Reminders of one outbox shard the sender may try at ``until`` or before, oldest first."""
+        ...
+
+    def on_day(self, day: dt.date) -> list[Reminder]:
+        """The reminders whose ``send_after`` falls on an IST day."""
+        ...
+
+    def replace(self, before: Reminder, after: Reminder, audit: AuditEntry | None = None) -> bool:
+        """Write ``after`` (with ``audit`` in the same transaction) only if the stored reminder is still
+        ``before`` (same status and attempts); False if another sender got there first."""
+        ...
+
+
+class ReminderPublisher(Protocol):
+    def publish(self, reminder: Reminder, message: dict[str, Any]) -> str:
+        """Publish one reminder's message, deduplicated by its id; the message id. Raises on failure."""
         ...
 
 
@@ -368,3 +413,34 @@ class RunDispatcher(Protocol):
     def start(self, run_id: str) -> bool: ...
 
     def hand_on(self, run_id: str) -> bool: ...
+
+
+# --- collector scoring (docs/scoring.md) ------------------------------------------------------------------
+
+
+class ScoreStore(Protocol):
+    """The stored months of collector scores, written by the reconciliation pass."""
+
+    def month(self, month: str) -> MonthScores | None:
+        """The month's rows and who wrote them; None before any pass wrote it."""
+        ...
+
+    def is_frozen(self, month: str) -> bool: ...
+
+    def write_month(self, scores: MonthScores, run_id: str) -> bool:
+        """Replace the month's rows with ``scores`` unless the month is frozen (False then, nothing
+        changed by this call); ``scores.frozen`` freezes it for good."""
+        ...
+
+
+class AssignmentLog(Protocol):
+    def reassignments_since(self, first_day: dt.date) -> dict[str, list[Reassignment]]:
+        """Every successful ``LOAN_ASSIGNED`` audit entry from ``first_day`` (IST) on, by loan id."""
+        ...
+
+
+class LiveCollections(Protocol):
+    def collected(self, month: str, collectors: Iterable[str], every_collector: bool = False) -> dict[str, int]:
+        """Each collector's collections in ``month`` from the dashboard's counters (collectors with
+        none may be left out): those named, and every user with the collector role if asked."""
+        ...

@@ -12,6 +12,11 @@ Writes go on while a run reads, so two precautions keep a clean book reported cl
   reported: a write that landed between two reads is gone on the second look;
 - the counters are compared only where they took no write during the run (each stored set counts its
   writes); the others are listed as ``unverified``, neither confirmed nor refuted.
+
+The same pass computes the collector scores (docs/scoring.md) when ``SCORING_ENABLED`` was on as it
+began: more partial sums (``score:<collector>@<month>``) from the loan and payment pages, written as
+the months' rows when the run finishes. A scoring problem never makes the run fail or report a
+mismatch: it is logged and counted as ``ScoringFailed``, and that run writes no scores.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from aws_lambda_powertools import Logger
 from chalicelib import clock
 from chalicelib.domain.audit import Action
 from chalicelib.domain.errors import NotFound
+from chalicelib.domain.flags import FlagName
 from chalicelib.domain.payment import Payment
 from chalicelib.domain.portfolio import (
     CounterKey,
@@ -50,15 +56,32 @@ from chalicelib.domain.reconciliation import (
 )
 from chalicelib.domain.roles import ADMIN_ONLY
 from chalicelib.domain.runs import MAX_CONTINUATIONS
+from chalicelib.domain.scoring import (
+    COLLECTED,
+    FAILED_LABEL,
+    MonthScores,
+    Reassignment,
+    is_frozen_by,
+    is_score_label,
+    loan_figures,
+    month_days,
+    month_rows,
+    months_to_score,
+    payment_credits,
+    score_label,
+)
 from chalicelib.services.budget import Budget, failure_message, fresh_budget
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import (
+    AssignmentLog,
+    Flags,
     LedgerReader,
     Metrics,
     PortfolioStore,
     ReconciliationRuns,
     RunDispatcher,
+    ScoreStore,
     StoredLoan,
 )
 
@@ -70,6 +93,10 @@ WORKERS = 4
 RECHECKS = 2
 """How many more looks a finding gets before it is reported (see the module's docstring)."""
 RECHECK_PAUSE_S = 0.05
+
+Reassignments = dict[str, list[Reassignment]] | None
+"""The reassignments the scores need, by loan id, loaded once per invocation; None: they could not be
+read, so this invocation's pages cannot score."""
 
 
 class RunHere:
@@ -125,6 +152,10 @@ class ReconciliationService:
     dispatcher: RunDispatcher = field(default_factory=RunHere)
     segments: int = SEGMENTS
     workers: int = WORKERS
+    flags: Flags | None = None
+    """With ``scores`` and ``assignments``: the collector scores are computed too (docs/scoring.md)."""
+    scores: ScoreStore | None = None
+    assignments: AssignmentLog | None = None
 
     # --- entry points ---------------------------------------------------------------------------------
 
@@ -183,10 +214,34 @@ class ReconciliationService:
             started_at=clock.now_iso(),
             months=months,
             writes_at_start=writes,
+            score_months=self._score_months(as_of),
         )
         segments = [SegmentProgress(source, n, self.segments) for source in SourceKind for n in range(self.segments)]
         self.runs.create(run, segments)
         return run
+
+    def _score_months(self, as_of: dt.date) -> tuple[str, ...]:
+        """The months this run scores: none with the flag off (read fresh, once, here), else those of
+        :func:`months_to_score` not frozen yet."""
+        if self.flags is None or self.scores is None or self.assignments is None:
+            return ()
+        try:
+            if not self.flags.read(FlagName.SCORING_ENABLED, fresh=True).enabled:
+                return ()
+            return tuple(m for m in months_to_score(as_of) if not self.scores.is_frozen(m))
+        except Exception:
+            logger.exception("collector scoring could not start; this run scores nothing")
+            self.metrics.count("ScoringFailed")
+            return ()
+
+    def _reassignments(self, run: ReconciliationRun) -> Reassignments:
+        if not run.score_months or self.assignments is None:
+            return {}
+        try:
+            return self.assignments.reassignments_since(month_days(min(run.score_months))[0])
+        except Exception:
+            logger.exception("reassignments for the scores could not be read", extra={"run_id": run.run_id})
+            return None
 
     def _invoke(self, run_id: str, time_left_ms: Callable[[], int] | None) -> tuple[ReconciliationRun, bool]:
         run = self.runs.get(run_id)
@@ -197,7 +252,7 @@ class ReconciliationService:
         try:
             todo = [s for s in self.runs.segments(run_id) if not s.done]
             if todo:
-                self._work(run, todo, Budget.start(time_left_ms))
+                self._work(run, todo, Budget.start(time_left_ms), self._reassignments(run))
             stored = self.runs.segments(run_id)
             if all(s.done for s in stored):
                 return self._finish(run, stored), False
@@ -215,16 +270,20 @@ class ReconciliationService:
         self.runs.finish(run)
         return self.runs.get(run.run_id) or run
 
-    def _work(self, run: ReconciliationRun, todo: list[SegmentProgress], budget: Budget) -> None:
+    def _work(
+        self, run: ReconciliationRun, todo: list[SegmentProgress], budget: Budget, reassignments: Reassignments
+    ) -> None:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for future in [pool.submit(self._segment, run, segment, budget) for segment in todo]:
+            for future in [pool.submit(self._segment, run, segment, budget, reassignments) for segment in todo]:
                 future.result()
 
-    def _segment(self, run: ReconciliationRun, segment: SegmentProgress, budget: Budget) -> None:
+    def _segment(
+        self, run: ReconciliationRun, segment: SegmentProgress, budget: Budget, reassignments: Reassignments
+    ) -> None:
         """Page after page until done or out of time; stop at once if another invocation of the run is
         ahead on this segment (its checkpoint wins)."""
         while not segment.done and not budget.spent():
-            found, checked, partial, cursor = self._page(run, segment)
+            found, checked, partial, cursor = self._page(run, segment, reassignments)
             segment.cursor, segment.done = cursor, cursor is None
             segment.pages += 1
             segment.checked += checked
@@ -232,24 +291,75 @@ class ReconciliationService:
             listed = segment.mismatches or []
             segment.mismatches = listed + [m.as_dict() for m in found][: max(0, MAX_LISTED_MISMATCHES - len(listed))]
             merged = dict(segment.partial or {})
-            _merge(merged, _labels(partial))
+            _merge(merged, partial)
             segment.partial = merged
             if not self.runs.checkpoint(run.run_id, segment):
                 return
             budget.progressed.set()
 
     def _page(
-        self, run: ReconciliationRun, segment: SegmentProgress
-    ) -> tuple[list[Mismatch], int, dict[CounterKey, dict[str, int]], dict[str, object] | None]:
+        self, run: ReconciliationRun, segment: SegmentProgress, reassignments: Reassignments
+    ) -> tuple[list[Mismatch], int, dict[str, dict[str, int]], dict[str, object] | None]:
+        """One page's findings, records checked, share of the recount (and of the scores) by label,
+        and the next page's cursor."""
         n, total, cursor = segment.index, segment.total, segment.cursor
         if segment.source is SourceKind.LOANS:
             loans, after = self.ledger.loans_segment(n, total, cursor)
-            return self._check_loans(loans), len(loans), loan_recount(loans), after
+            partial = _labels(loan_recount(loans))
+            partial.update(self._loan_scores(run, loans, reassignments))
+            return self._check_loans(loans), len(loans), partial, after
         if segment.source is SourceKind.PAYMENTS:
             payments, after = self.ledger.payments_segment(n, total, cursor)
-            return self._check_payments(payments), len(payments), collections_recount(payments, run.months), after
+            partial = _labels(collections_recount(payments, run.months))
+            partial.update(self._payment_scores(run, payments))
+            return self._check_payments(payments), len(payments), partial, after
         claims, after = self.ledger.claims_segment(n, total, cursor)
         return self._check_claims(claims), len(claims), {}, after
+
+    # --- the scores' share of a page (docs/scoring.md) ---------------------------------------------------
+
+    def _loan_scores(
+        self, run: ReconciliationRun, loans: list[StoredLoan], reassignments: Reassignments
+    ) -> dict[str, dict[str, int]]:
+        if not run.score_months:
+            return {}
+        if reassignments is None:
+            return {FAILED_LABEL: {"pages": 1}}
+        try:
+            found: dict[str, dict[str, int]] = {}
+            for stored in loans:
+                moves = reassignments.get(stored.loan.loan_id, [])
+                for month in run.score_months:
+                    figures = loan_figures(stored.loan, moves, month, run.as_of)
+                    _merge(found, {score_label(collector, month): values for collector, values in figures.items()})
+            return found
+        except Exception:
+            logger.exception("a page of loans could not be scored", extra={"run_id": run.run_id})
+            return {FAILED_LABEL: {"pages": 1}}
+
+    def _payment_scores(self, run: ReconciliationRun, payments: list[Payment]) -> dict[str, dict[str, int]]:
+        if not run.score_months:
+            return {}
+        credits = payment_credits(payments, run.score_months)
+        return {score_label(collector, month): {COLLECTED: paise} for (collector, month), paise in credits.items()}
+
+    def _write_scores(self, run: ReconciliationRun, partials: dict[str, dict[str, int]]) -> None:
+        """Each scored month's rows, frozen when the run's date is the month's last day or later; a
+        month frozen meanwhile is left as it is. Never raises: a failure is logged and counted."""
+        if not run.score_months or self.scores is None:
+            return
+        try:
+            if FAILED_LABEL in partials:
+                raise RuntimeError("some pages could not be scored")
+            for month in run.score_months:
+                scores = MonthScores(
+                    month, run.as_of, is_frozen_by(month, run.as_of), tuple(month_rows(partials, month))
+                )
+                if self.scores.write_month(scores, run.run_id):
+                    self.metrics.count("ScoresComputed")
+        except Exception:
+            logger.exception("collector scores were not written", extra={"run_id": run.run_id})
+            self.metrics.count("ScoringFailed")
 
     # --- the checks, with a second look before anything is reported -------------------------------------
 
@@ -321,9 +431,12 @@ class ReconciliationService:
 
     def _finish(self, run: ReconciliationRun, segments: list[SegmentProgress]) -> ReconciliationRun:
         recounted: dict[str, dict[str, int]] = {}
+        scored: dict[str, dict[str, int]] = {}
         listed: list[Mismatch] = []
         for segment in segments:
-            _merge(recounted, segment.partial or {})
+            partial = segment.partial or {}
+            _merge(recounted, {name: values for name, values in partial.items() if not is_score_label(name)})
+            _merge(scored, {name: values for name, values in partial.items() if is_score_label(name)})
             listed += [Mismatch.from_dict(m) for m in segment.mismatches or []]
         counters, unverified = self._compare_counters(run, recounted)
         run.mismatch_count = sum(s.mismatch_count for s in segments) + len(counters)
@@ -337,6 +450,7 @@ class ReconciliationService:
             return self.runs.get(run.run_id) or run  # another invocation finished it, and reported it
         for _ in range(run.mismatch_count):  # one per mismatch, listed or not: the alarm counts them
             self.metrics.count("ReconciliationMismatch")
+        self._write_scores(run, scored)
         logger.info(
             "reconciliation finished",
             extra={"run_id": run.run_id, "mismatches": run.mismatch_count, "unverified": len(unverified)},

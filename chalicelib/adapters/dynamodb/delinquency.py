@@ -26,6 +26,7 @@ from chalicelib.domain.errors import Conflict
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.portfolio import loan_change
+from chalicelib.domain.runs import ReminderAnchor
 from chalicelib.services.ports import LoansPage, Page
 
 PAGE_SIZE = 100
@@ -76,12 +77,22 @@ class DynamoDelinquencyStore:
         """Loans pending escalation, in one shard (every run reads these)."""
         return self._watch_partition(pending_key_for(shard), cursor)
 
+    def reminder_candidates(
+        self, anchor: ReminderAnchor, day: dt.date, shard: int, cursor: dict[str, Any] | None
+    ) -> LoansPage:
+        """Loans whose next unpaid instalment falls due on ``day`` (``DUE``), or whose arrears date from
+        ``day`` (``ARREARS``), in one shard: the loans that may be owed a reminder (docs/reminders.md)."""
+        index = LoanModel.due_index if anchor is ReminderAnchor.DUE else LoanModel.arrears_index
+        return self._watch_partition(watch_key_for(day, shard), cursor, index)
+
     @storage_call
-    def _watch_partition(self, key: str, cursor: dict[str, Any] | None) -> LoansPage:
-        """One page of a watch-index partition. The index holds keys only (every loan write would
-        otherwise pay to copy the whole loan into it), so the page's loans are then read by key,
-        consistently — which also means the job decides on current data, not on a lagging index."""
-        results = LoanModel.watch_index.query(key, last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE)
+    def _watch_partition(self, key: str, cursor: dict[str, Any] | None, index: Any = None) -> LoansPage:
+        """One page of a watch-index partition (or of another keys-only index keyed the same way). The
+        index holds keys only (every loan write would otherwise pay to copy the whole loan into it), so
+        the page's loans are then read by key, consistently — which also means the job decides on
+        current data, not on a lagging index."""
+        index = index if index is not None else LoanModel.watch_index
+        results = index.query(key, last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE)
         ids = [item.loan_id for item in results]
         loans = {item.loan_id: item for item in LoanModel.batch_get(ids, consistent_read=True)} if ids else {}
         # Keep the index's order; a loan deleted meanwhile (never, today) would simply drop out.

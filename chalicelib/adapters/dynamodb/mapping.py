@@ -8,7 +8,7 @@ import zlib
 
 from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel, UserModel
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
-from chalicelib.domain.delinquency import Bucket, Classification, Delinquency
+from chalicelib.domain.delinquency import Bucket, Classification, Delinquency, oldest_unpaid_due_date
 from chalicelib.domain.loan import PENDING_ESCALATION, Borrower, Loan, LoanStatus, PendingEscalation, watch_date
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentMode, PaymentStatus
 from chalicelib.services.ports import User
@@ -42,8 +42,25 @@ def watch_key(loan: Loan) -> str | None:
     return pending_key_for(shard) if isinstance(watch, PendingEscalation) else watch_key_for(watch, shard)
 
 
+def reminder_keys(loan: Loan) -> tuple[str | None, str | None]:
+    """The loan's ``due_key`` and ``arrears_key`` (``models.DueIndex``, ``models.ArrearsIndex``): where the
+    day-end run looks for the loans owed a reminder (docs/reminders.md). Both derive from the schedule
+    as of the evaluated date, so they only move when the loan is written anyway."""
+    if loan.status is not LoanStatus.ACTIVE:
+        return None, None
+    as_of = loan.delinquency.as_of
+    upcoming = [i.due_date for i in loan.schedule if i.unpaid_paise > 0 and i.due_date > as_of]
+    oldest = oldest_unpaid_due_date(loan.schedule, as_of)
+    shard = watch_shard(loan.loan_id)
+    return (
+        watch_key_for(min(upcoming), shard) if upcoming else None,
+        watch_key_for(oldest, shard) if oldest is not None else None,
+    )
+
+
 def loan_to_item(loan: Loan) -> LoanModel:
     d = loan.delinquency
+    due_key, arrears_key = reminder_keys(loan)
     item = LoanModel(
         loan.loan_id,
         borrower=BorrowerMap(
@@ -71,6 +88,8 @@ def loan_to_item(loan: Loan) -> LoanModel:
         branch=loan.branch,
         notes=loan.notes,
         watch_key=watch_key(loan),
+        due_key=due_key,
+        arrears_key=arrears_key,
         last_job_date=loan.last_job_date,
         created_at=loan.created_at,
         updated_at=loan.updated_at,

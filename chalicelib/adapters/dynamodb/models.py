@@ -72,6 +72,31 @@ class WatchIndex(GlobalSecondaryIndex["LoanModel"]):
     loan_id = UnicodeAttribute(range_key=True)
 
 
+class DueIndex(GlobalSecondaryIndex["LoanModel"]):
+    """Sparse, keys-only: ``due_key`` = ``YYYY-MM-DD#NN``, the next unpaid instalment's due date after the
+    loan's evaluated date (and a watch shard), on ACTIVE loans. The day-end run finds the loans owed a
+    pre-due reminder here (docs/reminders.md). The key moves only when the loan is written anyway."""
+
+    class Meta:
+        index_name = "due-index"
+        projection = KeysOnlyProjection()
+
+    due_key = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute(range_key=True)
+
+
+class ArrearsIndex(GlobalSecondaryIndex["LoanModel"]):
+    """Sparse, keys-only: ``arrears_key`` = ``YYYY-MM-DD#NN``, the oldest unpaid due date of an ACTIVE loan
+    in arrears: the day-end run finds the loans owed an overdue reminder (dpd 7, 15, 30) here."""
+
+    class Meta:
+        index_name = "arrears-index"
+        projection = KeysOnlyProjection()
+
+    arrears_key = UnicodeAttribute(hash_key=True)
+    loan_id = UnicodeAttribute(range_key=True)
+
+
 class LoanModel(Model):
     class Meta(_Meta):
         short_name = "loans"
@@ -98,6 +123,8 @@ class LoanModel(Model):
     branch = UnicodeAttribute(null=True)
     notes = UnicodeAttribute(null=True)
     watch_key = UnicodeAttribute(null=True)
+    due_key = UnicodeAttribute(null=True)
+    arrears_key = UnicodeAttribute(null=True)
     last_job_date = DateAttribute(null=True)
     """The business date of the last day-end run that wrote this loan (lets a resumed run recognise its
     own earlier writes)."""
@@ -108,6 +135,8 @@ class LoanModel(Model):
     collector_index = CollectorIndex()
     bucket_index = BucketIndex()
     watch_index = WatchIndex()
+    due_index = DueIndex()
+    arrears_index = ArrearsIndex()
 
 
 class LoanPaymentsIndex(GlobalSecondaryIndex["PaymentModel"]):
@@ -373,6 +402,80 @@ class ReconciliationModel(Model):
     body = BinaryAttribute(null=True, legacy_encoding=False)
 
 
+class ScoreModel(Model):
+    """Collector scores (``adapters.dynamodb.scores``, docs/scoring.md): one row per month and collector,
+    plus one row per month (``collector_id`` = ``#month``, never a username) saying which pass wrote
+    the month and whether it is frozen."""
+
+    class Meta(_Meta):
+        short_name = "scores"
+
+    month = UnicodeAttribute(hash_key=True)
+    collector_id = UnicodeAttribute(range_key=True)
+    as_of = UnicodeAttribute(null=True)
+    frozen = BooleanAttribute(null=True)
+    loans = IntegerAttribute(null=True)
+    amount_due_paise = IntegerAttribute(null=True)
+    collected_paise = IntegerAttribute(null=True)
+    cured = IntegerAttribute(null=True)
+    rolled_forward = IntegerAttribute(null=True)
+    run_id = UnicodeAttribute(null=True)
+
+
+class ReminderOutboxIndex(GlobalSecondaryIndex["ReminderModel"]):
+    """Sparse: only reminders still waiting to go out have ``outbox`` (``OUTBOX#NN``, a shard), sorted by
+    when the sender may next try them; a sent, failed or cancelled reminder leaves the index."""
+
+    class Meta:
+        index_name = "outbox-index"
+        projection = AllProjection()
+
+    outbox = UnicodeAttribute(hash_key=True)
+    next_attempt_at = UnicodeAttribute(range_key=True)
+
+
+class ReminderDayIndex(GlobalSecondaryIndex["ReminderModel"]):
+    """Reminders by the IST day of their ``send_after``: ops' list of a day's reminders."""
+
+    class Meta:
+        index_name = "day-index"
+        projection = AllProjection()
+
+    send_day = UnicodeAttribute(hash_key=True)
+    reminder_id = UnicodeAttribute(range_key=True)
+
+
+class ReminderModel(Model):
+    """One reminder per loan, kind and instalment, ever (``reminder_key`` = ``<KIND>#<seq>``): queueing is
+    a put on condition that it does not exist, so re-runs add nothing (docs/reminders.md)."""
+
+    class Meta(_Meta):
+        short_name = "reminders"
+
+    loan_id = UnicodeAttribute(hash_key=True)
+    reminder_key = UnicodeAttribute(range_key=True)
+    reminder_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    seq = IntegerAttribute()
+    due_date = UnicodeAttribute()
+    business_date = UnicodeAttribute()
+    send_after = UnicodeAttribute()
+    send_day = UnicodeAttribute()
+    status = UnicodeAttribute()
+    reason = UnicodeAttribute(null=True)
+    attempts = IntegerAttribute(default=0)
+    outbox = UnicodeAttribute(null=True)
+    next_attempt_at = UnicodeAttribute(null=True)
+    attempt_started_at = UnicodeAttribute(null=True)
+    queued_at = UnicodeAttribute()
+    sent_at = UnicodeAttribute(null=True)
+    message_id = UnicodeAttribute(null=True)
+    collector_id = UnicodeAttribute(null=True)
+
+    outbox_index = ReminderOutboxIndex()
+    day_index = ReminderDayIndex()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     LoanModel,
     PaymentModel,
@@ -384,6 +487,8 @@ ALL_MODELS: tuple[type[Model], ...] = (
     LoginAttemptModel,
     AggregateModel,
     ReconciliationModel,
+    ScoreModel,
+    ReminderModel,
 )
 
 

@@ -109,6 +109,7 @@ def _run_from(item: Any) -> ReconciliationRun:
     body["as_of"] = dt.date.fromisoformat(body["as_of"])
     body["status"] = ReconciliationStatus(body["status"])
     body["months"] = tuple(body.get("months") or ())
+    body["score_months"] = tuple(body.get("score_months") or ())
     if body.get("mismatches") is not None:
         body["mismatches"] = [Mismatch.from_dict(m) for m in body["mismatches"]]
     body["continuations"] = int(item.continuations or 0)

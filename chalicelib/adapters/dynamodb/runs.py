@@ -16,7 +16,10 @@ from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, 
 
 
 def _state_to_item(state: SegmentState) -> str:
-    return json.dumps(dataclasses.asdict(state), separators=(",", ":"))
+    fields = dataclasses.asdict(state)
+    if not fields["reminders"]:
+        del fields["reminders"]  # a checkpoint without reminders reads and writes as before they existed
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def _segments_to_item(segments: dict[Segment, SegmentState]) -> dict[str, str]:

@@ -62,6 +62,14 @@ def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
     return loan_dict(services().loans.get(call.ctx, loan_id))
 
 
+@endpoint(bp, "/api/v1/loans/{loan_id}/reminders", methods=("GET",))
+def list_loan_reminders(call: Call, loan_id: str) -> dict[str, Any]:
+    """Whoever may see the loan may see its reminders (a collector: only on their own loans)."""
+    call.query(set())
+    loan = services().loans.stored(call.ctx, loan_id)
+    return {"items": services().reminders.for_loan(loan.loan_id)}
+
+
 @endpoint(bp, "/api/v1/loans/{loan_id}", methods=("PATCH",))
 def patch_loan(call: Call, loan_id: str) -> dict[str, Any]:
     # The guard looks at the body before anything else, for every role: a collector trying to rewrite
