@@ -30,7 +30,6 @@ never imported by the Lambda package. docs/runbook/ says when to use which comma
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
 import sys
@@ -62,6 +61,7 @@ from local.environment import STAGE as LOCAL_STAGE
 from local.environment import Ports, aws_environment
 from ops import api_client, backups, checks, csv_io, dates, observe, reconcile, reminders, restore, stack, users
 from ops.console import duration, err, fail, out
+from ops.console import operator as _operator
 from ops.target import Target, target
 
 app = typer.Typer(help=__doc__.split("\n\n")[0] if __doc__ else None, no_args_is_help=True, add_completion=False)
@@ -160,13 +160,6 @@ def flags_set(
 
 
 # ---- day-end job ---------------------------------------------------------------------------------
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 @dpd_app.command("run")

@@ -4,6 +4,7 @@ and errors on stderr, and one way to stop with an error."""
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import re
 
 import typer
@@ -12,6 +13,14 @@ from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True)
+
+
+def operator() -> str:
+    """Who is at the keyboard: the name ops actions are audited under (``ops:<name>``)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

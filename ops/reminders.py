@@ -5,7 +5,6 @@ docs/runbook/alerts/reminders-failed.md)."""
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 from typing import Annotated
 
@@ -19,18 +18,11 @@ from chalicelib.domain.reminders import mask_phone
 from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
-from ops.console import fail, out
+from ops.console import fail, operator, out
 
 app = typer.Typer(
     help="Borrower reminders: list a day's, send what is due, send a FAILED one again.", no_args_is_help=True
 )
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 @app.command("list")
@@ -80,7 +72,7 @@ def resend(
     reminder_id: Annotated[str, typer.Argument(help="<loan_id>#<KIND>#<seq>, as `reminders list` shows it.")],
 ) -> None:
     """Queue a FAILED reminder again for the next instant inside the contact window (audited)."""
-    ctx = RequestContext(actor=Actor(sub=f"ops:{_operator()}", role=Role.ADMIN.value))
+    ctx = RequestContext(actor=Actor(sub=f"ops:{operator()}", role=Role.ADMIN.value))
     try:
         again = services().reminders.resend(ctx, reminder_id)
     except DomainError as exc:
