@@ -148,6 +148,8 @@ class Function(StrEnum):
     job = "job"
     """The day-end job."""
     reconciliation = "reconciliation"
+    reminders = "reminders"
+    """The scheduled reminders sender."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def function_names(info: stack.StackInfo) -> dict[Function, str | None]:
         Function.api: info.api_function,
         Function.job: info.job_function,
         Function.reconciliation: info.reconciliation_function,
+        Function.reminders: info.reminders_function,
     }
 
 
@@ -195,7 +198,8 @@ def read_logs(
 def logs_command(
     ctx: typer.Context,
     function: Annotated[
-        list[Function] | None, typer.Option("--function", help="api, job or reconciliation (repeatable; default all).")
+        list[Function] | None,
+        typer.Option("--function", help="api, job, reconciliation or reminders (repeatable; default all)."),
     ] = None,
     since: Annotated[str, typer.Option(help="Window: 10m, 6h, 24h, 7d.")] = "10m",
     errors: Annotated[bool, typer.Option("--errors", help=f"Only error lines: {ERROR_PATTERN}.")] = False,
@@ -204,8 +208,8 @@ def logs_command(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Print at most the newest N lines.")] = 500,
 ) -> None:
-    """Lines of the API's, the day-end job's and the reconciliation job's Lambda logs (CloudWatch Logs) in
-    a window, oldest first, IST."""
+    """Lines of the API's, the day-end job's, the reconciliation job's and the reminders sender's Lambda
+    logs (CloudWatch Logs) in a window, oldest first, IST."""
     if errors and pattern:
         raise fail("--errors is a pattern already; give one of --errors and --pattern", 2)
     info = stack.current(ctx)

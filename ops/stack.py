@@ -49,6 +49,7 @@ class StackInfo:
     api_function: str | None = None
     job_function: str | None = None
     reconciliation_function: str | None = None
+    reminders_function: str | None = None
     alerts_topic_arn: str | None = None
     backup_vault: str | None = None
     backup_role_arn: str | None = None
@@ -67,6 +68,8 @@ class StackInfo:
             "DPD_LOG_GROUP": log_group(self.job_function),
             "RECON_FN": self.reconciliation_function,
             "RECON_LOG_GROUP": log_group(self.reconciliation_function),
+            "REMINDERS_FN": self.reminders_function,
+            "REMINDERS_LOG_GROUP": log_group(self.reminders_function),
             "TOPIC_ARN": self.alerts_topic_arn,
             "VAULT": self.backup_vault,
             "BACKUP_ROLE_ARN": self.backup_role_arn,
@@ -147,6 +150,7 @@ def resolve(cfn: Any, ssm: Any, sts: Any, stage: str, stack: str | None = None) 
         api_function=outputs.get("APIHandlerName") or physical.get("APIHandler"),
         job_function=physical.get("DpdJob"),
         reconciliation_function=physical.get("ReconciliationJob"),
+        reminders_function=physical.get("RemindersJob"),
         alerts_topic_arn=outputs.get("AlertsTopicArn"),
         backup_vault=outputs.get("BackupVaultName"),
         backup_role_arn=outputs.get("BackupRoleArn"),
@@ -239,6 +243,8 @@ def _print_stack(info: StackInfo) -> None:
         ("DPD_LOG_GROUP", "job log group"),
         ("RECON_FN", "reconciliation job function"),
         ("RECON_LOG_GROUP", "reconciliation log group"),
+        ("REMINDERS_FN", "reminders sender function"),
+        ("REMINDERS_LOG_GROUP", "reminders sender log group"),
         ("TOPIC_ARN", "alerts topic"),
         ("VAULT", "backup vault"),
         ("BACKUP_ROLE_ARN", "backup role"),

@@ -44,6 +44,7 @@ def _stack_template(stage: str) -> dict[str, Any]:
             "APIHandler": {"Type": "AWS::Lambda::Function", "Properties": function},
             "DpdJob": {"Type": "AWS::Lambda::Function", "Properties": function},
             "ReconciliationJob": {"Type": "AWS::Lambda::Function", "Properties": function},
+            "RemindersJob": {"Type": "AWS::Lambda::Function", "Properties": function},
             "AlertsTopic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": f"loan-crm-{stage}-alerts"}},
             "ExtraTable": {
                 "Type": "AWS::DynamoDB::Table",
@@ -105,6 +106,7 @@ def test_stack_resolves_names_from_cloudformation(deployed: dict[str, str], moto
     lines = dict(line.removeprefix("export ").split("=", 1) for line in exported.stdout.splitlines())
     assert lines["DPD_FN"] == deployed["DpdJob"] and lines["API_FN"] == deployed["APIHandler"]
     assert lines["RECON_FN"] == deployed["ReconciliationJob"]
+    assert lines["REMINDERS_LOG_GROUP"] == f"/aws/lambda/{deployed['RemindersJob']}"
     assert lines["API"] == f"https://abc123.execute-api.ap-south-1.amazonaws.com/{moto_stack}"
     assert lines["VAULT"] == f"loan-crm-{moto_stack}-backups" and lines["DEPLOYED_COMMIT"] == "abc123def456"
     assert "BACKUP_PLAN_ID" not in lines, "a name the stack does not have is left out, not exported empty"
@@ -262,9 +264,15 @@ def test_logs_reads_the_function_groups_in_a_window(deployed: dict[str, str], mo
     wider = run("logs", "--function", "job", "--since", "6h", "--pattern", '"unhandled error"')
     assert wider.exit_code == 0 and len(wider.stdout.splitlines()) == 1 and "r-1" in wider.stdout
 
+    _log(f"/aws/lambda/{deployed['RemindersJob']}", (dt.timedelta(minutes=1), '{"message":"reminder sent"}'))
+    sender = run("logs", "--function", "reminders", "--function", "job", "--pattern", '"reminder"')
+    assert sender.exit_code == 0, sender.output
+    assert [line.split(" ", 3)[2] for line in sender.stdout.splitlines()] == ["reminders"]
+
     both = run("logs", "--errors", "--since", "6h", "--limit", "1")
     assert both.exit_code == 0, both.output
     assert "api: no log group yet" in both.stderr and "reconciliation: no log group yet" in both.stderr
+    assert "reminders: no log group yet" not in both.stderr
     assert len(both.stdout.splitlines()) == 1 and "older lines left out" in both.stderr
     assert sent[-1]["pattern"] == '?ERROR ?"Task timed out" ?Traceback'
 
