@@ -40,6 +40,7 @@ ALERT_PAGES = {
     "escalation-failed": "escalation-failed.md",
     "reconciliation-mismatch": "reconciliation-mismatch.md",
     "reconciliation-failed": "reconciliation-failed.md",
+    "scoring-failed": "scoring-failed.md",
     "reminders-failed": "reminders-failed.md",
     "backup-job-failed": "backup-job-failed.md",
 }
