@@ -56,6 +56,7 @@ bench: deps
 	$(BIN)/python -m bench.dpd
 	$(BIN)/python -m bench.dashboard
 	$(BIN)/python -m bench.reconciliation
+	$(BIN)/python -m bench.reminders
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,8 @@ For each book size, on a fresh in-memory DynamoDB Local:
    run left it), so the measured run is a typical daily run and takes the watch mode.
 3. The real job, ``wiring.services().dpd_job.run(...)``, runs the business date once per stage: the
    watch mode in one, ``full_scan=True`` in the other. Only the flags are replaced (all on: there is
-   no SSM here) and the clock is fixed at 00:30 IST the next day.
+   no SSM here, so the runs queue borrower reminders too; ``bench.reminders`` measures their share)
+   and the clock is fixed at 00:30 IST the next day.
 
 Every DynamoDB request of the process is counted by a botocore hook that also asks for
 ``ReturnConsumedCapacity=INDEXES``, so capacity figures are DynamoDB Local's own, split by table and
@@ -67,11 +68,17 @@ PARTIAL_SHARE = 0.25
 """Overdue loans whose oldest instalment has its interest paid (partly paid is still unpaid)."""
 
 
-class _AllOn:
-    """CRON_ENABLED and ESCALATION_ENABLED on, as the defaults are (there is no SSM here)."""
+class AllOn:
+    """Every flag on, as the defaults are (there is no SSM here); ``off`` names the ones to turn off."""
+
+    def __init__(self, *off: FlagName) -> None:
+        self.off = frozenset(off)
 
     def read(self, name: FlagName, fresh: bool = False) -> FlagValue:
-        return FlagValue(name, True, FlagSource.DEFAULT)
+        return FlagValue(name, name not in self.off, FlagSource.DEFAULT)
+
+    def all(self) -> list[FlagValue]:
+        return [self.read(name) for name in FlagName]
 
 
 # --- the book ---------------------------------------------------------------------------------------
@@ -254,7 +261,7 @@ def _item_bytes(item: dict[str, Any]) -> int:
     return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
 
 
-def _write_items(endpoint: str, table: str, items: list[dict[str, Any]], threads: int) -> None:
+def write_items(endpoint: str, table: str, items: list[dict[str, Any]], threads: int) -> None:
     client = boto3.client(
         "dynamodb", endpoint_url=endpoint, config=Config(max_pool_connections=threads, retries={"max_attempts": 10})
     )
@@ -268,7 +275,7 @@ def _write_items(endpoint: str, table: str, items: list[dict[str, Any]], threads
         list(pool.map(put, range(0, len(items), 25)))
 
 
-def _seed_previous_run(endpoint: str, stage: str, previous: dt.date) -> None:
+def seed_previous_run(endpoint: str, stage: str, previous: dt.date) -> None:
     """The run for the day before, as a COMPLETED record written directly (the book already stands as
     that run left it), so the measured run continues from it in watch mode."""
     stamp = f"{previous + dt.timedelta(days=1)}T00:30:00.000+05:30"
@@ -312,13 +319,21 @@ class Measurement:
     largest_segment: int
 
 
-def _run(
-    server: LocalServer, stage: str, run_date: dt.date, full_scan: bool, meter: DynamoMeter, workers: int | None
+def run_day_end(
+    server: LocalServer,
+    stage: str,
+    run_date: dt.date,
+    full_scan: bool,
+    meter: DynamoMeter,
+    workers: int | None,
+    flags: AllOn | None = None,
 ) -> Measurement:
+    """One metered day-end run for ``run_date`` in ``stage``, made at 00:30 IST the next day."""
     os.environ["STAGE"] = stage
     wiring.reset()
     job = wiring.services().dpd_job
-    job.flags = _AllOn()
+    job.flags = flags or AllOn()
+    wiring.services().reminders.flags = job.flags  # the sender the completed run calls reads them too
     if workers:
         job.workers = workers
     midnight = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(0, 30), tzinfo=clock.IST)
@@ -371,8 +386,8 @@ def measure_size(
         started = time.perf_counter()
         for stage in stages.values():
             provision(stage, ddb, ssm=NoSsm(), quiet=True)
-            _write_items(server.endpoint, f"loan-crm-{stage}-loans", book.items, threads)
-            _seed_previous_run(server.endpoint, stage, previous)
+            write_items(server.endpoint, f"loan-crm-{stage}-loans", book.items, threads)
+            seed_previous_run(server.endpoint, stage, previous)
         write_seconds = time.perf_counter() - started
         print(
             f"  generated {size:,} loans: build {book.build_seconds:.1f} s (Python), "
@@ -382,9 +397,9 @@ def measure_size(
             flush=True,
         )
         book.items = []
-        watch = _run(server, stages["watch"], run_date, False, meter, workers)
+        watch = run_day_end(server, stages["watch"], run_date, False, meter, workers)
         print(f"  watch run: {watch.outcome} in {watch.wall:.1f} s", flush=True)
-        scan = _run(server, stages["scan"], run_date, True, meter, workers)
+        scan = run_day_end(server, stages["scan"], run_date, True, meter, workers)
         print(f"  scan run:  {scan.outcome} in {scan.wall:.1f} s", flush=True)
     os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
     return SizeResult(book, write_seconds, watch, scan)

@@ -5,7 +5,7 @@
    ``domain.ledger.replay`` (paid amounts, allocations and delinquency exactly as posting them would
    leave them), most loans paid up, some behind (the bucket mix of bench/dpd.py), a few closed. Loans,
    payments, UTR claims and the dashboard's counter items (a recount, spread over the shards) are
-   written raw with ``BatchWriteItem`` (bench/dpd.py's ``_write_items``). A few payments are then
+   written raw with ``BatchWriteItem`` (bench/dpd.py's ``write_items``). A few payments are then
    posted through ``services().payments.post``, so the book also holds payments as the product writes
    them. Generation and writing are timed apart from the measurement.
 2. The real run, ``services().reconciliation.start("bench")``, runs once in this process (no Lambda to
@@ -52,8 +52,8 @@ from bench.dpd import (
     _due,
     _item_bytes,
     _month,
-    _write_items,
     bench_borrower,
+    write_items,
 )
 from bench.dynamo import READ_OPERATIONS, DynamoMeter, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
@@ -331,7 +331,7 @@ def seed(
 ) -> Seeded:
     """Provision ``stage`` and write a book of ``size`` loans raw: loans, counters, and
     (``with_payments``) payments and claims, chunk by chunk (``BatchWriteItem``, bench/dpd.py's
-    ``_write_items``, in a writer thread while the next chunk is generated)."""
+    ``write_items``, in a writer thread while the next chunk is generated)."""
     started = time.perf_counter()
     provision(stage, boto3.client("dynamodb", endpoint_url=endpoint), ssm=NoSsm(), quiet=True)
     book = LedgerBook(builder.as_of, [], [], 0.0)
@@ -339,7 +339,7 @@ def seed(
 
     def write(table: str, items: list[dict[str, Any]]) -> None:
         if items:
-            _write_items(endpoint, f"loan-crm-{stage}-{table}", items, threads)
+            write_items(endpoint, f"loan-crm-{stage}-{table}", items, threads)
 
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: list[Future[None]] = []
