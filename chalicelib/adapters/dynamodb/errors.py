@@ -40,6 +40,16 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+def conditional_check_failed(exc: BaseException) -> bool:
+    """True when a conditional write was refused because its condition did not hold (the item is then
+    unchanged), as opposed to a write whose answer was lost. Read from the cause itself:
+    ``PynamoDBException.cause_response_code`` raises AttributeError for a cause without a response (a
+    read timeout), which turned a lost answer into an internal error instead of ``Unavailable``."""
+    cause = exc.cause if isinstance(exc, PynamoDBException) else exc
+    response = getattr(cause, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
 def storage_call(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

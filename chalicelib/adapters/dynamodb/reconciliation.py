@@ -14,7 +14,7 @@ from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb import paging
-from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import item_to_loan, item_to_payment
 from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, ReconciliationModel, UtrClaimModel
 from chalicelib.domain.payment import Payment
@@ -32,11 +32,6 @@ RUN_PART = "run"
 LATEST = "LATEST"
 BATCH = 100
 """BatchGetItem's limit per request; PynamoDB splits larger lists itself, this keeps pages bounded."""
-
-
-def _conditional_failed(exc: Exception) -> bool:
-    cause = getattr(exc, "cause_response_code", None)
-    return cause == "ConditionalCheckFailedException"
 
 
 class DynamoLedgerReader:
@@ -163,7 +158,7 @@ class DynamoReconciliationRuns:
         try:
             item.save(condition=ReconciliationModel.pages < segment.pages)
         except PutError as exc:
-            if _conditional_failed(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True
@@ -185,7 +180,7 @@ class DynamoReconciliationRuns:
         try:
             item.save(condition=ReconciliationModel.status == ReconciliationStatus.RUNNING.value)
         except PutError as exc:
-            if _conditional_failed(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         pointer = ReconciliationModel(LATEST, RUN_PART, latest=run.run_id)
@@ -194,6 +189,6 @@ class DynamoReconciliationRuns:
                 condition=ReconciliationModel.latest.does_not_exist() | (ReconciliationModel.latest < run.run_id)
             )
         except PutError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_check_failed(exc):
                 raise
         return True

@@ -11,7 +11,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import ReminderModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
@@ -87,7 +87,7 @@ def _conditional_put(item: ReminderModel, condition: Any) -> bool:
     try:
         item.save(condition=condition)
     except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        if conditional_check_failed(exc):
             return False
         raise
     return True

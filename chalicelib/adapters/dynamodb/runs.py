@@ -8,9 +8,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import DpdRunModel
 from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
 
@@ -52,13 +52,6 @@ def _free(now: int) -> Any:
         | DpdRunModel.status.is_in(RunStatus.FAILED.value, RunStatus.SKIPPED.value)
         | ((DpdRunModel.status == RunStatus.RUNNING.value) & (DpdRunModel.lease_until < now))
     )
-
-
-def _conditional_failed(exc: PutError | UpdateError) -> bool:
-    # Not ``exc.cause_response_code``: PynamoDB assumes the cause carries a response dict, and a read
-    # timeout carries None, which turned a lost answer into an AttributeError instead of Unavailable.
-    response = getattr(exc.cause, "response", None)
-    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class DynamoRunStore:
@@ -120,7 +113,7 @@ class DynamoRunStore:
                 condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),
             )
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_check_failed(exc):
                 raise LostLease(business_date.isoformat()) from None
             raise
 
@@ -137,7 +130,7 @@ class DynamoRunStore:
         try:
             item.update(actions=actions, condition=DpdRunModel.run_id == run_id)
         except UpdateError as exc:
-            if _conditional_failed(exc):
+            if conditional_check_failed(exc):
                 raise LostLease(business_date.isoformat()) from None
             raise
         return _item_to_record(item)
@@ -175,7 +168,7 @@ class DynamoRunStore:
         try:
             item.update(actions=actions, condition=_free(now))
         except UpdateError as exc:
-            if not _conditional_failed(exc):
+            if not conditional_check_failed(exc):
                 raise
             current = self.get(dt.date.fromisoformat(item.business_date))
             if current is not None and current.status is RunStatus.COMPLETED:

@@ -15,7 +15,7 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.adapters.dynamodb.aggregates import SHARDS, collections_key
-from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import AggregateModel, AuditModel, ScoreModel, UserModel
 from chalicelib.domain.audit import Action, Outcome
 from chalicelib.domain.portfolio import MONTH_PAISE, Scope, ScopeKind
@@ -26,10 +26,6 @@ from chalicelib.services.ids import id_range_for_days
 MONTH_ROW = "#month"
 """The sort key of a month's own row (usernames start with a letter or digit, never ``#``)."""
 BATCH = 100
-
-
-def _conditional_failed(exc: Exception) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def _not_frozen() -> Any:
@@ -87,7 +83,7 @@ class DynamoScoreStore:
                 condition=_not_frozen()
             )
         except (PutError, DeleteError) as exc:
-            if _conditional_failed(exc):
+            if conditional_check_failed(exc):
                 return False
             raise
         return True

@@ -9,7 +9,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.adapters.dynamodb import paging
-from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_user, user_to_item
 from chalicelib.adapters.dynamodb.models import LoginAttemptModel, UserModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, create_all, save_all
@@ -155,7 +155,7 @@ def _update_if(item: LoginAttemptModel, actions: list[Action], condition: Condit
     try:
         item.update(actions=actions, condition=condition)
     except UpdateError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
+        if conditional_check_failed(exc):
             return False
         raise
     return True
