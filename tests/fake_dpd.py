@@ -29,7 +29,7 @@ import dataclasses
 import datetime as dt
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,15 +117,16 @@ class InMemoryRunStore:
             record.segments = copy.deepcopy(segments)
 
     def checkpoint(
-        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
+        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
     ) -> None:
         if self.before_checkpoint is not None:
-            self.before_checkpoint(segment)
+            for segment in states:
+                self.before_checkpoint(segment)
         with self.lock:
             record = self._owned(business_date, run_id)
             if record is None or record.status is not RunStatus.RUNNING:
                 raise LostLease(business_date.isoformat())
-            record.segments[segment] = copy.deepcopy(state)
+            record.segments.update(copy.deepcopy(dict(states)))
             record.lease_until = lease_until
             self.checkpoints += 1
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -145,6 +146,9 @@ class _Invocation:
     escalation_enabled: bool
     budget: Budget
     reminders_enabled: bool = False
+    found_empty: dict[Segment, SegmentState] = field(default_factory=dict)
+    """Segments done on a first page that found nothing, not checkpointed yet (see ``_work``)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def unfinished(self) -> list[Segment]:
         return [segment for segment, state in self.record.segments.items() if not state.done]
@@ -358,12 +362,20 @@ class DayEndService:
     # --- segments and pages ---------------------------------------------------------------------------
 
     def _work(self, invocation: _Invocation, todo: list[Segment]) -> None:
+        """Work the segments in threads. Those that found nothing are marked done together at the end, in
+        as few writes as the store allows: most segments of a night are empty (the reminder partitions,
+        most watch days), and a write each would be most of the run's requests. Lost to a crash, such a
+        mark costs the next invocation one more empty query (docs/day-end.md, "Checkpoints" in §4)."""
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [
                 pool.submit(self._segment, invocation, segment, invocation.record.segments[segment]) for segment in todo
             ]
             for future in futures:
                 future.result()
+        with invocation.lock:
+            empty, invocation.found_empty = invocation.found_empty, {}
+        if empty:
+            self._checkpoint(invocation, empty)
 
     def _fetch(self, segment: Segment, cursor: dict[str, Any] | None) -> LoansPage:
         if segment.kind is SegmentKind.WATCH:
@@ -393,7 +405,11 @@ class DayEndService:
                     self._bring_to_date(loan, invocation, page)
             page.cursor = cursor
             page.done = cursor is None
-            self._checkpoint(invocation, segment, page)
+            if page.done and not loans and state == SegmentState():
+                with invocation.lock:
+                    invocation.found_empty[segment] = page
+            else:
+                self._checkpoint(invocation, {segment: page})
             state.__dict__.update(page.__dict__)
             invocation.budget.progressed.set()
 
@@ -409,12 +425,12 @@ class DayEndService:
             # A written loan leaves its watch partition: note the page before writing any of it, so that a
             # run resumed after a crash midway finds (and counts) what this one wrote.
             claim = dataclasses.replace(state, cursor=cursor, page=[loan.loan_id for loan in loans])
-            self._checkpoint(invocation, segment, claim)
+            self._checkpoint(invocation, {segment: claim})
         return loans, cursor
 
-    def _checkpoint(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
+    def _checkpoint(self, invocation: _Invocation, states: dict[Segment, SegmentState]) -> None:
         lease_until = clock.now_epoch() + LEASE_SECONDS
-        self.runs.checkpoint(invocation.business_date, invocation.run_id, segment, state, lease_until)
+        self.runs.checkpoint(invocation.business_date, invocation.run_id, states, lease_until)
 
     # --- one loan -------------------------------------------------------------------------------------
 

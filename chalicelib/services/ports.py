@@ -5,7 +5,7 @@ contract suite holds both to the same behaviour."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -247,9 +247,9 @@ class RunStore(Protocol):
     def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[Segment, SegmentState]) -> None: ...
 
     def checkpoint(
-        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
+        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
     ) -> None:
-        """Store one segment's progress and renew the lease; ``LostLease`` if the run is not ours."""
+        """Store these segments' progress and renew the lease; ``LostLease`` if the run is not ours."""
         ...
 
     def finish(

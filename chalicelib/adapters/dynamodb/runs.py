@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
@@ -13,6 +14,10 @@ from pynamodb.exceptions import DoesNotExist, UpdateError
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import DpdRunModel
 from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
+
+CHECKPOINT_BATCH = 50
+"""Segments set by one update: each is a short path and a value of about 100 bytes, so 50 keep the
+update expression and its values far below DynamoDB's limits."""
 
 
 def _state_to_item(state: SegmentState) -> str:
@@ -101,21 +106,24 @@ class DynamoRunStore:
 
     @storage_call
     def checkpoint(
-        self, business_date: dt.date, run_id: str, segment: Segment, state: SegmentState, lease_until: int
+        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
     ) -> None:
+        """One conditional update per ``CHECKPOINT_BATCH`` segments (usually one segment, or the many a
+        phase found empty)."""
         segments: Any = DpdRunModel.segments
-        try:
-            DpdRunModel(business_date.isoformat()).update(
-                actions=[
-                    segments[str(segment)].set(_state_to_item(state)),
-                    DpdRunModel.lease_until.set(lease_until),
-                ],
-                condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),
-            )
-        except UpdateError as exc:
-            if conditional_check_failed(exc):
-                raise LostLease(business_date.isoformat()) from None
-            raise
+        batch = list(states.items())
+        for start in range(0, len(batch), CHECKPOINT_BATCH):
+            chunk = batch[start : start + CHECKPOINT_BATCH]
+            actions = [segments[str(segment)].set(_state_to_item(state)) for segment, state in chunk]
+            try:
+                DpdRunModel(business_date.isoformat()).update(
+                    actions=[*actions, DpdRunModel.lease_until.set(lease_until)],
+                    condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),
+                )
+            except UpdateError as exc:
+                if conditional_check_failed(exc):
+                    raise LostLease(business_date.isoformat()) from None
+                raise
 
     @storage_call
     def finish(
