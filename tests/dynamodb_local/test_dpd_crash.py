@@ -55,6 +55,7 @@ from chalicelib.services.day_end import LEASE_SECONDS, RunResult
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.wiring import services
 from infra.provision import provision
+from tests.dynamodb_local.faults import Fault, hooked
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -252,37 +253,6 @@ def assert_same(actual: Outcome, clean: Outcome, label: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- hooks
-
-
-class Fault:
-    """Raise a fresh ``make_error()`` on the n-th call seen (counted across the job's threads), once.
-    ``n=0`` only counts."""
-
-    def __init__(self, n: int, make_error: Callable[[], Exception] | None = None) -> None:
-        self.n = n
-        self.make_error = make_error
-        self.calls = 0
-        self.fired = False
-        self._lock = threading.Lock()
-
-    def __call__(self, **_kwargs: Any) -> None:
-        with self._lock:
-            self.calls += 1
-            fire = self.calls == self.n and self.make_error is not None
-        if fire:
-            assert self.make_error is not None
-            self.fired = True
-            raise self.make_error()
-
-
-@contextmanager
-def hooked(model: type[Model], event: str, handler: Callable[..., Any]) -> Iterator[None]:
-    events = model._get_connection().connection.client.meta.events
-    events.register(event, handler)
-    try:
-        yield
-    finally:
-        events.unregister(event, handler)
 
 
 def run_job(at: dt.datetime = RUN_AT) -> RunResult:
