@@ -214,6 +214,19 @@ def next_attempt(reminder: Reminder, now: dt.datetime) -> dt.datetime:
     return send_after_for(now + dt.timedelta(minutes=pause))
 
 
+def claimed(reminder: Reminder, now: dt.datetime) -> Reminder:
+    """The reminder with an attempt recorded as under way from ``now``, before anything is published. An
+    attempt taken over from a sender that died keeps the first one's start: the deduplication window is
+    counted from the first publish."""
+    return replace(
+        reminder,
+        status=ReminderStatus.SENDING,
+        attempts=reminder.attempts + 1,
+        attempt_started_at=reminder.attempt_started_at if reminder.status is ReminderStatus.SENDING else now,
+        next_attempt_at=now + dt.timedelta(seconds=STALE_ATTEMPT_SECONDS),
+    )
+
+
 def retried(reminder: Reminder, now: dt.datetime, error: str) -> Reminder:
     """The reminder after a failed attempt: queued again after a pause, or FAILED after the last."""
     if reminder.attempts >= MAX_SEND_ATTEMPTS:

@@ -25,13 +25,13 @@ from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.reminders import (
-    STALE_ATTEMPT_SECONDS,
     UNKNOWN_OUTCOME_RETRY_SECONDS,
     PublishOutcomeUnknown,
     PublishRejected,
     Reminder,
     ReminderStatus,
     cancel_reason,
+    claimed,
     in_window,
     mask_phone,
     parse_reminder_id,
@@ -143,16 +143,10 @@ class ReminderService:
             if (now - started).total_seconds() > UNKNOWN_OUTCOME_RETRY_SECONDS:
                 self._settle(reminder, self._failed(reminder, OUTCOME_UNKNOWN), report)
                 return
-        claimed = dataclasses.replace(
-            reminder,
-            status=ReminderStatus.SENDING,
-            attempts=reminder.attempts + 1,
-            attempt_started_at=reminder.attempt_started_at if reminder.status is ReminderStatus.SENDING else now,
-            next_attempt_at=now + dt.timedelta(seconds=STALE_ATTEMPT_SECONDS),
-        )
-        if not self.store.replace(reminder, claimed):
+        attempt = claimed(reminder, now)
+        if not self.store.replace(reminder, attempt):
             return  # another sender took it
-        self._settle(claimed, self._publish(claimed, loan, now), report)
+        self._settle(attempt, self._publish(attempt, loan, now), report)
 
     def _publish(self, claimed: Reminder, loan: Loan, now: dt.datetime) -> Reminder:
         message = {

@@ -41,7 +41,7 @@ from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import Unavailable
 from chalicelib.domain.loan import Borrower
 from chalicelib.domain.payment import PaymentMode
-from chalicelib.domain.reminders import Reminder, ReminderKind, ReminderStatus
+from chalicelib.domain.reminders import Reminder, ReminderKind, claimed
 from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, SegmentKind
 from chalicelib.services.context import RequestContext
 from chalicelib.services.day_end import RunResult
@@ -574,14 +574,8 @@ def _sender(env: dict[str, str], at: str, barrier: Any, out: Any) -> None:
 
 
 def _orphaned(reminder: Reminder, minutes: int) -> Reminder:
-    started = SEND_AT - dt.timedelta(minutes=minutes)
-    return dataclasses.replace(
-        reminder,
-        status=ReminderStatus.SENDING,
-        attempts=reminder.attempts + 1,
-        attempt_started_at=started,
-        next_attempt_at=started + dt.timedelta(seconds=60),
-    )
+    """Claimed ``minutes`` before the senders start by one that died before publishing."""
+    return claimed(reminder, SEND_AT - dt.timedelta(minutes=minutes))
 
 
 def test_four_senders_racing_publish_each_reminder_exactly_once(local_stack: str, dynamodb_local: str) -> None:

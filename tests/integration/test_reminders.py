@@ -19,7 +19,7 @@ from botocore.exceptions import ReadTimeoutError
 
 from chalicelib.adapters.dynamodb.reminders import DynamoReminderStore
 from chalicelib.clock import IST
-from chalicelib.domain.reminders import ReminderKind, ReminderStatus, mask_phone, send_after_for
+from chalicelib.domain.reminders import ReminderKind, ReminderStatus, claimed, mask_phone, send_after_for
 from chalicelib.jobs.lambda_handlers import reminders_job
 from chalicelib.wiring import services
 from tests.integration.api_helpers import (
@@ -351,8 +351,7 @@ def test_an_attempt_whose_sender_died_is_published_again_only_inside_the_dedupli
     for loan_id, minutes in zip(loan_ids, (2, 6), strict=True):
         [r] = store.for_loan(loan_id)
         started = at - dt.timedelta(minutes=minutes)
-        claimed = _claimed(r, started)
-        assert store.replace(r, claimed)
+        assert store.replace(r, claimed(r, started))
     send_at(api, at)
     fresh, stale = (store.for_loan(i)[0] for i in loan_ids)
     assert fresh.status is ReminderStatus.SENT
@@ -382,18 +381,6 @@ def _ops() -> Any:
     from chalicelib.services.context import RequestContext
 
     return RequestContext(actor=Actor(sub="ops:tester", role="admin"))
-
-
-def _claimed(reminder: Any, started: dt.datetime) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(
-        reminder,
-        status=ReminderStatus.SENDING,
-        attempts=reminder.attempts + 1,
-        attempt_started_at=started,
-        next_attempt_at=started + dt.timedelta(seconds=60),
-    )
 
 
 def test_every_kind_is_named_by_the_walk() -> None:
