@@ -291,8 +291,8 @@ class RecordingMetrics:
     def __init__(self) -> None:
         self.calls: list[MetricCall] = []
 
-    def count(self, name: str, **dimensions: str) -> None:
-        self.calls.append(MetricCall(name, dict(dimensions)))
+    def count(self, name: str, times: int = 1, **dimensions: str) -> None:
+        self.calls.extend(MetricCall(name, dict(dimensions)) for _ in range(times))
 
     def counted(self, name: str) -> int:
         """How many times ``name`` was counted, whatever its dimensions."""

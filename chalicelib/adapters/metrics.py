@@ -18,8 +18,8 @@ class EmfMetrics:
         self._namespace = namespace
         self._service = os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-crm")
 
-    def count(self, name: str, **dimensions: str) -> None:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=self._namespace) as metric:
+    def count(self, name: str, times: int = 1, **dimensions: str) -> None:
+        with single_metric(name=name, unit=MetricUnit.Count, value=times, namespace=self._namespace) as metric:
             metric.add_dimension(name="service", value=self._service)
             for key, value in dimensions.items():
                 metric.add_dimension(name=key, value=value)

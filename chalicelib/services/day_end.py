@@ -479,8 +479,8 @@ class DayEndService:
                 raise
             return
         state.reminders += queued
-        for _ in range(queued):
-            self.metrics.count("RemindersQueued")
+        if queued:
+            self.metrics.count("RemindersQueued", times=queued)
 
     def _decide_and_write(
         self, loan: Loan | None, business_date: dt.date, escalation_enabled: bool, state: SegmentState

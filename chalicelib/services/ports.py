@@ -80,8 +80,8 @@ class UserFilter:
 
 
 class Metrics(Protocol):
-    def count(self, name: str, **dimensions: str) -> None:
-        """Count one occurrence of a business event (alarms watch some of these)."""
+    def count(self, name: str, times: int = 1, **dimensions: str) -> None:
+        """Count ``times`` occurrences of a business event in one data point (alarms watch some of these)."""
         ...
 
 

@@ -163,6 +163,21 @@ def test_a_catch_up_run_at_1855_sends_today_and_at_1905_tomorrow_at_0800(api: Ap
     assert by_kind == {"PRE_DUE_3": "2026-04-03T18:55:00+05:30", "PRE_DUE_1": "2026-04-06T08:00:00+05:30"}
 
 
+def test_a_loans_reminders_are_counted_in_one_data_point(api: Api, capfd: pytest.CaptureFixture[str]) -> None:
+    """On 4 May instalment 1 (due 5 Apr) is 30 days overdue and instalment 2 falls due the next day: two
+    reminders for one loan, one RemindersQueued data point of value 2 (not a line each)."""
+    loan_id = api.create_loan()["loan_id"]
+    capfd.readouterr()
+    run_for(api, "2026-05-04")  # the first run: a full scan, so the loan is read and queued inline
+    assert kinds(reminders(api, loan_id)) == [("OVERDUE_30", 1), ("PRE_DUE_1", 2)]
+    points = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"RemindersQueued"' in line]
+    # EMF carries a data point's value as a number or a list of them (powertools writes a list).
+    values = [
+        p["RemindersQueued"] if isinstance(p["RemindersQueued"], list) else [p["RemindersQueued"]] for p in points
+    ]
+    assert values == [[2]]
+
+
 def test_with_the_switch_off_a_run_queues_none_and_turning_it_on_does_not_back_fill(api: Api) -> None:
     loan_id = api.create_loan()["loan_id"]
     run_for(api, "2026-04-01")
