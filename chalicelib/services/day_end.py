@@ -146,8 +146,8 @@ class _Invocation:
     escalation_enabled: bool
     budget: Budget
     reminders_enabled: bool = False
-    found_empty: dict[Segment, SegmentState] = field(default_factory=dict)
-    """Segments done on a first page that found nothing, not checkpointed yet (see ``_work``)."""
+    done_in_one_page: dict[Segment, SegmentState] = field(default_factory=dict)
+    """Segments finished in their first page and not checkpointed yet (see ``_work``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def unfinished(self) -> list[Segment]:
@@ -362,10 +362,11 @@ class DayEndService:
     # --- segments and pages ---------------------------------------------------------------------------
 
     def _work(self, invocation: _Invocation, todo: list[Segment]) -> None:
-        """Work the segments in threads. Those that found nothing are marked done together at the end, in
-        as few writes as the store allows: most segments of a night are empty (the reminder partitions,
-        most watch days), and a write each would be most of the run's requests. Lost to a crash, such a
-        mark costs the next invocation one more empty query (docs/day-end.md, "Checkpoints" in §4)."""
+        """Work the segments in threads. Those finished in their first page that are harmless to do again
+        (they found nothing, or only queued reminders) are marked done together at the end, in as few
+        writes as the store allows: most segments of a night are like that (the reminder partitions,
+        quiet watch days), and each checkpoint rewrites the whole run record. Lost to a crash, such a
+        mark costs the next invocation one more query (docs/day-end.md, "Checkpoints" in §4)."""
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [
                 pool.submit(self._segment, invocation, segment, invocation.record.segments[segment]) for segment in todo
@@ -373,9 +374,9 @@ class DayEndService:
             for future in futures:
                 future.result()
         with invocation.lock:
-            empty, invocation.found_empty = invocation.found_empty, {}
-        if empty:
-            self._checkpoint(invocation, empty)
+            done, invocation.done_in_one_page = invocation.done_in_one_page, {}
+        if done:
+            self._checkpoint(invocation, done)
 
     def _fetch(self, segment: Segment, cursor: dict[str, Any] | None) -> LoansPage:
         if segment.kind is SegmentKind.WATCH:
@@ -405,9 +406,11 @@ class DayEndService:
                     self._bring_to_date(loan, invocation, page)
             page.cursor = cursor
             page.done = cursor is None
-            if page.done and not loans and state == SegmentState():
+            if page.done and state == SegmentState() and (not loans or segment.anchor is not None):
+                # Finished in its first page, and harmless to do again: it found nothing, or it only
+                # queued reminders (conditional puts). Written with the phase's others (see _work).
                 with invocation.lock:
-                    invocation.found_empty[segment] = page
+                    invocation.done_in_one_page[segment] = page
             else:
                 self._checkpoint(invocation, {segment: page})
             state.__dict__.update(page.__dict__)
