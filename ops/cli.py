@@ -6,7 +6,7 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
     stack [--export | --get NAME]         dates [NAME]
     login | logout | api METHOD PATH [--data JSON] [--all]
     alarms [--state ALARM | --history 24h] | logs [--function api|job|reconciliation|reminders] [--since 10m] [--errors]
-    metrics NAME... [--since 1h] [--function api|job | --table loans] [--dimension K=V]
+    metrics NAME... [--since 1h] [--function api|job|reconciliation|reminders | --table loans] [--dimension K=V]
     flags list | flags set NAME true|false
     dpd run [--date YYYY-MM-DD] | dpd runs
     check loan ID... [--per-bucket N] | check portfolio | check buckets

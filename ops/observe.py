@@ -72,7 +72,7 @@ class AlarmState:
 
 
 def alarm_states(cw: Any, prefix: str, state: str | None = None) -> list[AlarmState]:
-    """The stage's alarms, in ``state`` if given (filtered here: a stage has about ten alarms)."""
+    """The stage's alarms, in ``state`` if given (filtered here: a stage has a few dozen alarms at most)."""
     alarms = [
         AlarmState(a["AlarmName"], a["StateValue"], a["StateUpdatedTimestamp"], a.get("StateReason", ""))
         for page in cw.get_paginator("describe_alarms").paginate(AlarmNamePrefix=prefix)
@@ -317,7 +317,7 @@ def metrics_command(
         list[str] | None, typer.Option("--dimension", help="Extra NAME=VALUE, e.g. reason=DUPLICATE_UTR.")
     ] = None,
     function: Annotated[
-        Function | None, typer.Option(help="AWS/Lambda metrics of the api, job or reconciliation function.")
+        Function | None, typer.Option(help="AWS/Lambda metrics of the api, job, reconciliation or reminders function.")
     ] = None,
     table: Annotated[str | None, typer.Option(help="AWS/DynamoDB metrics of loan-crm-<stage>-<table>.")] = None,
     namespace: Annotated[str | None, typer.Option(help="Default: LoanCRM/<stage> with service=loan-crm.")] = None,

@@ -35,7 +35,9 @@ on-demand table takes eight scanners easily."""
 BATCH_WRITE = 25
 BATCH_GET = 100
 RESTORABLE = ("loans", "payments", "utr-claims", "dpd-runs", "legal-cases", "users")
-"""Never ``audit`` (evidence, append-only), nor the TTL tables (their rows are disposable)."""
+"""Never ``audit`` (evidence, append-only), nor the TTL tables (their rows are disposable), nor
+``reminders`` (a reminder put back as it stood before it was sent would be sent again). The derived tables
+(``aggregates``, ``reconciliations``, ``scores``) are rebuilt from the restored ledger instead."""
 
 app = typer.Typer(help="Make live tables equal to their restored copies (data rollback).", no_args_is_help=True)
 
