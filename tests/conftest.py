@@ -72,6 +72,12 @@ def _use_stage(monkeypatch: pytest.MonkeyPatch, stage: str, endpoint: str | None
     wiring.reset()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``long`` tests first. xdist hands tests out in collection order, so a test of minutes collected
+    late runs alone on one worker while the others have finished: the whole command waits for it."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Tables and flags provisioned in moto; yields the stage name."""

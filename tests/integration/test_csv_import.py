@@ -114,6 +114,7 @@ def _errors(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.dynamodb_local
+@pytest.mark.long
 def test_ten_thousand_rows_with_fifty_bad_ones_and_a_safe_rerun(local_stack: str, tmp_path: Path) -> None:
     _collectors()
     text, bad = book()

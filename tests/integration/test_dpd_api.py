@@ -365,6 +365,7 @@ def one_segment_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(services().dpd_job, "workers", 1)
 
 
+@pytest.mark.long
 def test_one_invoke_through_the_test_client_completes_a_300_loan_book(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
