@@ -9,7 +9,7 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from chalicelib import clock
 from chalicelib.domain.audit import Actor
@@ -46,8 +46,15 @@ def list_reminders(
             )
         return
     table = Table(
-        "reminder", "send after (IST)", "status", "attempts", "reason", "borrower phone", title=f"reminders for {day}"
+        Column("reminder", no_wrap=True, min_width=len("DEMO-00001#OVERDUE_15#001")),
+        "send after (IST)",
+        "status",
+        "attempts",
+        "reason",
+        "borrower phone",
+        title=f"reminders for {day}",
     )
+    # The id is what `reminders resend` takes: never cut short, whatever the terminal's width.
     for r in reminders:
         loan = svc.loans.loans.get(r.loan_id)
         phone = mask_phone(loan.borrower.phone) if loan else "-"
