@@ -108,8 +108,8 @@ class DynamoRunStore:
     def checkpoint(
         self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
     ) -> None:
-        """One conditional update per ``CHECKPOINT_BATCH`` segments (usually one segment, or the many a
-        phase found empty)."""
+        """One conditional update per ``CHECKPOINT_BATCH`` segments: usually one segment, or the many of a
+        phase that finished in one page (docs/day-end.md, "Checkpoints" in §4)."""
         segments: Any = DpdRunModel.segments
         batch = list(states.items())
         for start in range(0, len(batch), CHECKPOINT_BATCH):
