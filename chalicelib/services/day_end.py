@@ -78,7 +78,10 @@ logger = Logger(service="loan-crm")
 
 SYSTEM = RequestContext(actor=DELINQUENCY_ACTOR)
 LEASE_SECONDS = 120
-"""Renewed after every page; a crashed invocation's run can be taken over this long after it died."""
+"""Renewed with every checkpoint; a crashed invocation's run can be taken over this long after it died."""
+UNWRITTEN_SEGMENTS = 40
+"""At most this many segments finished in one page wait for their batched checkpoint (see ``_work``):
+each is at most a page of work, so the lease is renewed long before it runs out."""
 MAX_CATCHUP_DAYS = 31
 SCAN_SEGMENTS = 16
 SEGMENT_WORKERS = 4
@@ -373,7 +376,18 @@ class DayEndService:
             ]
             for future in futures:
                 future.result()
+        self._note_done(invocation)
+
+    def _note_done(
+        self, invocation: _Invocation, segment: Segment | None = None, state: SegmentState | None = None
+    ) -> None:
+        """Note a segment finished in one page; write the notes once ``UNWRITTEN_SEGMENTS`` have gathered,
+        or (no segment given) whatever has gathered."""
         with invocation.lock:
+            if segment is not None and state is not None:
+                invocation.done_in_one_page[segment] = state
+                if len(invocation.done_in_one_page) < UNWRITTEN_SEGMENTS:
+                    return
             done, invocation.done_in_one_page = invocation.done_in_one_page, {}
         if done:
             self._checkpoint(invocation, done)
@@ -409,8 +423,7 @@ class DayEndService:
             if page.done and state == SegmentState() and (not loans or segment.anchor is not None):
                 # Finished in its first page, and harmless to do again: it found nothing, or it only
                 # queued reminders (conditional puts). Written with the phase's others (see _work).
-                with invocation.lock:
-                    invocation.done_in_one_page[segment] = page
+                self._note_done(invocation, segment, page)
             else:
                 self._checkpoint(invocation, {segment: page})
             state.__dict__.update(page.__dict__)
