@@ -376,18 +376,18 @@ class DayEndService:
             ]
             for future in futures:
                 future.result()
-        self._note_done(invocation)
+        self._write_noted(invocation)
 
-    def _note_done(
-        self, invocation: _Invocation, segment: Segment | None = None, state: SegmentState | None = None
-    ) -> None:
-        """Note a segment finished in one page; write the notes once ``UNWRITTEN_SEGMENTS`` have gathered,
-        or (no segment given) whatever has gathered."""
+    def _note_done(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
+        """Note a segment finished in one page; write the notes once ``UNWRITTEN_SEGMENTS`` have gathered."""
         with invocation.lock:
-            if segment is not None and state is not None:
-                invocation.done_in_one_page[segment] = state
-                if len(invocation.done_in_one_page) < UNWRITTEN_SEGMENTS:
-                    return
+            invocation.done_in_one_page[segment] = state
+            full = len(invocation.done_in_one_page) >= UNWRITTEN_SEGMENTS
+        if full:
+            self._write_noted(invocation)
+
+    def _write_noted(self, invocation: _Invocation) -> None:
+        with invocation.lock:
             done, invocation.done_in_one_page = invocation.done_in_one_page, {}
         if done:
             self._checkpoint(invocation, done)

@@ -32,6 +32,7 @@ def score_row_dict(row: ScoreRow) -> dict[str, Any]:
         "loans": row.loans,
         "amount_due_paise": row.amount_due_paise,
         "collected_paise": row.collected_paise,
+        # A ratio, computed exactly (a Fraction of paise); a float only here, in the JSON answer.
         "collection_efficiency": float(row.collection_efficiency),
         "cured": row.cured,
         "rolled_forward": row.rolled_forward,
