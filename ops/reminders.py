@@ -14,7 +14,7 @@ from rich.table import Column, Table
 from chalicelib import clock
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.reminders import mask_phone
+from chalicelib.domain.privacy import mask_phone
 from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services

@@ -287,13 +287,30 @@ class MetricCall:
     dimensions: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    value: float
+    unit: str
+    dimensions: dict[str, str]
+
+
 class RecordingMetrics:
     def __init__(self) -> None:
         self.calls: list[MetricCall] = []
+        """Counts, one entry per occurrence (``count(name, times=3)`` adds three)."""
+        self.measurements: list[Measurement] = []
+        """Data points of ``measure``, one entry each."""
 
     def count(self, name: str, times: int = 1, **dimensions: str) -> None:
         self.calls.extend(MetricCall(name, dict(dimensions)) for _ in range(times))
 
+    def measure(self, name: str, value: float, unit: str, **dimensions: str) -> None:
+        self.measurements.append(Measurement(name, value, unit, dict(dimensions)))
+
     def counted(self, name: str) -> int:
         """How many times ``name`` was counted, whatever its dimensions."""
         return sum(1 for c in self.calls if c.name == name)
+
+    def measured(self, name: str) -> list[Measurement]:
+        return [m for m in self.measurements if m.name == name]

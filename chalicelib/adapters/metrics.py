@@ -1,7 +1,8 @@
-"""Business metrics as CloudWatch EMF lines (powertools). Alarms in infra/template.json watch them.
+"""Business metrics as CloudWatch EMF lines (powertools). Alarms in infra/template.json watch them, the
+dashboard shows the day-end ones (docs/logging.md, "Metrics").
 
-Each count is flushed at once with ``single_metric`` so a metric is never lost to an exception later
-in the request, and nothing depends on a handler decorator flushing at the end.
+Each data point is flushed at once with ``single_metric`` so a metric is never lost to an exception
+later in the request, and nothing depends on a handler decorator flushing at the end.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from chalicelib.services.ports import MetricUnit as Unit
 
 
 class EmfMetrics:
@@ -19,7 +22,13 @@ class EmfMetrics:
         self._service = os.environ.get("POWERTOOLS_SERVICE_NAME", "loan-crm")
 
     def count(self, name: str, times: int = 1, **dimensions: str) -> None:
-        with single_metric(name=name, unit=MetricUnit.Count, value=times, namespace=self._namespace) as metric:
+        self._emit(name, times, MetricUnit.Count, dimensions)
+
+    def measure(self, name: str, value: float, unit: Unit, **dimensions: str) -> None:
+        self._emit(name, value, MetricUnit(unit), dimensions)
+
+    def _emit(self, name: str, value: float, unit: MetricUnit, dimensions: dict[str, str]) -> None:
+        with single_metric(name=name, unit=unit, value=value, namespace=self._namespace) as metric:
             metric.add_dimension(name="service", value=self._service)
-            for key, value in dimensions.items():
-                metric.add_dimension(name=key, value=value)
+            for key, dimension in dimensions.items():
+                metric.add_dimension(name=key, value=dimension)

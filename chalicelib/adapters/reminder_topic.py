@@ -39,7 +39,7 @@ class SnsReminderPublisher:
     def _find_topic(self, client: Any) -> str:
         """Deployed functions are given the ARN (``REMINDERS_TOPIC_ARN``); the local stack and the tests
         find the topic ``infra.provision`` made by its name."""
-        wanted = f":{self._settings.table_prefix}reminders.fifo"
+        wanted = f":{self._settings.stage_prefix}reminders.fifo"
         for page in client.get_paginator("list_topics").paginate():
             for topic in page.get("Topics", []):
                 if topic["TopicArn"].endswith(wanted):

@@ -11,6 +11,9 @@ defined on a resource never reaches the function at all. So each path is registe
 method, with one dispatcher that answers 405 and 415 in the API's error shape and hands everything
 else to the view registered for that method.
 
+Every request the app answers is written as exactly one log line, ``request`` (:func:`log_request`,
+docs/logging.md): who asked for which route, which loan it named, the status and how long it took.
+
 A path no route matches never reaches a view either: Chalice's local gateway (the one
 ``chalice.test.Client`` uses) answers it with API Gateway's raw 403, quoting the request's
 Authorization header back. :data:`unmatched` registers catch-all routes ``/{segment_1}`` ..
@@ -31,11 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aws_lambda_powertools import Logger
 from chalice.app import Blueprint, CORSConfig, Request, Response
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from chalicelib.adapters.logging import app_logger, log_context
 from chalicelib.api import idempotency
 from chalicelib.api.errors import (
     error_response,
@@ -64,7 +67,7 @@ from chalicelib.domain.users import USERNAME_PATTERN
 from chalicelib.services.context import RequestContext
 from chalicelib.wiring import services
 
-logger = Logger(service="loan-crm")
+logger = app_logger()
 M = TypeVar("M", bound=BaseModel)
 
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
@@ -227,6 +230,13 @@ class Call:
 
     def raw_body(self) -> bytes:
         return _raw_body(self.request)
+
+    def loan_id_named(self) -> str | None:
+        """The ``loan_id`` a body the view read names at its top level (a payment's), for the request's
+        log line; None when the body was not read, names none, or names one that cannot exist."""
+        value = self._document.value if self._document is not None else None
+        loan_id = value.get("loan_id") if isinstance(value, dict) else None
+        return loan_id if isinstance(loan_id, str) and LOAN_ID_PATTERN.fullmatch(loan_id) else None
 
     def document(self) -> JsonDocument:
         """The body read as JSON (413, 400 when unreadable), problems not yet judged."""
@@ -446,14 +456,19 @@ def _path_views(bp: Blueprint, path: str) -> dict[str, Callable[..., Response]]:
         request = bp.current_request
         view = views.get(request.method)
         if view is None:
-            allowed = sorted(views)
+            started, request_id, allowed = time.monotonic(), _request_id(request), sorted(views)
             refusal: DomainError = MethodNotAllowed(
                 f"{request.method} is not served on this path", {"allowed": allowed}
             )
-            return error_response(refusal, _request_id(request), headers={"Allow": ", ".join(allowed)})
+            response = error_response(refusal, request_id, headers={"Allow": ", ".join(allowed)})
+            log_request(RequestLine(request.method, path, request_id, started), response)
+            return response
         if request.method in BODY_METHODS and not _is_json(request):
+            started, request_id = time.monotonic(), _request_id(request)
             refusal = UnsupportedMediaType("request bodies must be application/json", {"expected": "application/json"})
-            return error_response(refusal, _request_id(request))
+            response = error_response(refusal, request_id)
+            log_request(RequestLine(request.method, path, request_id, started), response)
+            return response
         return view(**params)
 
     dispatch.__name__ = "route_" + re.sub(r"\W+", "_", path).strip("_")
@@ -503,9 +518,17 @@ def is_catch_all(path: str) -> bool:
     return path in CATCH_ALL_PATHS
 
 
+UNMATCHED_ROUTE = "unmatched"
+"""The route a request line names for a path no route matches (never the path: it could hold anything)."""
+
+
 def _nothing_served(**_segments: str) -> Response:
     # Chalice's local matcher may also pass parameters of routes it tried before this one: all ignored.
-    return unknown_path_response(_request_id(unmatched.current_request))
+    request = unmatched.current_request
+    line = RequestLine(request.method, UNMATCHED_ROUTE, _request_id(request), time.monotonic())
+    response = unknown_path_response(line.request_id)
+    log_request(line, response)
+    return response
 
 
 for _catch_all in CATCH_ALL_PATHS:
@@ -558,11 +581,19 @@ class _Endpoint:
     def serve(self, params: dict[str, Any]) -> Response:
         """The error boundary around one request: admission (:meth:`_admit`), then the view's answer
         (:meth:`_answer`). Whatever is raised becomes a response in the API's error shape: a refusal
-        its own status, an unreachable dependency 503 (counted for ops), anything else a logged 500."""
+        its own status, an unreachable dependency 503 (counted for ops), anything else a logged 500.
+        Every line written meanwhile carries the request id, and the request's own line comes last."""
         request = self.bp.current_request
-        request_id = _request_id(request)
+        line = RequestLine(request.method, self.path, _request_id(request), time.monotonic(), params)
+        with log_context(request_id=line.request_id):
+            response = self._serve(request, line, params)
+            log_request(line, response)
+        return response
+
+    def _serve(self, request: Request, line: RequestLine, params: dict[str, Any]) -> Response:
+        request_id = line.request_id
         try:
-            return self._answer(self._admit(request, request_id, params), params)
+            return self._answer(self._admit(request, line, params), params)
         except Unavailable as exc:
             services().metrics.count("DependencyUnavailable")
             logger.warning("dependency unavailable", extra={"request_id": request_id, "path": request.path})
@@ -573,13 +604,16 @@ class _Endpoint:
             logger.exception("unhandled error", extra={"request_id": request_id, "path": request.path})
             return internal_error_response(request_id)
 
-    def _admit(self, request: Request, request_id: str, params: dict[str, Any]) -> Call:
+    def _admit(self, request: Request, line: RequestLine, params: dict[str, Any]) -> Call:
         """Who is calling (401), whether the path's ids can exist at all (404), and whether the
-        caller's role may use the route (403, audited on write routes)."""
+        caller's role may use the route (403, audited on write routes). Notes the caller and the call
+        on ``line`` as soon as they are known, so a refusal's line names them too."""
+        request_id = line.request_id
         if self.authenticated:
             ctx = _authenticate(request, request_id)
         else:
             ctx = RequestContext(actor=ANONYMOUS, source_ip=_source_ip(request), request_id=request_id)
+        line.actor = None if ctx.actor is ANONYMOUS else ctx.actor
         _check_path_parameters(params)
         if self.roles is not None:
             try:
@@ -587,7 +621,7 @@ class _Endpoint:
             except Forbidden as exc:
                 _record_denial(ctx, request, self.path, params, exc)
                 raise
-        call = Call(request, ctx, request_id)
+        call = line.call = Call(request, ctx, request_id)
         if request.method != "GET":
             call.query(set())  # no write route takes query parameters: one sent is a mistake, never ignored
         return call
@@ -643,3 +677,59 @@ class _Endpoint:
 
 def created(body: Any) -> Response:
     return json_response(201, body)
+
+
+# --- the request's log line (docs/logging.md) -------------------------------------------------------------
+
+
+@dataclass
+class RequestLine:
+    """What a request's log line says, gathered as the request is served."""
+
+    method: str
+    route: str
+    """The route template (``/api/v1/loans/{loan_id}``): the same for every loan, and no data in it."""
+    request_id: str
+    started: float
+    """``time.monotonic()`` when serving began."""
+    params: dict[str, Any] = field(default_factory=dict)
+    actor: Actor | None = None
+    """The authenticated caller; None: anonymous (an open route, or not authenticated)."""
+    call: Call | None = None
+
+    def loan_id(self) -> str | None:
+        """The loan the path names, else the one the body the view read names."""
+        named = self.params.get("loan_id")
+        if isinstance(named, str) and LOAN_ID_PATTERN.fullmatch(named):
+            return named
+        return self.call.loan_id_named() if self.call is not None else None
+
+
+def _outcome(response: Response) -> str:
+    """``ok`` below 400, else the error code the body carries (the API's error shape, docs/api.md)."""
+    if response.status_code < 400:
+        return "ok"
+    try:
+        body = response.body
+        code = json.loads(body)["error"]["code"] if isinstance(body, str | bytes) else body["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = None
+    return str(code) if isinstance(code, str) else f"HTTP_{response.status_code}"
+
+
+def log_request(line: RequestLine, response: Response) -> None:
+    """The request's one line: never a body, a header or a query, only ids, the status and the time."""
+    fields: dict[str, Any] = {
+        "request_id": line.request_id,
+        "method": line.method,
+        "route": line.route,
+        "actor": line.actor.sub if line.actor is not None else "anonymous",
+        "role": line.actor.role if line.actor is not None else None,
+        "loan_id": line.loan_id(),
+        "status": response.status_code,
+        "outcome": _outcome(response),
+        "duration_ms": round((time.monotonic() - line.started) * 1000, 1),
+    }
+    if (response.headers or {}).get(idempotency.REPLAYED_HEADER):
+        fields["replayed"] = True
+    logger.info("request", extra={key: value for key, value in fields.items() if value is not None})

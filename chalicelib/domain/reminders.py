@@ -279,9 +279,3 @@ def render(reminder: Reminder, loan: Loan, now: dt.datetime) -> dict[str, str]:
         "due": reminder.due_date.strftime("%d %b %Y"),
     }
     return {language: texts[template].format(**fields) for language, texts in TEMPLATES.items()}
-
-
-def mask_phone(phone: str) -> str:
-    """What logs may show of a borrower's phone: the last four digits."""
-    digits = [c for c in phone if c.isdigit()]
-    return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])

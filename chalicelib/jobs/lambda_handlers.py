@@ -13,17 +13,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from contextlib import AbstractContextManager
 from typing import Any
 
 from chalice.app import Blueprint
 
 from chalicelib import clock
+from chalicelib.adapters.logging import app_logger, log_context
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.runs import RunOutcome, RunRequest
 from chalicelib.services.views import reconciliation_dict, run_dict
 from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
+# The services write the step lines of each job (docs/logging.md) through the app's log handler, which
+# this puts in place before any job runs.
+app_logger()
+
+
+def _invocation(job: str, context: Any) -> AbstractContextManager[None]:
+    """Every line of the invocation names the job and Lambda's request id (Lambda's own START and
+    REPORT lines carry it), so on-call can go from a step line to the invocation's duration and memory."""
+    return log_context(job=job, aws_request_id=getattr(context, "aws_request_id", None))
 
 
 def business_date_from_event(event: dict[str, Any]) -> dt.date:
@@ -35,15 +46,23 @@ def business_date_from_event(event: dict[str, Any]) -> dt.date:
             return dt.date.fromisoformat(str(event["business_date"]))
         except ValueError:
             raise ValidationFailed("business_date must be YYYY-MM-DD") from None
-    if "scheduled_time" in event:
-        try:
-            fired = dt.datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationFailed("scheduled_time must be an ISO-8601 timestamp") from None
-        if fired.tzinfo is None:
-            raise ValidationFailed("scheduled_time must carry its offset")
-        return fired.astimezone(clock.IST).date() - dt.timedelta(days=1)
+    fired = scheduled_at(event)
+    if fired is not None:
+        return fired.date() - dt.timedelta(days=1)
     raise ValidationFailed("the event names neither business_date nor scheduled_time")
+
+
+def scheduled_at(event: dict[str, Any]) -> dt.datetime | None:
+    """The Scheduler's firing instant in IST, or None for an event without one (ops, the API)."""
+    if "scheduled_time" not in event:
+        return None
+    try:
+        fired = dt.datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationFailed("scheduled_time must be an ISO-8601 timestamp") from None
+    if fired.tzinfo is None:
+        raise ValidationFailed("scheduled_time must carry its offset")
+    return fired.astimezone(clock.IST)
 
 
 def run_request_from_event(event: dict[str, Any], business_date: dt.date) -> RunRequest:
@@ -60,10 +79,17 @@ def run_request_from_event(event: dict[str, Any], business_date: dt.date) -> Run
 
 @bp.lambda_function(name="dpd_job")
 def dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    with _invocation("dpd_job", context):
+        return _dpd_job(event, context)
+
+
+def _dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
     day_end = services().dpd_job
     business_date = business_date_from_event(event)
     if event.get("check") == "completed":
-        return {"business_date": business_date.isoformat(), "completed": day_end.check_completed(business_date)}
+        # Without a firing time (ops asking by hand) the check is as of now.
+        at = scheduled_at(event) or clock.now_ist()
+        return {"business_date": business_date.isoformat(), "completed": day_end.check_completed(business_date, at)}
     request = run_request_from_event(event, business_date)
     result = day_end.run_invocation(request, context.get_remaining_time_in_millis)
     summary = {"outcome": result.outcome.value, "run": run_dict(result.record) if result.record else None}
@@ -82,14 +108,16 @@ class DpdRunFailedError(Exception):
 def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """``{"run_id": ...}`` continues a run (the API's, the day-end's, or its own hand-over);
     ``{"trigger": ...}`` or ``{}`` (ops) starts one. Answers with the run as it stands."""
-    reconciliation = services().reconciliation
-    run_id = event.get("run_id")
-    if run_id:
-        run = reconciliation.run_invocation(str(run_id), context.get_remaining_time_in_millis)
-    else:
-        started = reconciliation.begin(str(event.get("trigger") or "manual"), clock.last_completed_business_date())
-        run = reconciliation.run_invocation(started.run_id, context.get_remaining_time_in_millis)
-    return reconciliation_dict(run)
+    with _invocation("reconciliation_job", context):
+        reconciliation = services().reconciliation
+        run_id = event.get("run_id")
+        if run_id:
+            run = reconciliation.run_invocation(str(run_id), context.get_remaining_time_in_millis)
+        else:
+            trigger = str(event.get("trigger") or "manual")
+            started = reconciliation.begin(trigger, clock.last_completed_business_date())
+            run = reconciliation.run_invocation(started.run_id, context.get_remaining_time_in_millis)
+        return reconciliation_dict(run)
 
 
 @bp.lambda_function(name="reminders_job")
@@ -97,4 +125,5 @@ def reminders_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The reminders sender: EventBridge Scheduler every 10 minutes inside the contact window, or ops with
     ``{}``. Sends what is due within the invocation's time; what is left waits for the next one (the
     work is idempotent, docs/reminders.md)."""
-    return services().reminders.send_due(context.get_remaining_time_in_millis).as_dict()
+    with _invocation("reminders_job", context):
+        return services().reminders.send_due(context.get_remaining_time_in_millis).as_dict()

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from chalicelib import clock
 from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
+from chalicelib.domain.delinquency import Bucket
 from chalicelib.domain.errors import Conflict, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.legal import LegalCase
@@ -47,6 +48,7 @@ from chalicelib.domain.loan import (
     reassess,
     watch_date,
 )
+from chalicelib.domain.portfolio import BOOK, bucket_loans
 from chalicelib.domain.reminders import OVERDUE_AT_DPD, PRE_DUE_DAYS_AHEAD, reminders_due
 from chalicelib.domain.runs import (
     MAX_CONTINUATIONS,
@@ -70,11 +72,13 @@ from chalicelib.services.ports import (
     JobDispatcher,
     LoansPage,
     Metrics,
+    PortfolioReader,
     ReminderStore,
     RunStore,
 )
 
-logger = Logger(service="loan-crm")
+logger = logging.getLogger(__name__)
+"""Written by the app's log handler (docs/logging.md): one line per run step, never one per loan."""
 
 SYSTEM = RequestContext(actor=DELINQUENCY_ACTOR)
 LEASE_SECONDS = 120
@@ -83,6 +87,9 @@ UNWRITTEN_SEGMENTS = 40
 """At most this many segments finished in one page wait for their batched checkpoint (see ``_work``):
 each is at most a page of work, so the lease is renewed long before it runs out."""
 MAX_CATCHUP_DAYS = 31
+RUN_DUE_BY = dt.time(6, 0)
+"""The night's run for D must have completed by this time (IST) on D+1: the collections team starts
+the day from its DPDs (docs/day-end.md, "The watchdog")."""
 SCAN_SEGMENTS = 16
 SEGMENT_WORKERS = 4
 """Segments processed at once in one invocation (threads: the work is waiting on DynamoDB)."""
@@ -97,6 +104,8 @@ PHASES = (
 """Loans pending escalation after the date segments: those move the loans reaching dpd 90 there, and a
 payment landing during the run has the longest time to do so as well (docs/day-end.md, "Pending
 escalation"). Reminders last, once every loan the run writes is written (docs/reminders.md)."""
+PHASE_NAMES = ("loans", "pending escalation", "reminders")
+"""How the log lines name the :data:`PHASES`, in the same order."""
 
 
 def reminder_segments(business_date: dt.date, shards: int) -> list[Segment]:
@@ -211,6 +220,9 @@ class DayEndService:
     dispatcher: JobDispatcher = field(default_factory=RunHere)
     reminders: ReminderStore | None = None
     """Where the run queues borrower reminders; None: this service queues none (docs/reminders.md)."""
+    portfolio: PortfolioReader | None = None
+    """The dashboard's counters, read once a run completes for the ``LoansInBucket`` metric (the run
+    keeps them up to date as it writes, so nothing is scanned); None: that metric is not emitted."""
 
     # --- entry points ---------------------------------------------------------------------------------
 
@@ -239,12 +251,24 @@ class DayEndService:
             )
         return result
 
-    def check_completed(self, business_date: dt.date) -> bool:
-        """The 06:00 watchdog: counting a miss here lets the alarm need no clock-aware metric maths."""
+    def check_completed(self, business_date: dt.date, at: dt.datetime) -> bool:
+        """The watchdog, invoked every 15 minutes: whether the run for ``business_date`` completed.
+        It reports ``DpdRunMissing`` each time, 1 only once the run is due (:data:`RUN_DUE_BY` IST the
+        next morning) and not completed, 0 otherwise, so the alarm needs no clock-aware metric maths
+        and can treat no data at all (a watchdog that stopped running) as a miss too."""
         record = self.runs.get(business_date)
         completed = record is not None and record.status is RunStatus.COMPLETED
-        if not completed:
-            self.metrics.count("DpdRunMissing")
+        due = at >= dt.datetime.combine(business_date + dt.timedelta(days=1), RUN_DUE_BY, tzinfo=clock.IST)
+        self.metrics.measure("DpdRunMissing", 1 if due and not completed else 0, "Count")
+        logger.info(
+            "day-end watchdog",
+            extra={
+                "business_date": business_date.isoformat(),
+                "run_id": record.run_id if record else None,
+                "status": record.status.value if record else None,
+                "outcome": "completed" if completed else ("missing" if due else "not yet due"),
+            },
+        )
         return completed
 
     def run(
@@ -260,7 +284,25 @@ class DayEndService:
         hand-over of the same run started this invocation, which counts towards ``MAX_CONTINUATIONS``
         (anything else starts a new attempt)."""
         _refuse_a_date_not_ended(business_date)
+        started = time.monotonic()
         run_id = new_id()
+        try:
+            result = self._run(business_date, trigger, run_id, time_left_ms, full_scan, continuation)
+        except Exception:
+            _log_finished(business_date, trigger, run_id, "ERROR", None, started)
+            raise
+        _log_finished(business_date, trigger, run_id, result.outcome.value, result.record, started)
+        return result
+
+    def _run(
+        self,
+        business_date: dt.date,
+        trigger: str,
+        run_id: str,
+        time_left_ms: Callable[[], int] | None,
+        full_scan: bool,
+        continuation: bool,
+    ) -> RunResult:
         if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
             return self._skip_by_kill_switch(business_date, trigger, run_id)
         escalation_enabled = self.flags.read(FlagName.ESCALATION_ENABLED, fresh=True).enabled
@@ -284,7 +326,7 @@ class DayEndService:
 
     def _skip_by_kill_switch(self, business_date: dt.date, trigger: str, run_id: str) -> RunResult:
         outcome = self.runs.skip(business_date, trigger, run_id, clock.now_epoch(), clock.now_iso())
-        logger.info("dpd run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
+        logger.info("day-end run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
         return RunResult(outcome, self.runs.get(business_date))
 
     def _carry_out(self, invocation: _Invocation, full_scan: bool) -> RunResult:
@@ -293,6 +335,7 @@ class DayEndService:
         business_date, run_id = invocation.business_date, invocation.run_id
         try:
             self._plan_once(invocation, full_scan)
+            _log_started(invocation)
             self._work_by_phase(invocation)
             left = invocation.unfinished()
             if not left:
@@ -302,7 +345,7 @@ class DayEndService:
         except LostLease:
             return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
         except Exception as exc:
-            logger.exception("dpd run failed", extra={"business_date": str(business_date), "run_id": run_id})
+            logger.exception("day-end run failed", extra={"business_date": str(business_date), "run_id": run_id})
             return self._fail(business_date, run_id, failure_message(exc, run_id))
         if left:  # the chain of continuations is at its bound
             return self._fail(business_date, run_id, bound_message(len(left), len(invocation.record.segments)))
@@ -316,10 +359,13 @@ class DayEndService:
             self.runs.plan(invocation.business_date, invocation.run_id, record.mode, record.segments)
 
     def _work_by_phase(self, invocation: _Invocation) -> None:
-        for kinds in PHASES:
+        for name, kinds in zip(PHASE_NAMES, PHASES, strict=True):
             todo = [segment for segment in invocation.unfinished() if segment.kind in kinds]
             if todo and not invocation.budget.spent():
+                started = time.monotonic()
                 self._work(invocation, todo)
+                if not any(segment.kind in kinds for segment in invocation.unfinished()):
+                    _log_phase(invocation, name, kinds, started)
 
     def _hand_over(self, invocation: _Invocation) -> RunResult:
         self.runs.release(invocation.business_date, invocation.run_id)
@@ -327,8 +373,29 @@ class DayEndService:
 
     def _completed(self, business_date: dt.date, final: RunRecord) -> RunResult:
         self.metrics.count("DpdRunSucceeded")
+        self._report_completed(final)
         self.on_completed(business_date)
         return RunResult(RunOutcome.COMPLETED, final)
+
+    def _report_completed(self, final: RunRecord) -> None:
+        """The dashboard's figures of a completed run (docs/logging.md, "Metrics"). A figure that cannot
+        be read is logged and left out: the run has completed all the same."""
+        try:
+            seconds = _run_seconds(final)
+            if seconds is not None:
+                self.metrics.measure("DayEndDuration", seconds, "Seconds")
+            self.metrics.measure("LoansUpdated", final.loans_updated, "Count")
+            if self.portfolio is not None:
+                counters, _month = self.portfolio.read(BOOK, final.business_date.strftime("%Y-%m"))
+                for bucket in Bucket:
+                    self.metrics.measure(
+                        "LoansInBucket", counters.get(bucket_loans(bucket), 0), "Count", bucket=bucket.value
+                    )
+        except Exception:
+            logger.exception(
+                "day-end metrics could not be emitted",
+                extra={"business_date": final.business_date.isoformat(), "run_id": final.run_id},
+            )
 
     def _fail(self, business_date: dt.date, run_id: str, error: str) -> RunResult:
         try:
@@ -339,7 +406,8 @@ class DayEndService:
             self.metrics.count("DpdRunFailed")  # not even recorded: still alarm
             raise
         logger.error(
-            "dpd run recorded FAILED", extra={"business_date": str(business_date), "run_id": run_id, "error": error}
+            "day-end run recorded FAILED",
+            extra={"business_date": str(business_date), "run_id": run_id, "error": error},
         )
         self.metrics.count("DpdRunFailed")
         return RunResult(RunOutcome.FAILED, final)
@@ -540,6 +608,88 @@ class DayEndService:
             if evaluation.escalate:
                 self.metrics.count("EscalationFailed")
             raise
+
+
+# --- the run's log lines (docs/logging.md) -------------------------------------------------------------------
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _run_seconds(record: RunRecord) -> float | None:
+    """From the run's first start (its first attempt's, kept across retries and continuations) to its
+    completion, as the run record says."""
+    if record.finished_at is None:
+        return None
+    finished, began = dt.datetime.fromisoformat(record.finished_at), dt.datetime.fromisoformat(record.started_at)
+    return max(0.0, (finished - began).total_seconds())
+
+
+def _log_started(invocation: _Invocation) -> None:
+    record = invocation.record
+    logger.info(
+        "day-end run started",
+        extra={
+            "run_id": invocation.run_id,
+            "business_date": invocation.business_date.isoformat(),
+            "trigger": record.trigger,
+            "mode": record.mode,
+            "segments": len(record.segments),
+            "segments_left": len(invocation.unfinished()),
+            "continuations": record.continuations,
+            "escalation_enabled": invocation.escalation_enabled,
+            "reminders_enabled": invocation.reminders_enabled,
+        },
+    )
+
+
+def _log_phase(invocation: _Invocation, name: str, kinds: frozenset[SegmentKind], started: float) -> None:
+    """A phase's totals over all its segments, so a resumed run reports what the whole phase did."""
+    states = [state for segment, state in invocation.record.segments.items() if segment.kind in kinds]
+    logger.info(
+        "day-end phase finished",
+        extra={
+            "run_id": invocation.run_id,
+            "business_date": invocation.business_date.isoformat(),
+            "phase": name,
+            "segments": len(states),
+            "loans_scanned": sum(s.scanned for s in states),
+            "loans_updated": sum(s.updated for s in states),
+            "escalations": sum(s.escalated for s in states),
+            "reminders_queued": sum(s.reminders for s in states),
+            "duration_ms": _elapsed_ms(started),
+        },
+    )
+
+
+def _log_finished(
+    business_date: dt.date, trigger: str, run_id: str, outcome: str, record: RunRecord | None, started: float
+) -> None:
+    """One line per invocation, whatever became of it. ``run_id`` is the run's as recorded (an
+    invocation that found the date completed or taken names the run that has it)."""
+    fields: dict[str, Any] = {
+        "run_id": record.run_id if record is not None else run_id,
+        "business_date": business_date.isoformat(),
+        "trigger": trigger,
+        "outcome": outcome,
+        "duration_ms": _elapsed_ms(started),
+    }
+    if record is not None:
+        fields.update(
+            status=record.status.value,
+            mode=record.mode,
+            loans_scanned=record.loans_scanned,
+            loans_updated=record.loans_updated,
+            escalations=record.escalated,
+            pending_escalation=record.pending_escalation,
+            reminders_queued=record.reminders_queued,
+            continuations=record.continuations,
+        )
+        if outcome == RunOutcome.COMPLETED:
+            fields["run_seconds"] = _run_seconds(record)
+    log = logger.warning if outcome in (RunOutcome.FAILED, "ERROR") else logger.info
+    log("day-end run finished", extra=fields)
 
 
 def _refuse_a_date_not_ended(business_date: dt.date) -> None:

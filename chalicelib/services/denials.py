@@ -9,16 +9,16 @@ an oversized attempt is stored as a digest (``domain.audit.bounded_attempt``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from chalicelib.domain.audit import Action, Outcome, bounded_attempt
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import AuditLog, Metrics
 
-logger = Logger(service="loan-crm")
+logger = logging.getLogger(__name__)
+"""Written by the app's log handler (docs/logging.md)."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.flags import FlagName, FlagValue
@@ -79,9 +79,18 @@ class UserFilter:
     active: bool | None = None
 
 
+MetricUnit = Literal["Count", "Seconds", "Milliseconds"]
+"""The CloudWatch units the app's measurements use."""
+
+
 class Metrics(Protocol):
     def count(self, name: str, times: int = 1, **dimensions: str) -> None:
         """Count ``times`` occurrences of a business event in one data point (alarms watch some of these)."""
+        ...
+
+    def measure(self, name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
+        """One data point of a quantity (a duration, how many loans are in a bucket), 0 included: for
+        the dashboard, and for alarms that need a point every time (docs/logging.md, "Metrics")."""
         ...
 
 
@@ -443,4 +452,16 @@ class LiveCollections(Protocol):
     def collected(self, month: str, collectors: Iterable[str], every_collector: bool = False) -> dict[str, int]:
         """Each collector's collections in ``month`` from the dashboard's counters (collectors with
         none may be left out): those named, and every user with the collector role if asked."""
+        ...
+
+
+# --- the morning digest (docs/runbook/monitoring.md) ------------------------------------------------------
+
+
+class AlertPublisher(Protocol):
+    """The stage's alerts topic: what the on-call people (e-mail, pager) are subscribed to."""
+
+    def publish(self, subject: str, message: str) -> str:
+        """Publish one plain-text message; the message id. ``subject`` is what an e-mail subscriber sees
+        as the subject line (ASCII, one line, under 100 characters). Raises on failure."""
         ...

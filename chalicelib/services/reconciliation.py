@@ -22,12 +22,11 @@ mismatch: it is logged and counted as ``ScoringFailed``, and that run writes no 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-from aws_lambda_powertools import Logger
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action
@@ -85,7 +84,8 @@ from chalicelib.services.ports import (
     StoredLoan,
 )
 
-logger = Logger(service="loan-crm")
+logger = logging.getLogger(__name__)
+"""Written by the app's log handler (docs/logging.md): one line per invocation and per scoring pass."""
 
 SEGMENTS = 8
 """Scan segments per table: 24 in all, worked by :data:`WORKERS` threads per invocation."""
@@ -189,12 +189,35 @@ class ReconciliationService:
         """One invocation's share of a run; while it stops for time and no other invocation can be
         started, carry on here with a fresh budget of the same size (as the day-end run does)."""
         budget_ms = int(time_left_ms()) if time_left_ms is not None else None
-        run, continuing = self._invoke(run_id, time_left_ms)
+        run, continuing = self._logged_invoke(run_id, time_left_ms)
         while continuing:
             if self.dispatcher.hand_on(run_id):
                 return run
-            run, continuing = self._invoke(run_id, fresh_budget(budget_ms) if budget_ms is not None else None)
+            run, continuing = self._logged_invoke(run_id, fresh_budget(budget_ms) if budget_ms is not None else None)
         return run
+
+    def _logged_invoke(self, run_id: str, time_left_ms: Callable[[], int] | None) -> tuple[ReconciliationRun, bool]:
+        """:meth:`_invoke`, with the one line it is worth to on-call: what the run stands at after it."""
+        started = time.monotonic()
+        run, continuing = self._invoke(run_id, time_left_ms)
+        outcome = "CONTINUING" if continuing else run.status.value
+        logger.log(
+            logging.WARNING if run.status is ReconciliationStatus.FAILED else logging.INFO,
+            "reconciliation run finished" if not continuing else "reconciliation run handed over",
+            extra={
+                "run_id": run.run_id,
+                "trigger": run.trigger,
+                "business_date": run.as_of.isoformat(),
+                "outcome": outcome,
+                "mismatches": run.mismatch_count,
+                "unverified": len(run.unverified or []),
+                "loans_checked": run.loans_checked,
+                "payments_checked": run.payments_checked,
+                "claims_checked": run.claims_checked,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return run, continuing
 
     # --- a run ----------------------------------------------------------------------------------------
 
@@ -348,6 +371,9 @@ class ReconciliationService:
         month frozen meanwhile is left as it is. Never raises: a failure is logged and counted."""
         if not run.score_months or self.scores is None:
             return
+        started = time.monotonic()
+        written: list[str] = []
+        rows = 0
         try:
             if FAILED_LABEL in partials:
                 raise RuntimeError("some pages could not be scored")
@@ -357,9 +383,26 @@ class ReconciliationService:
                 )
                 if self.scores.write_month(scores, run.run_id):
                     self.metrics.count("ScoresComputed")
+                    written.append(month)
+                    rows += len(scores.rows)
         except Exception:
             logger.exception("collector scores were not written", extra={"run_id": run.run_id})
             self.metrics.count("ScoringFailed")
+            outcome = "FAILED"
+        else:
+            outcome = "COMPLETED"
+        logger.info(
+            "scoring pass finished",
+            extra={
+                "run_id": run.run_id,
+                "business_date": run.as_of.isoformat(),
+                "months": list(run.score_months),
+                "months_written": written,
+                "rows": rows,
+                "outcome": outcome,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
 
     # --- the checks, with a second look before anything is reported -------------------------------------
 
@@ -448,13 +491,9 @@ class ReconciliationService:
         run.status, run.finished_at = ReconciliationStatus.COMPLETED, clock.now_iso()
         if not self.runs.finish(run):
             return self.runs.get(run.run_id) or run  # another invocation finished it, and reported it
-        for _ in range(run.mismatch_count):  # one per mismatch, listed or not: the alarm counts them
-            self.metrics.count("ReconciliationMismatch")
+        if run.mismatch_count:  # every mismatch, listed or not, in one data point: the alarm sums them
+            self.metrics.count("ReconciliationMismatch", times=run.mismatch_count)
         self._write_scores(run, scored)
-        logger.info(
-            "reconciliation finished",
-            extra={"run_id": run.run_id, "mismatches": run.mismatch_count, "unverified": len(unverified)},
-        )
         return run
 
     def _compare_counters(

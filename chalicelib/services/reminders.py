@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action
 from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.flags import FlagName
 from chalicelib.domain.loan import Loan
+from chalicelib.domain.privacy import mask_phone
 from chalicelib.domain.reminders import (
     UNKNOWN_OUTCOME_RETRY_SECONDS,
     PublishOutcomeUnknown,
@@ -33,7 +34,6 @@ from chalicelib.domain.reminders import (
     cancel_reason,
     claimed,
     in_window,
-    mask_phone,
     parse_reminder_id,
     render,
     retried,
@@ -44,7 +44,9 @@ from chalicelib.services.budget import Budget
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import Flags, LoanRepository, Metrics, ReminderPublisher, ReminderStore
 
-logger = Logger(service="loan-crm")
+logger = logging.getLogger(__name__)
+"""Written by the app's log handler (docs/logging.md). A line per reminder that is sent, cancelled or
+given up on (a handful a minute, inside the window), and one per sending pass."""
 
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 
@@ -95,27 +97,37 @@ class ReminderService:
     def send_due(self, time_left_ms: Callable[[], int] | None = None) -> SendReport:
         """Send what is due now; any time budget makes progress (the work is idempotent, so what is left
         waits for the next invocation: the schedule runs every few minutes inside the window)."""
+        started = time.monotonic()
         report = SendReport()
+        try:
+            self._send_due(report, time_left_ms)
+        except Exception:
+            _log_pass(report, "ERROR", started)
+            raise
+        _log_pass(report, "SKIPPED" if report.skipped else "MORE" if report.more else "DONE", started)
+        return report
+
+    def _send_due(self, report: SendReport, time_left_ms: Callable[[], int] | None) -> None:
+        """Fills ``report`` in as it goes, so an error still leaves what was done to log."""
         if not self.flags.read(FlagName.REMINDERS_ENABLED, fresh=True).enabled:
             report.skipped = "REMINDERS_ENABLED is off"
-            return report
+            return
         if not in_window(clock.now_ist()):
             report.skipped = "outside the 08:00-19:00 IST contact window"
-            return report
+            return
         budget = Budget.start(time_left_ms)
         for shard in range(self.shards):
             cursor: dict[str, Any] | None = None
             while True:
                 if budget.spent() or not in_window(clock.now_ist()):
                     report.more = True
-                    return report
+                    return
                 waiting, cursor = self.store.waiting(shard, clock.now_ist(), cursor)
                 for reminder in waiting:
                     self._attempt(reminder, report)
                 budget.progressed.set()
                 if cursor is None:
                     break
-        return report
 
     def send_due_quietly(self) -> None:
         """After a day-end run (a catch-up run inside the window sends at once); never fails the run."""
@@ -232,6 +244,19 @@ class ReminderService:
         if not self.store.replace(reminder, again, audit=entry):
             raise ValidationFailed(f"reminder {reminder_id} changed meanwhile; look again")
         return again
+
+
+def _log_pass(report: SendReport, outcome: str, started: float) -> None:
+    """One line per sending pass: ``DONE`` (nothing due is left), ``MORE`` (stopped for time or at the end
+    of the window; the next pass carries on), ``SKIPPED`` (the switch or the window), or ``ERROR``."""
+    logger.info(
+        "reminders sending pass",
+        extra={
+            **report.as_dict(),
+            "outcome": outcome,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        },
+    )
 
 
 def reminder_dict(reminder: Reminder) -> dict[str, Any]:

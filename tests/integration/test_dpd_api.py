@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import time
 from typing import Any
 
@@ -304,24 +305,40 @@ def test_the_scheduler_cannot_run_a_date_that_has_not_ended(api: Api) -> None:
     assert history(api) == []
 
 
+def dpd_run_missing(stdout: str) -> list[float]:
+    """The value of every ``DpdRunMissing`` data point printed (EMF gives a number or a list of them)."""
+    points: list[float] = []
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"_aws"' in line and '"DpdRunMissing"' in line:
+            value = json.loads(line)["DpdRunMissing"]
+            points += value if isinstance(value, list) else [value]
+    return points
+
+
 def test_the_watchdog_reports_whether_the_night_run_completed(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every check emits a data point: 1 when the run is due (06:00 IST) and missing, 0 otherwise, so the
+    alarm can take no data at all (a check that stopped running) as a miss too."""
     watchdog = {"check": "completed", "scheduled_time": "2026-03-15T00:30:00Z"}  # 06:00 IST on 15 Mar
     capsys.readouterr()
+    # 05:45 IST: the night's run (still running, or not started) is not due yet.
+    early = {"check": "completed", "scheduled_time": "2026-03-15T00:15:00Z"}
+    assert dpd_job(early, LambdaContext()) == {"business_date": "2026-03-14", "completed": False}
+    assert dpd_run_missing(capsys.readouterr().out) == [0]
     assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": False}
-    assert emitted_metrics(capsys.readouterr().out).count("DpdRunMissing") == 1
+    assert dpd_run_missing(capsys.readouterr().out) == [1]
     assert history(api) == []  # the check runs nothing
 
     set_flag(api, "CRON_ENABLED", "false")
     assert dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext())["outcome"] == "SKIPPED"
     capsys.readouterr()
     assert dpd_job(watchdog, LambdaContext())["completed"] is False  # skipped is not completed
-    assert emitted_metrics(capsys.readouterr().out).count("DpdRunMissing") == 1
+    assert dpd_run_missing(capsys.readouterr().out) == [1]
 
     set_flag(api, "CRON_ENABLED", "true")
     assert dpd_job({"business_date": "2026-03-14"}, LambdaContext())["outcome"] == "COMPLETED"
     capsys.readouterr()
     assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": True}
-    assert "DpdRunMissing" not in emitted_metrics(capsys.readouterr().out)
+    assert dpd_run_missing(capsys.readouterr().out) == [0]
     record = services().runs.get(dt.date(2026, 3, 14))
     assert record is not None and record.trigger == "manual"
 

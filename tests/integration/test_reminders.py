@@ -19,7 +19,8 @@ from botocore.exceptions import ReadTimeoutError
 
 from chalicelib.adapters.dynamodb.reminders import DynamoReminderStore
 from chalicelib.clock import IST
-from chalicelib.domain.reminders import ReminderKind, ReminderStatus, claimed, mask_phone, send_after_for
+from chalicelib.domain.privacy import mask_phone
+from chalicelib.domain.reminders import ReminderKind, ReminderStatus, claimed, send_after_for
 from chalicelib.jobs.lambda_handlers import reminders_job
 from chalicelib.wiring import services
 from tests.integration.api_helpers import (
