@@ -16,6 +16,7 @@ from chalicelib.api.routes import (
     scores,
     users,
 )
+from chalicelib.jobs.digest import bp as digest_job_bp
 from chalicelib.jobs.lambda_handlers import bp as dpd_job_bp
 
 app = Chalice(app_name="loan-crm")
@@ -31,5 +32,6 @@ app.register_blueprint(dashboard.bp)
 app.register_blueprint(reconciliation.bp)
 app.register_blueprint(scores.bp)
 app.register_blueprint(dpd_job_bp)
+app.register_blueprint(digest_job_bp)
 # Catch-all routes: a path no route above matches is 404 NOT_FOUND in the error shape.
 app.register_blueprint(unmatched)

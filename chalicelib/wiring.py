@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import Any
 
+from chalicelib.adapters.alerts_topic import SnsAlertPublisher
 from chalicelib.adapters.dynamodb import models
 from chalicelib.adapters.dynamodb.aggregates import DynamoPortfolio
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
@@ -35,6 +36,7 @@ from chalicelib.services.auth import AuthService
 from chalicelib.services.dashboard import DashboardService
 from chalicelib.services.day_end import DayEndService
 from chalicelib.services.denials import DenialRecorder
+from chalicelib.services.digest import DigestService
 from chalicelib.services.loans import LoanService
 from chalicelib.services.payments import PaymentService
 from chalicelib.services.ports import AuditLog
@@ -69,6 +71,7 @@ class Services:
     reconciliation: ReconciliationService
     reminders: ReminderService
     scoring: ScoringService
+    digest: DigestService
     users: UserService = field(init=False)
     """Built after the rest: offboarding moves loans through ``reassignment``."""
 
@@ -153,6 +156,7 @@ def build(config: Settings) -> Services:
             on_completed=completed,
             dispatcher=LambdaJobDispatcher(),
             reminders=reminder_store,
+            portfolio=portfolio,
         ),
         completed_through=completed_through,
         metrics=metrics,
@@ -162,6 +166,15 @@ def build(config: Settings) -> Services:
         reconciliation=reconciliation,
         reminders=reminders,
         scoring=ScoringService(scores=DynamoScoreStore(), live=DynamoLiveCollections(), flags=flags),
+        digest=DigestService(
+            runs=runs,
+            audit=audit,
+            reminders=reminder_store,
+            reconciliations=DynamoReconciliationRuns(),
+            publisher=SnsAlertPublisher(config),
+            metrics=metrics,
+            stage=config.stage,
+        ),
     )
     built.users = UserService(users=users, auth=built.auth, reassignment=built.reassignment, loans=loans.loans)
     return built

@@ -5,6 +5,7 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
 
     stack [--export | --get NAME]         dates [NAME]
     login | logout | api METHOD PATH [--data JSON] [--all]
+    verify [--user NAME --password-stdin]   (the post-deployment checks; exit 1 if one fails)
     alarms [--state ALARM | --history 24h] | logs [--function api|job|reconciliation|reminders] [--since 10m] [--errors]
     metrics NAME... [--since 1h] [--function api|job|reconciliation|reminders | --table loans] [--dimension K=V]
     flags list | flags set NAME true|false
@@ -19,6 +20,8 @@ book, loan import/export, checks, backups and the copy-back of a data restore.
     export loans [--bucket 90+] [--classification NPA] [--status ACTIVE] [--collector col-ravi]
     backup create | backup list | backup verify | backup prune [--older-than 35d] | backup pitr
     restore copy-back NAME [--dry-run] | restore clear-idempotency
+    restore tables --prefix P (--to-time T | --latest | --from-backup NAME=ARN...)
+    restore verify --prefix P [--against-live [--lost-out FILE]]
 
 It talks to whatever the standard variables name (``AWS_ENDPOINT_URL_DYNAMODB``, ``AWS_ENDPOINT_URL_SSM``,
 credentials, region; nothing set = real AWS) for the stage ``STAGE`` (or ``--stage``); ``--local``
@@ -59,7 +62,20 @@ from chalicelib.wiring import services
 from local.demo import seed as seed_book
 from local.environment import STAGE as LOCAL_STAGE
 from local.environment import Ports, aws_environment
-from ops import api_client, backups, checks, csv_io, dates, observe, reconcile, reminders, restore, stack, users
+from ops import (
+    api_client,
+    backups,
+    checks,
+    csv_io,
+    dates,
+    observe,
+    reconcile,
+    reminders,
+    restore,
+    stack,
+    users,
+    verify,
+)
 from ops.console import duration, err, fail, out
 from ops.console import operator as _operator
 from ops.target import Target, target
@@ -87,6 +103,7 @@ app.command("api")(api_client.api_command)
 app.command("alarms")(observe.alarms_command)
 app.command("logs")(observe.logs_command)
 app.command("metrics")(observe.metrics_command)
+app.command("verify")(verify.verify_command)
 
 
 @app.callback()
@@ -317,9 +334,9 @@ def _ddb() -> object:
 @backup_app.command("create")
 def backup_create(manifest: ManifestOption = None) -> None:
     """Back up every table of the stage; name and record each with the git revision and an IST time."""
-    stage = services().settings.stage
+    stage, prefix = services().settings.stage, services().settings.table_prefix
     path = manifest or backups.default_manifest(stage)
-    created = backups.create_backups(_ddb(), stage, path)
+    created = backups.create_backups(_ddb(), stage, path, prefix=prefix)
     table = Table("table", "backup", "items", "checksum", title=f"backups of stage {stage}")
     for r in created:
         checksum = r.checksum[:16] if r.checksum else "none: table written during the backup"
@@ -331,10 +348,10 @@ def backup_create(manifest: ManifestOption = None) -> None:
 @backup_app.command("list")
 def backup_list(manifest: ManifestOption = None) -> None:
     """Backups of each table of the stage, newest first."""
-    stage = services().settings.stage
+    stage, prefix = services().settings.stage, services().settings.table_prefix
     records = backups.Manifest.load(manifest or backups.default_manifest(stage)).backups
     table = Table("table", "backup", "created (IST)", "status", "type", "revision", "checksum recorded")
-    for name, found in backups.list_backups(_ddb(), stage).items():
+    for name, found in backups.list_backups(_ddb(), stage, prefix).items():
         if not found:
             table.add_row(name, "-", "-", "none", "-", "-", "-")
         for b in found:
@@ -353,8 +370,9 @@ def backup_verify(
 ) -> None:
     """Restore the newest backup of each table to a temporary table, compare item count and checksum with
     what was recorded at backup time (else with the live table, and say so); temporaries are always deleted."""
-    stage = services().settings.stage
-    run = backups.verify_backups(_ddb(), stage, manifest or backups.default_manifest(stage), wait_minutes=wait_minutes)
+    stage, prefix = services().settings.stage, services().settings.table_prefix
+    path = manifest or backups.default_manifest(stage)
+    run = backups.verify_backups(_ddb(), stage, path, wait_minutes=wait_minutes, prefix=prefix)
     table = Table("table", "backup", "revision", "compared with", "items restored/expected", "checksum", "result")
     for r in run.results:
         items = f"{r.restored.items}/{r.expected.items}" if r.restored and r.expected else "-"
@@ -380,9 +398,9 @@ def backup_prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list them.")] = False,
 ) -> None:
     """Delete old on-demand backups (kept until deleted); AWS Backup's recovery points expire by themselves."""
-    stage = services().settings.stage
+    stage, prefix = services().settings.stage, services().settings.table_prefix
     cutoff = clock.now_ist() - duration(older_than)
-    pruned = backups.prune_backups(_ddb(), stage, cutoff, dry_run)
+    pruned = backups.prune_backups(_ddb(), stage, cutoff, dry_run, prefix)
     for b in pruned:
         created = b.created.astimezone(clock.IST).strftime("%Y-%m-%d %H:%M")
         out.print(f"{'would delete' if dry_run else 'deleted'} {b.name} ({created} IST)", highlight=False)
@@ -396,7 +414,7 @@ def backup_pitr(ctx: typer.Context) -> None:
         raise fail("DynamoDB Local has no point-in-time recovery; this is for a deployed stage", 2)
     stage = services().settings.stage
     table = Table("table", "point-in-time recovery", "earliest restorable (IST)", title=f"PITR of stage {stage}")
-    windows = backups.point_in_time_recovery(_ddb(), stage)
+    windows = backups.point_in_time_recovery(_ddb(), stage, services().settings.table_prefix)
     for w in windows:
         status = w.status if w.status == "ENABLED" else f"[bold red]{w.status}[/]"
         earliest = w.earliest.astimezone(clock.IST).strftime("%Y-%m-%d %H:%M:%S") if w.earliest else "-"
