@@ -4,8 +4,14 @@ stack can set variables before anything asks."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+_PREFIX_CHARS = re.compile(r"[a-z0-9-]+")
+MAX_TABLE_PREFIX = 200
+"""DynamoDB allows 255 characters in a table name; the longest short name (``reconciliations``) and
+some headroom for names the template may add fit behind a prefix this long."""
 
 
 def _int(name: str, default: int) -> int:
@@ -26,6 +32,32 @@ def _bounded_int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name} must be a whole number of seconds from {low} to {high}")
     return value
+
+
+def stage_prefix(stage: str) -> str:
+    """``loan-crm-<stage>-``: the start of every name the stage owns in AWS (tables, topics, alarms)."""
+    return f"loan-crm-{stage}-"
+
+
+def check_table_prefix(prefix: str, stage: str, name: str = "TABLE_PREFIX") -> str:
+    """``prefix`` if tables of ``stage`` may be named with it, else ValueError naming ``name``.
+
+    It must start with the stage's own prefix because that is what the functions' IAM policy grants
+    (``table/loan-crm-<stage>-*``) and what keeps the audit table's deny rule matching; a prefix of
+    another stage would point this stage at that stage's data. Lower case, digits and ``-`` only, so
+    the name is a valid table name everywhere, and a trailing ``-`` so the short name stays readable."""
+    base = stage_prefix(stage)
+    if (
+        not prefix.startswith(base)
+        or not prefix.endswith("-")
+        or not _PREFIX_CHARS.fullmatch(prefix)
+        or len(prefix) > MAX_TABLE_PREFIX
+    ):
+        raise ValueError(
+            f"{name} must start with {base}, use only a-z, 0-9 and -, end with - and be at most "
+            f"{MAX_TABLE_PREFIX} characters (got {prefix!r})"
+        )
+    return prefix
 
 
 @dataclass(frozen=True)
@@ -51,12 +83,23 @@ class Settings:
     """The SNS FIFO topic reminders are published to; deployed functions get it from the template, the
     local stack and the tests find the topic by its name (``adapters.reminder_topic``)."""
 
+    table_prefix_override: str | None = None
+    """``TABLE_PREFIX``: the stage's tables live under another prefix. A data rollback restores every
+    table into new ones (DynamoDB restores never overwrite), and this is how the stage is pointed at
+    them without renaming anything (docs/runbook/rollback.md). Checked by :func:`check_table_prefix`."""
+
+    @property
+    def stage_prefix(self) -> str:
+        """The prefix of the stage's other resources (topics, alarms), which a table rollback leaves alone."""
+        return stage_prefix(self.stage)
+
     @property
     def table_prefix(self) -> str:
-        return f"loan-crm-{self.stage}-"
+        return self.table_prefix_override or self.stage_prefix
 
     def table_name(self, short: str) -> str:
-        """Physical table name; the same convention as ``TableName`` in infra/template.json."""
+        """Physical table name: ``TableName`` in infra/template.json, unless ``TABLE_PREFIX`` moved the
+        stage to restored tables."""
         return f"{self.table_prefix}{short}"
 
     @property
@@ -64,10 +107,16 @@ class Settings:
         return f"/loan-crm/{self.stage}/"
 
 
+def _table_prefix(stage: str) -> str | None:
+    raw = os.environ.get("TABLE_PREFIX")
+    return check_table_prefix(raw, stage) if raw else None
+
+
 @lru_cache(maxsize=1)
 def settings() -> Settings:
+    stage = os.environ.get("STAGE", "dev")
     return Settings(
-        stage=os.environ.get("STAGE", "dev"),
+        stage=stage,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "ap-south-1",
         app_version=os.environ.get("APP_VERSION", "0.1.0"),
         jwt_secret=os.environ.get("JWT_SECRET") or None,
@@ -84,6 +133,7 @@ def settings() -> Settings:
         user_cache_seconds=_bounded_int("USER_CACHE_SECONDS", 60, 0, 3600),
         reconcile_after_day_end=os.environ.get("RECONCILE_AFTER_DAY_END", "true").lower() != "false",
         reminders_topic_arn=os.environ.get("REMINDERS_TOPIC_ARN") or None,
+        table_prefix_override=_table_prefix(stage),
     )
 
 

@@ -1,6 +1,8 @@
 """On-demand DynamoDB backups of a stage, and a verify that proves a backup restores to what was saved.
 
-``create`` backs up every table infra/template.json defines for the stage (``provision.table_specs``).
+``create`` backs up every table infra/template.json defines for the stage (``provision.table_specs``),
+under the names the application uses now: after a rollback to restored tables (``TABLE_PREFIX``), those
+are the tables that hold the book, so every command here takes the prefix the caller's settings name.
 A backup is named ``<table>-<git revision>-<IST timestamp>`` and recorded, with that revision, its item
 count and a content checksum, in a small manifest file (``.local/backups/<stage>.json`` unless told
 otherwise). DynamoDB cannot tag on-demand backups, hence the file.
@@ -31,15 +33,16 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib import clock
-from infra.provision import table_specs
+from chalicelib.config import stage_prefix
+from infra.provision import TableSpec, table_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_VARIABLE = "BACKUP_MANIFEST"
@@ -72,6 +75,24 @@ def git_revision() -> str:
         return "unknown"
     revision = done.stdout.strip()
     return revision if done.returncode == 0 and revision.isalnum() else "unknown"
+
+
+def short_name(spec: TableSpec, stage: str) -> str:
+    """``loans`` of ``loan-crm-<stage>-loans``: the part of a table's name that no prefix changes."""
+    return spec.name.removeprefix(stage_prefix(stage))
+
+
+def stage_tables(stage: str, prefix: str | None = None) -> list[TableSpec]:
+    """The stage's tables as the template defines them, named under ``prefix`` (``Settings.table_prefix``)
+    rather than the template's ``loan-crm-<stage>-``; None keeps the template's names."""
+    specs = table_specs(stage)
+    if prefix is None or prefix == stage_prefix(stage):
+        return specs
+    renamed = []
+    for spec in specs:
+        name = prefix + short_name(spec, stage)
+        renamed.append(replace(spec, name=name, properties={**spec.properties, "TableName": name}))
+    return renamed
 
 
 def _stamp(at: dt.datetime) -> str:
@@ -107,14 +128,22 @@ class Digest:
     checksum: str
 
 
+def combined(digests: Iterable[int]) -> Digest:
+    """The table checksum of items with these :func:`item_digest` values (and their count)."""
+    total = count = 0
+    for digest in digests:
+        total = (total + digest) % _MODULUS
+        count += 1
+    return Digest(count, f"{total:064x}")
+
+
 def table_digest(ddb: Any, table: str) -> Digest:
     """Item count and order-independent checksum of a table's items (a consistent full scan)."""
-    total = count = 0
-    for page in ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-        for item in page["Items"]:
-            total = (total + item_digest(item)) % _MODULUS
-            count += 1
-    return Digest(count, f"{total:064x}")
+    return combined(
+        item_digest(item)
+        for page in ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+        for item in page["Items"]
+    )
 
 
 @dataclass
@@ -150,13 +179,15 @@ class Manifest:
         partial.replace(self.path)
 
 
-def create_backups(ddb: Any, stage: str, manifest_path: Path, revision: str | None = None) -> list[BackupRecord]:
+def create_backups(
+    ddb: Any, stage: str, manifest_path: Path, revision: str | None = None, prefix: str | None = None
+) -> list[BackupRecord]:
     """Back up every table of the stage; record each backup (and its checksum when exact) in the manifest."""
     revision = revision or git_revision()
     manifest = Manifest.load(manifest_path)
     now = clock.now_ist()
     created = []
-    for spec in table_specs(stage):
+    for spec in stage_tables(stage, prefix):
         before = table_digest(ddb, spec.name)
         name = f"{spec.name}-{revision}-{_stamp(now)}"
         details = ddb.create_backup(TableName=spec.name, BackupName=name)["BackupDetails"]
@@ -188,10 +219,10 @@ class BackupInfo:
     size_bytes: int | None
 
 
-def list_backups(ddb: Any, stage: str) -> dict[str, list[BackupInfo]]:
+def list_backups(ddb: Any, stage: str, prefix: str | None = None) -> dict[str, list[BackupInfo]]:
     """Every backup of each of the stage's tables, newest first."""
     found: dict[str, list[BackupInfo]] = {}
-    for spec in table_specs(stage):
+    for spec in stage_tables(stage, prefix):
         backups = [
             BackupInfo(
                 table=spec.name,
@@ -265,6 +296,7 @@ def verify_backups(
     delay: float = WAIT_DELAY_SECONDS,
     wait_minutes: float = WAIT_MINUTES,
     digest: Callable[[Any, str], Digest] = table_digest,
+    prefix: str | None = None,
 ) -> VerifyRun:
     """Restore the newest available USER backup of each table to a temporary table, compare it with the
     backup's record (or, without one, the live table), and delete the temporaries even on failure."""
@@ -273,7 +305,7 @@ def verify_backups(
     suffix = _stamp(clock.now_ist()).removesuffix("IST").lower()
     run = VerifyRun(results=[], temporaries=[], left_behind=[])
     try:
-        restoring = _start_restores(ddb, stage, suffix, run)
+        restoring = _start_restores(ddb, stage, suffix, run, prefix)
         for result, temporary in restoring:
             try:
                 _wait_active(ddb, temporary, delay, attempts)
@@ -288,11 +320,13 @@ def verify_backups(
     return run
 
 
-def _start_restores(ddb: Any, stage: str, suffix: str, run: VerifyRun) -> list[tuple[VerifyResult, str]]:
+def _start_restores(
+    ddb: Any, stage: str, suffix: str, run: VerifyRun, prefix: str | None
+) -> list[tuple[VerifyResult, str]]:
     """Ask for every table's restore before waiting for any: restores run side by side in AWS. Each
     temporary table is noted in ``run`` before it is asked for, so the clean-up finds it whatever fails."""
     restoring: list[tuple[VerifyResult, str]] = []
-    for table, backups in list_backups(ddb, stage).items():
+    for table, backups in list_backups(ddb, stage, prefix).items():
         result = VerifyResult(table)
         run.results.append(result)
         usable = [b for b in backups if b.status == "AVAILABLE" and b.kind == "USER"]
@@ -344,10 +378,10 @@ class RecoveryWindow:
     """The oldest instant a point-in-time restore can go back to (35 days at most)."""
 
 
-def point_in_time_recovery(ddb: Any, stage: str) -> list[RecoveryWindow]:
+def point_in_time_recovery(ddb: Any, stage: str, prefix: str | None = None) -> list[RecoveryWindow]:
     """PITR of each table of the stage that keeps its rows (the TTL tables have none, by design)."""
     windows = []
-    for spec in table_specs(stage):
+    for spec in stage_tables(stage, prefix):
         if "TimeToLiveSpecification" in spec.properties:
             continue
         described = ddb.describe_continuous_backups(TableName=spec.name)["ContinuousBackupsDescription"]
@@ -357,13 +391,15 @@ def point_in_time_recovery(ddb: Any, stage: str) -> list[RecoveryWindow]:
     return windows
 
 
-def prune_backups(ddb: Any, stage: str, older_than: dt.datetime, dry_run: bool) -> list[BackupInfo]:
+def prune_backups(
+    ddb: Any, stage: str, older_than: dt.datetime, dry_run: bool, prefix: str | None = None
+) -> list[BackupInfo]:
     """Delete the stage's on-demand (USER) backups created before ``older_than``; the ones deleted, or
     with ``dry_run`` the ones that would be. They are kept until deleted, unlike AWS Backup's recovery
     points, which expire by their plan's lifecycle and are never touched here."""
     old = [
         b
-        for found in list_backups(ddb, stage).values()
+        for found in list_backups(ddb, stage, prefix).values()
         for b in found
         if b.kind == "USER" and b.created < older_than and b.status == "AVAILABLE"
     ]
