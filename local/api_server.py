@@ -22,6 +22,7 @@ from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalic
 
 from chalicelib.api.errors import unknown_path_response
 from local.environment import DEFAULT_PORTS, HOST, ROOT, STAGE
+from local.metrics import MetricsTee
 
 
 class UnmatchedRouteGateway(LocalGateway):
@@ -80,7 +81,9 @@ def serve_api(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["API_PORT"])
     parser.add_argument("--stage", default=STAGE)
     args = parser.parse_args(argv)
-    # Like `chalice local`: the Lambda-style logs of the app go to stdout.
+    # Like `chalice local`: the Lambda-style logs of the app go to stdout; its metric lines also go to the
+    # local CloudWatch, as Lambda's would (local.metrics).
+    sys.stdout = MetricsTee(sys.stdout)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     factory = CLIFactory(str(ROOT), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=args.stage)

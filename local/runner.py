@@ -50,6 +50,7 @@ from infra.provision import provision
 from local import demo, dynamodb_local
 from local.api_server import serve_api
 from local.environment import HOST, ROOT, STAGE, STATE_DIR, Ports, StartupError, stack_environment, url
+from local.metrics import MetricsTee
 from local.processes import LOG_DIR, STOP_SIGNALS, Child, Stack, StopRequested, wait_until
 
 DB_DIR = STATE_DIR / "dynamodb"
@@ -197,7 +198,7 @@ def day_end_run() -> str:
     the date is usually done already and this is a no-op."""
     business_date = last_completed_business_date()
     # Its metrics are EMF lines on stdout: into the log with the rest, not over the banner.
-    with JOB_LOG.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+    with JOB_LOG.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(MetricsTee(log)):
         result = services().dpd_job.run(business_date, trigger="local-start")
     run = result.record
     counts = f", {run.loans_updated} loans updated, {run.escalated} escalated" if run else ""

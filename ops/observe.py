@@ -23,29 +23,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from chalicelib import clock
+from infra import alarms
+from infra.provision import load_template, resolve
 from ops import stack
 from ops.console import duration, err, fail, out
 from ops.target import target
 
 ALARM_PREFIX = "loan-crm-{stage}-"
-ALERT_PAGES = {
-    "financial-guard-triggered": "financial-guard-triggered.md",
-    "repeated-failed-auth": "repeated-failed-auth.md",
-    "payment-failed": "payment-failed.md",
-    "duplicate-utr": "duplicate-utr.md",
-    "loans-throttled": "loans-throttled.md",
-    "dependency-unavailable": "dependency-unavailable.md",
-    "dpd-run-failed": "dpd-run-failed.md",
-    "dpd-run-not-completed-by-0600": "dpd-run-not-completed-by-0600.md",
-    "escalation-failed": "escalation-failed.md",
-    "reconciliation-mismatch": "reconciliation-mismatch.md",
-    "reconciliation-failed": "reconciliation-failed.md",
-    "scoring-failed": "scoring-failed.md",
-    "reminders-failed": "reminders-failed.md",
-    "backup-job-failed": "backup-job-failed.md",
-}
-"""Alarm name after the stage prefix -> its page under docs/runbook/alerts/ (the tests check both ways
-against infra/template.json)."""
+ALERT_PAGES = alarms.pages(load_template(), alarms.load_config())
+"""Alarm name after the stage prefix -> its page under docs/runbook/alerts/ (from the alarm catalogue,
+``infra.alarms``; the tests check every page exists)."""
 ERROR_PATTERN = '?ERROR ?"Task timed out" ?Traceback'
 """Powertools logs JSON with ``"level":"ERROR"``; Lambda's own timeouts and crashes are plain text."""
 BUSINESS_NAMESPACE = "LoanCRM/{stage}"
@@ -115,10 +102,16 @@ def alarms_command(
         str | None, typer.Option(help="Instead: every state change in this window, e.g. 24h.", metavar="SINCE")
     ] = None,
 ) -> None:
-    """The stage's alarms (loan-crm-<stage>-*): state, since when, why, and the runbook page for each."""
+    """The stage's alarms (loan-crm-<stage>-*): state, since when, why, and the runbook page for each.
+    With --local: every alarm's rule against the local stack's recent metrics, and whether it would fire."""
     chosen = target(ctx)
     if chosen.local_ports is not None:
-        raise fail("the local stack has no alarms (CloudWatch alarms exist only in a deployed stage)", 2)
+        if state is not None or history is not None:
+            raise fail("the local stack has no alarm states or history: without options it shows each rule", 2)
+        # Up to the next whole minute, as CloudWatch's periods are: a data point put this second is inside.
+        until = clock.now_ist().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        _show_local_rules(boto3.client("cloudwatch", region_name=chosen.region), chosen.stage, until)
+        return
     prefix = ALARM_PREFIX.format(stage=chosen.stage)
     cw = boto3.client("cloudwatch", region_name=chosen.region)
     if history is not None:
@@ -141,6 +134,93 @@ def alarms_command(
     out.print(table)
 
 
+@dataclass(frozen=True)
+class LocalVerdict:
+    """One alarm's rule evaluated on the local CloudWatch (moto), which holds the metrics but no alarms."""
+
+    alarm: alarms.Alarm
+    values: tuple[float | None, ...]
+    """The watched value in each evaluation period, oldest first; None where there was no data."""
+    verdict: str
+
+
+AWS_ONLY = "AWS metric: deployed stages only"
+
+
+def _window_value(
+    cw: Any, metric: alarms.Metric, stat: str, stage: str, start: dt.datetime, end: dt.datetime
+) -> float | None:
+    answer = cw.get_metric_statistics(
+        Namespace=resolve(metric.namespace, stage),
+        MetricName=metric.name,
+        Dimensions=[{"Name": k, "Value": resolve(v, stage)} for k, v in metric.dimensions],
+        StartTime=start,
+        EndTime=end,
+        Period=max(60, int((end - start).total_seconds())),
+        Statistics=[stat],
+    )
+    values = [float(p[stat]) for p in answer["Datapoints"]]
+    if not values:
+        return None
+    return max(values) if stat == "Maximum" else sum(values)
+
+
+def local_verdict(cw: Any, alarm: alarms.Alarm, stage: str, now: dt.datetime) -> LocalVerdict:
+    """The rule CloudWatch would apply, applied by hand: each evaluation period's value (a metric-math
+    alarm here is always a sum of its metrics), breaching at or over the threshold, missing data as the
+    alarm treats it."""
+    watches = alarm.watches
+    metrics = [watches] if isinstance(watches, alarms.Metric) else [m for _, m in watches.metrics]
+    if any(m.namespace != alarms.BUSINESS_NAMESPACE for m in metrics):
+        return LocalVerdict(alarm, (), AWS_ONLY)
+    stat = alarm.statistic if isinstance(watches, alarms.Metric) else watches.stat
+    values: list[float | None] = []
+    for back in reversed(range(alarm.evaluation_periods)):
+        end = now - dt.timedelta(seconds=back * alarm.period)
+        start = end - dt.timedelta(seconds=alarm.period)
+        found = [v for v in (_window_value(cw, m, stat, stage, start, end) for m in metrics) if v is not None]
+        values.append((max(found) if stat == "Maximum" else sum(found)) if found else None)
+    breaching = sum(
+        1 for v in values if (v is None and alarm.missing == "breaching") or (v is not None and v >= alarm.threshold)
+    )
+    needed = alarm.datapoints_to_alarm or alarm.evaluation_periods
+    if breaching >= needed:
+        verdict = "WOULD FIRE"
+    elif all(v is None for v in values):
+        verdict = "no data"
+    else:
+        verdict = "OK"
+    return LocalVerdict(alarm, tuple(values), verdict)
+
+
+def _show_local_rules(cw: Any, stage: str, now: dt.datetime) -> None:
+    catalogue = alarms.all_alarms(load_template(), alarms.load_config())
+    table = Table(
+        "alarm", "rule", "recent values", "verdict", "runbook page", title=f"alarm rules on the local stack ({stage})"
+    )
+    skipped = 0
+    for alarm in catalogue:
+        found = local_verdict(cw, alarm, stage, now)
+        if found.verdict == AWS_ONLY:
+            skipped += 1
+            continue
+        shown = ", ".join("-" if v is None else _number(v) for v in found.values)
+        colour = {"WOULD FIRE": "bold red", "OK": "green"}.get(found.verdict, "yellow")
+        table.add_row(
+            ALARM_PREFIX.format(stage=stage) + alarm.suffix,
+            escape(alarm.condition()),
+            shown,
+            f"[{colour}]{found.verdict}[/]",
+            alarm.page_path,
+        )
+    out.print(table)
+    out.print(
+        f"{skipped} alarms on AWS's own metrics (DynamoDB, Lambda, API Gateway, Backup) are not shown: "
+        "the local stack has none of those metrics.",
+        highlight=False,
+    )
+
+
 # ---- logs ------------------------------------------------------------------------------------------
 
 
@@ -151,6 +231,8 @@ class Function(StrEnum):
     reconciliation = "reconciliation"
     reminders = "reminders"
     """The scheduled reminders sender."""
+    digest = "digest"
+    """The 09:00 IST morning digest."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +248,7 @@ def function_names(info: stack.StackInfo) -> dict[Function, str | None]:
         Function.job: info.job_function,
         Function.reconciliation: info.reconciliation_function,
         Function.reminders: info.reminders_function,
+        Function.digest: info.digest_function,
     }
 
 

@@ -50,6 +50,7 @@ class StackInfo:
     job_function: str | None = None
     reconciliation_function: str | None = None
     reminders_function: str | None = None
+    digest_function: str | None = None
     alerts_topic_arn: str | None = None
     backup_vault: str | None = None
     backup_role_arn: str | None = None
@@ -70,6 +71,8 @@ class StackInfo:
             "RECON_LOG_GROUP": log_group(self.reconciliation_function),
             "REMINDERS_FN": self.reminders_function,
             "REMINDERS_LOG_GROUP": log_group(self.reminders_function),
+            "DIGEST_FN": self.digest_function,
+            "DIGEST_LOG_GROUP": log_group(self.digest_function),
             "TOPIC_ARN": self.alerts_topic_arn,
             "VAULT": self.backup_vault,
             "BACKUP_ROLE_ARN": self.backup_role_arn,
@@ -151,6 +154,7 @@ def resolve(cfn: Any, ssm: Any, sts: Any, stage: str, stack: str | None = None) 
         job_function=physical.get("DpdJob"),
         reconciliation_function=physical.get("ReconciliationJob"),
         reminders_function=physical.get("RemindersJob"),
+        digest_function=physical.get("DigestJob"),
         alerts_topic_arn=outputs.get("AlertsTopicArn"),
         backup_vault=outputs.get("BackupVaultName"),
         backup_role_arn=outputs.get("BackupRoleArn"),
@@ -245,6 +249,8 @@ def _print_stack(info: StackInfo) -> None:
         ("RECON_LOG_GROUP", "reconciliation log group"),
         ("REMINDERS_FN", "reminders sender function"),
         ("REMINDERS_LOG_GROUP", "reminders sender log group"),
+        ("DIGEST_FN", "morning digest function"),
+        ("DIGEST_LOG_GROUP", "morning digest log group"),
         ("TOPIC_ARN", "alerts topic"),
         ("VAULT", "backup vault"),
         ("BACKUP_ROLE_ARN", "backup role"),

@@ -71,27 +71,6 @@ def test_every_flag_of_the_spec_is_a_parameter_defaulting_to_true() -> None:
     assert set(params.values()) == {"true"}
 
 
-def test_alarms_watch_metrics_the_code_emits_and_notify_the_topic() -> None:
-    resources = load_template()["Resources"]
-    alarms = {k: v["Properties"] for k, v in resources.items() if v.get("Type") == "AWS::CloudWatch::Alarm"}
-    assert {"FinancialGuardTriggered", "AuthFailed", "PaymentFailed", "DuplicateUtr"} <= {
-        a["MetricName"] for a in alarms.values()
-    }
-    for props in alarms.values():
-        assert props["AlarmActions"] == [{"Ref": "AlertsTopic"}]
-
-
-def test_every_alarm_pages_when_it_fires_and_when_it_clears() -> None:
-    """On-call learns from the alerts topic that an alarm has cleared too (the guide's "resolved"
-    notice), and no alarm leaves missing data to CloudWatch's default, which would hide a silent metric."""
-    resources = load_template()["Resources"]
-    alarms = {k: v["Properties"] for k, v in resources.items() if v.get("Type") == "AWS::CloudWatch::Alarm"}
-    assert alarms
-    for name, props in alarms.items():
-        assert props["OKActions"] == props["AlarmActions"] == [{"Ref": "AlertsTopic"}], name
-        assert props["TreatMissingData"] in {"notBreaching", "breaching", "missing", "ignore"}, name
-
-
 def test_provision_is_idempotent_and_keeps_flag_values() -> None:
     with mock_aws():
         ddb, ssm = boto3.client("dynamodb"), boto3.client("ssm")
