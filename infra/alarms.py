@@ -92,6 +92,10 @@ class Alarm:
             props.update(self.watches.cfn())
             props["ExtendedStatistic" if self.statistic.startswith("p") else "Statistic"] = self.statistic
             props["Period"] = self.period
+            if self.statistic.startswith("p"):
+                # A quiet night's period holds a handful of requests, and one cold start would be its p99:
+                # too few samples to judge, so such a period neither fires nor clears the alarm.
+                props["EvaluateLowSampleCountPercentile"] = "ignore"
         else:
             props["Metrics"] = [
                 {
@@ -129,7 +133,7 @@ class Alarm:
             else f"one period of {window}"
         )
         missing = "; no data counts as breaching" if self.missing == "breaching" else ""
-        return f"{stat}`{what}` ≥ {_number(self.threshold)} in {periods}{missing}"
+        return f"{stat}`{what}` ≥ {number(self.threshold)} in {periods}{missing}"
 
 
 def _duration(seconds: int) -> str:
@@ -139,7 +143,7 @@ def _duration(seconds: int) -> str:
     return f"{seconds // 60} minutes"
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
@@ -226,9 +230,9 @@ def business_alarms(template: dict[str, Any]) -> list[Alarm]:
             "dpd-run-not-completed-by-0600.md",
             "Yesterday's day-end DPD run had not completed by 06:00 IST, or the watchdog that checks it every "
             "15 minutes stopped reporting.",
-            "The watchdog reports every 15 minutes (0 = fine or not yet due, 1 = the run is missing after 06:00 "
-            "IST), so an hour without any report is itself breaching: a broken watchdog pages too. It clears "
-            "by itself once a catch-up run completes.",
+            "The watchdog reports every 15 minutes (1 = a date due by 06:00 IST has not completed, 0 = the book "
+            "is closed through the last due date), so an hour without any report is itself breaching: a broken "
+            "watchdog pages too. It clears by itself once a catch-up run completes.",
             business("DpdRunMissing"),
             statistic="Maximum",
             period=HOUR,
@@ -455,7 +459,7 @@ def function_alarms(config: dict[str, Any]) -> list[Alarm]:
     for function in functions(config):
         dims = (("FunctionName", {"Ref": function.logical_id}),)
         slug = "api" if function.logical_id == "APIHandler" else function.name.replace("_", "-")
-        margin = _number(function.timeout - near_timeout_ms(function.timeout) / 1000)
+        margin = number(function.timeout - near_timeout_ms(function.timeout) / 1000)
         alarms += [
             Alarm(
                 f"{function.logical_id}ErrorsAlarm",
@@ -501,7 +505,7 @@ def api_alarms() -> list[Alarm]:
             "ApiServerErrorsAlarm",
             "api-5xx",
             "api-5xx.md",
-            "More than 2% of API requests answered 5xx in 5 minutes (or 3 or more 5xx in a quiet 5 minutes).",
+            "2% or more of API requests answered 5xx in 5 minutes (or 3 or more 5xx in a quiet 5 minutes).",
             f"A rate, so a busy morning's one 503 does not page; below {API_MIN_REQUESTS} requests in 5 minutes "
             "(night, a holiday) a rate means nothing, so three 5xx answers page instead.",
             Expression(

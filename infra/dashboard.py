@@ -50,8 +50,9 @@ def _api(metric: str, stat: str, label: str) -> list[Any]:
     return ["AWS/ApiGateway", metric, "ApiName", APP_NAME, "Stage", "${Stage}", {"stat": stat, "label": label}]
 
 
-def _lambda(metric: str, function: Function, stat: str) -> list[Any]:
-    return ["AWS/Lambda", metric, "FunctionName", f"${{{function.logical_id}}}", {"stat": stat, "label": function.name}]
+def _lambda(metric: str, function: Function, stat: str, label: str = "") -> list[Any]:
+    shown = f"{function.name} {label}".strip()
+    return ["AWS/Lambda", metric, "FunctionName", f"${{{function.logical_id}}}", {"stat": stat, "label": shown}]
 
 
 def _table(metric: str, table: Table) -> list[Any]:
@@ -120,7 +121,8 @@ def widgets(template: dict[str, Any], config: dict[str, Any]) -> list[dict[str, 
         _widget("Lambda duration (maximum, ms)", [_lambda("Duration", f, "Maximum") for f in fns], stat="Maximum"),
         _widget(
             "Lambda errors and throttles",
-            [_lambda("Errors", f, "Sum") for f in fns] + [_lambda("Throttles", f, "Sum") for f in fns],
+            [_lambda("Errors", f, "Sum", "errors") for f in fns]
+            + [_lambda("Throttles", f, "Sum", "throttles") for f in fns],
         ),
         _widget(
             "DynamoDB consumed capacity (read units)",
@@ -135,6 +137,12 @@ def widgets(template: dict[str, Any], config: dict[str, Any]) -> list[dict[str, 
             [
                 _stage_tables("ReadThrottleEvents", "TableName", "read throttled ", "d1"),
                 _stage_tables("WriteThrottleEvents", "TableName", "write throttled ", "d2"),
+                _stage_tables(
+                    "ReadThrottleEvents", "GlobalSecondaryIndexName,TableName", "index read throttled ", "d4"
+                ),
+                _stage_tables(
+                    "WriteThrottleEvents", "GlobalSecondaryIndexName,TableName", "index write throttled ", "d5"
+                ),
                 _stage_tables("SystemErrors", "Operation,TableName", "system errors ", "d3"),
             ],
         ),

@@ -1,5 +1,6 @@
 """Write the generated parts of infra/template.json (every alarm, the dashboard, the functions' log
-groups) and the threshold table of docs/runbook/alarms.md from ``infra.alarms`` and ``infra.dashboard``.
+groups and each function's ``LoggingConfig`` pointing at its group) and the threshold table of
+docs/runbook/alarms.md, from ``infra.alarms`` and ``infra.dashboard``.
 
     python -m infra.generate          # rewrite both files
     python -m infra.generate --check  # exit 1 if either is out of date (the test suite runs this)
@@ -16,7 +17,7 @@ import sys
 from typing import Any
 
 from infra import dashboard
-from infra.alarms import ROOT, Alarm, all_alarms, functions, load_config
+from infra.alarms import APP_NAME, ROOT, Alarm, all_alarms, functions, load_config, number
 from infra.provision import TEMPLATE_PATH, load_template
 
 GENERATED_TYPES = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::Logs::LogGroup"})
@@ -24,6 +25,14 @@ LOG_RETENTION_DAYS = 365
 """The audit table is the lasting record of every change; logs are for diagnosis. A year covers the
 look-back of an annual audit or a complaint about last year's collections, at a small storage cost."""
 THRESHOLDS_PAGE = ROOT / "docs" / "runbook" / "alarms.md"
+
+
+def log_group_name(function_name: str) -> str:
+    """Named by the stage and the function's name in .chalice/config.json, not by Lambda's generated
+    function name: a group the stack creates must not collide with the ``/aws/lambda/<function>`` group
+    Lambda has already made for a function deployed before the template had log groups (creating it
+    would fail the deploy), and a static name is one the runbook can print."""
+    return f"/aws/lambda/{APP_NAME}-${{Stage}}/{function_name}"
 
 
 def log_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -35,12 +44,19 @@ def log_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "LogGroupName": {"Fn::Sub": f"/aws/lambda/${{{function.logical_id}}}"},
+                "LogGroupName": {"Fn::Sub": log_group_name(function.name)},
                 "RetentionInDays": LOG_RETENTION_DAYS,
             },
         }
         for function in functions(config)
     }
+
+
+def logging_configs(resources: dict[str, Any], config: dict[str, Any]) -> None:
+    """Point each function (its merge-template entry, made if missing) at its group."""
+    for function in functions(config):
+        entry = resources.setdefault(function.logical_id, {"Properties": {}})
+        entry.setdefault("Properties", {})["LoggingConfig"] = {"LogGroup": {"Ref": f"{function.logical_id}LogGroup"}}
 
 
 def generated(template: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +67,7 @@ def generated(template: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
         resources[alarm.logical_id] = alarm.resource()
     resources["Dashboard"] = dashboard.resource(template, config)
     resources.update(log_groups(config))
+    logging_configs(resources, config)
     return {**template, "Resources": resources}
 
 
@@ -73,6 +90,8 @@ def thresholds_page(alarms: list[Alarm]) -> str:
     for (page, why), members in families.items():
         names = ", ".join(f"`{a.suffix}`" for a in members)
         rule = members[0].condition() + (" (each alone; the first shown)" if len(members) > 1 else "")
+        if len({a.threshold for a in members}) > 1:
+            rule += "; thresholds: " + ", ".join(f"`{a.suffix}` {number(a.threshold)}" for a in members)
         lines.append(f"| {names} | {rule} | {why} | [{page}](alerts/{page}) |")
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import threading
 from typing import Any, TextIO
 
 import boto3
@@ -55,14 +56,18 @@ class MetricsTee(io.TextIOBase):
         self._cloudwatch = cloudwatch
         self._pending = ""
         self._warned = False
+        # The local API server answers each request on its own thread: one line must not be split
+        # between two writers' buffers.
+        self._lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        written = self._stream.write(text)
-        self._pending += text
-        *lines, self._pending = self._pending.split("\n")
+        with self._lock:
+            written = self._stream.write(text)
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
         for line in lines:
             if EMF_MARKER in line:
                 self._forward(line)

@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chalicelib import clock
+from chalicelib.config import settings
 from infra import alarms
 from infra.provision import load_template, resolve
 from ops import stack
@@ -242,6 +243,15 @@ class LogLine:
     message: str
 
 
+LOGICAL_IDS = {
+    Function.api: "APIHandler",
+    Function.job: "DpdJob",
+    Function.reconciliation: "ReconciliationJob",
+    Function.reminders: "RemindersJob",
+    Function.digest: "DigestJob",
+}
+
+
 def function_names(info: stack.StackInfo) -> dict[Function, str | None]:
     return {
         Function.api: info.api_function,
@@ -302,7 +312,7 @@ def logs_command(
     names = function_names(info)
     # Without --function: every function the stack has (a stack deployed before a job existed lacks it).
     wanted = function or [f for f in Function if names[f]]
-    groups = {f.value: group for f in wanted if (group := stack.log_group(names[f]))}
+    groups = {f.value: group for f in wanted if (group := info.log_group(LOGICAL_IDS[f], names[f]))}
     if len(groups) != len(wanted):
         raise fail(f"stack {info.stack} does not name every function asked for")
     cutoff = clock.now_ist() - duration(since)
@@ -382,7 +392,8 @@ def _metric_scope(
             raise fail(f"stack {info.stack} does not name the {function.value} function")
         return namespace or "AWS/Lambda", {"FunctionName": name}
     if table is not None:
-        return namespace or "AWS/DynamoDB", {"TableName": f"loan-crm-{stage}-{table}"}
+        # The table the stage uses now: after a rollback onto restored tables, TABLE_PREFIX names them.
+        return namespace or "AWS/DynamoDB", {"TableName": settings().table_name(table)}
     if namespace is not None:
         return namespace, {}
     return BUSINESS_NAMESPACE.format(stage=stage), dict(BUSINESS_DIMENSIONS)

@@ -636,17 +636,31 @@ def restore_tables(
     return planned
 
 
-def refresh_copies(ddb: Any, stage: str, prefix: str) -> dict[str, CopyBack]:
+def refresh_copies(ddb: Any, stage: str, prefix: str, dry_run: bool = False) -> dict[str, CopyBack]:
     """Make each table ``restore tables`` copied from a live one equal to it again (writes that reached
-    the live tables after the copy): by table, what was put and deleted."""
+    the live tables after the copy): by table, what was put and deleted.
+
+    Only before the cut-over. Refused when this shell's stage already uses ``prefix`` (TABLE_PREFIX),
+    and when the new audit table holds an entry the old one lacks: the audit trail is append-only, so
+    such an entry was written by the stage running on the new tables, and making the copy equal to the
+    old tables would delete it (and every other write since the cut-over)."""
     check_table_prefix(prefix, stage, "--prefix")
-    done: dict[str, CopyBack] = {}
+    if prefix == settings().table_prefix:
+        raise ValueError(f"the stage uses {prefix} now (TABLE_PREFIX): refresh is only for before the cut-over")
+    copies: dict[str, str] = {}
     for spec in backups.stage_tables(stage, prefix):
-        tags = _table_tags(ddb, spec.name)
-        source = tags.get(TAG_SOURCE, "")
+        source = _table_tags(ddb, spec.name).get(TAG_SOURCE, "")
         if source.startswith("copy of "):
-            done[spec.name] = copy_back(ddb, spec.name, source.removeprefix("copy of "), dry_run=False)
-    return done
+            copies[spec.name] = source.removeprefix("copy of ")
+    audit = f"{prefix}audit"
+    if audit in copies:
+        written = copy_back(ddb, audit, copies[audit], dry_run=True).deletes
+        if written:
+            raise ValueError(
+                f"{audit} has {written} audit entries {copies[audit]} lacks: the stage has been writing to the "
+                "new tables, so they are live now; nothing was changed"
+            )
+    return {name: copy_back(ddb, name, source, dry_run=dry_run) for name, source in copies.items()}
 
 
 # ---- checking the new tables -----------------------------------------------------------------------
@@ -977,16 +991,21 @@ def tables_command(
 
 
 @app.command("refresh")
-def refresh_command(prefix: PrefixOption) -> None:
+def refresh_command(
+    prefix: PrefixOption,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be put and deleted.")] = False,
+) -> None:
     """Copy again, from the live tables, the tables `restore tables` copied (audit, reminders, users):
-    for writes that reached the live tables after the copy. Freeze writes first."""
+    for writes that reached the live tables after the copy. Freeze writes first. Before the cut-over
+    only: refused once the stage writes to the new tables."""
     config = settings()
     try:
-        done = refresh_copies(_ddb(), config.stage, prefix)
+        done = refresh_copies(_ddb(), config.stage, prefix, dry_run)
     except ValueError as exc:
         raise fail(str(exc), 2) from None
+    put, deleted = ("would put", "would delete") if dry_run else ("put", "deleted")
     for name, copied in done.items():
-        out.print(f"{name} <- {copied.restored}: put {copied.puts}, deleted {copied.deletes}", highlight=False)
+        out.print(f"{name} <- {copied.restored}: {put} {copied.puts}, {deleted} {copied.deletes}", highlight=False)
     if not done:
         raise fail(f"no copied tables under {prefix}")
 

@@ -56,6 +56,13 @@ class StackInfo:
     backup_role_arn: str | None = None
     backup_plan_id: str | None = None
     tables: tuple[str, ...] = ()
+    log_groups: tuple[tuple[str, str], ...] = ()
+    """(function's logical id, its log group) for the groups the stack itself creates."""
+
+    def log_group(self, logical_id: str, function_name: str | None) -> str | None:
+        """The stack's own group for the function, or Lambda's default for a stack made before the
+        template created them (``/aws/lambda/<function>``)."""
+        return dict(self.log_groups).get(logical_id) or log_group(function_name)
 
     def variables(self) -> dict[str, str | None]:
         """The shell names (``--export``, ``--get``) and their values, in a stable order."""
@@ -65,14 +72,14 @@ class StackInfo:
             "API": self.api_url,
             "API_FN": self.api_function,
             "DPD_FN": self.job_function,
-            "API_LOG_GROUP": log_group(self.api_function),
-            "DPD_LOG_GROUP": log_group(self.job_function),
+            "API_LOG_GROUP": self.log_group("APIHandler", self.api_function),
+            "DPD_LOG_GROUP": self.log_group("DpdJob", self.job_function),
             "RECON_FN": self.reconciliation_function,
-            "RECON_LOG_GROUP": log_group(self.reconciliation_function),
+            "RECON_LOG_GROUP": self.log_group("ReconciliationJob", self.reconciliation_function),
             "REMINDERS_FN": self.reminders_function,
-            "REMINDERS_LOG_GROUP": log_group(self.reminders_function),
+            "REMINDERS_LOG_GROUP": self.log_group("RemindersJob", self.reminders_function),
             "DIGEST_FN": self.digest_function,
-            "DIGEST_LOG_GROUP": log_group(self.digest_function),
+            "DIGEST_LOG_GROUP": self.log_group("DigestJob", self.digest_function),
             "TOPIC_ARN": self.alerts_topic_arn,
             "VAULT": self.backup_vault,
             "BACKUP_ROLE_ARN": self.backup_role_arn,
@@ -82,7 +89,7 @@ class StackInfo:
 
 
 def log_group(function_name: str | None) -> str | None:
-    """Lambda writes to ``/aws/lambda/<function>``; the group is created by the function, not the template."""
+    """Lambda's default group, ``/aws/lambda/<function>``, used when the stack does not create one."""
     return f"/aws/lambda/{function_name}" if function_name else None
 
 
@@ -160,6 +167,9 @@ def resolve(cfn: Any, ssm: Any, sts: Any, stage: str, stack: str | None = None) 
         backup_role_arn=outputs.get("BackupRoleArn"),
         backup_plan_id=physical.get("BackupPlan"),
         tables=tables,
+        log_groups=tuple(
+            sorted((k.removesuffix("LogGroup"), v) for k, v in physical.items() if k.endswith("LogGroup"))
+        ),
     )
 
 

@@ -5,8 +5,9 @@ answers with the result, as the HTTP routes do.
 "<aws.scheduler.scheduled-time>"}``, by ops with ``{"business_date": ...}``, by the API's manual run,
 and by itself (``"continuation": true``) to continue a run that reached the time limit; outside AWS
 Lambda the continuation runs in this process instead (docs/day-end.md, "Time budget and continuation").
-At 06:00 IST the same function is invoked with ``{"check": "completed", ...}`` and only reports whether
-the night's run completed, so the "did not complete by 06:00" alarm needs no clock-aware metric maths.
+Every 15 minutes the same function is invoked with ``{"check": "completed", ...}`` and only reports
+whether the book is closed through the last date due by then (docs/day-end.md, "The watchdog"), so the
+"did not complete by 06:00" alarm needs no clock-aware metric maths.
 """
 
 from __future__ import annotations

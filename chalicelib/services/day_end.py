@@ -253,20 +253,28 @@ class DayEndService:
 
     def check_completed(self, business_date: dt.date, at: dt.datetime) -> bool:
         """The watchdog, invoked every 15 minutes: whether the run for ``business_date`` completed.
-        It reports ``DpdRunMissing`` each time, 1 only once the run is due (:data:`RUN_DUE_BY` IST the
-        next morning) and not completed, 0 otherwise, so the alarm needs no clock-aware metric maths
-        and can treat no data at all (a watchdog that stopped running) as a miss too."""
+
+        Each check reports ``DpdRunMissing``: 1 when the book is not closed through the last date that
+        is due by ``at`` (a date is due :data:`RUN_DUE_BY` IST the next morning), 0 otherwise. Judging
+        the latest completed date, not only ``business_date``, keeps the alarm in ALARM past midnight
+        while an earlier date is still missing, and a completed catch-up run (which closes every date
+        before it) clears it. A point every time lets the alarm treat no data at all (a watchdog that
+        stopped running) as a miss too, with no clock-aware metric maths."""
         record = self.runs.get(business_date)
         completed = record is not None and record.status is RunStatus.COMPLETED
         due = at >= dt.datetime.combine(business_date + dt.timedelta(days=1), RUN_DUE_BY, tzinfo=clock.IST)
-        self.metrics.measure("DpdRunMissing", 1 if due and not completed else 0, "Count")
+        due_through = business_date if due else business_date - dt.timedelta(days=1)
+        closed_through = business_date if completed else self.runs.latest_completed()
+        missing = closed_through is None or closed_through < due_through
+        self.metrics.measure("DpdRunMissing", 1 if missing else 0, "Count")
         logger.info(
             "day-end watchdog",
             extra={
                 "business_date": business_date.isoformat(),
                 "run_id": record.run_id if record else None,
                 "status": record.status.value if record else None,
-                "outcome": "completed" if completed else ("missing" if due else "not yet due"),
+                "outcome": "missing" if missing else ("completed" if completed else "not yet due"),
+                "due_through": due_through.isoformat(),
             },
         )
         return completed

@@ -213,11 +213,15 @@ def test_the_dashboard_is_valid_and_shows_what_the_on_call_engineer_needs(packag
     )
 
 
-def test_every_function_logs_to_a_group_with_a_retention(packaged: dict[str, Any]) -> None:
-    groups = _of_type(packaged, "AWS::Logs::LogGroup").values()
-    named = {g["Properties"]["LogGroupName"]["Fn::Sub"] for g in groups}
+def test_every_function_logs_to_its_own_group_with_a_retention(packaged: dict[str, Any]) -> None:
+    groups = _of_type(packaged, "AWS::Logs::LogGroup")
     functions = _of_type(packaged, "AWS::Serverless::Function")
-    assert named == {f"/aws/lambda/${{{name}}}" for name in functions}
-    for group in groups:
+    assert {f"{name}LogGroup" for name in functions} == set(groups)
+    for name, function in functions.items():
+        assert function["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}, name
+    for group in groups.values():
+        # Not Lambda's default /aws/lambda/<function>: a function deployed before the stack made groups
+        # already has that one, and creating it again would fail the deploy.
+        assert group["Properties"]["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/loan-crm-${Stage}/")
         assert group["Properties"]["RetentionInDays"] == generate.LOG_RETENTION_DAYS
         assert group["DeletionPolicy"] == "Retain"

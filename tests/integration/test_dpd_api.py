@@ -319,11 +319,13 @@ def test_the_watchdog_reports_whether_the_night_run_completed(api: Api, capsys: 
     """Every check emits a data point: 1 when the run is due (06:00 IST) and missing, 0 otherwise, so the
     alarm can take no data at all (a check that stopped running) as a miss too."""
     watchdog = {"check": "completed", "scheduled_time": "2026-03-15T00:30:00Z"}  # 06:00 IST on 15 Mar
+    after_midnight = {"check": "completed", "scheduled_time": "2026-03-15T19:00:00Z"}  # 00:30 IST 16 Mar
     capsys.readouterr()
-    # 05:45 IST: the night's run (still running, or not started) is not due yet.
+    # 05:45 IST on 15 Mar: the run for the 14th is not due yet, but no run ever completed, so the 13th
+    # (due yesterday) is missing.
     early = {"check": "completed", "scheduled_time": "2026-03-15T00:15:00Z"}
     assert dpd_job(early, LambdaContext()) == {"business_date": "2026-03-14", "completed": False}
-    assert dpd_run_missing(capsys.readouterr().out) == [0]
+    assert dpd_run_missing(capsys.readouterr().out) == [1]
     assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": False}
     assert dpd_run_missing(capsys.readouterr().out) == [1]
     assert history(api) == []  # the check runs nothing
@@ -333,11 +335,18 @@ def test_the_watchdog_reports_whether_the_night_run_completed(api: Api, capsys: 
     capsys.readouterr()
     assert dpd_job(watchdog, LambdaContext())["completed"] is False  # skipped is not completed
     assert dpd_run_missing(capsys.readouterr().out) == [1]
+    # Past midnight the 14th is still missing: the alarm must not clear because the date moved on.
+    assert dpd_job(after_midnight, LambdaContext())["business_date"] == "2026-03-15"
+    assert dpd_run_missing(capsys.readouterr().out) == [1]
 
     set_flag(api, "CRON_ENABLED", "true")
     assert dpd_job({"business_date": "2026-03-14"}, LambdaContext())["outcome"] == "COMPLETED"
     capsys.readouterr()
     assert dpd_job(watchdog, LambdaContext()) == {"business_date": "2026-03-14", "completed": True}
+    assert dpd_run_missing(capsys.readouterr().out) == [0]
+    # Past midnight the check moves on to the 15th, not due until 06:00 on the 16th: the book is closed
+    # through the 14th, so nothing is missing.
+    assert dpd_job(after_midnight, LambdaContext()) == {"business_date": "2026-03-15", "completed": False}
     assert dpd_run_missing(capsys.readouterr().out) == [0]
     record = services().runs.get(dt.date(2026, 3, 14))
     assert record is not None and record.trigger == "manual"

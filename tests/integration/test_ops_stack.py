@@ -332,3 +332,20 @@ def test_metrics_reads_business_and_aws_metrics_of_the_stage(deployed: dict[str,
     assert throttled.exit_code == 0 and f"TableName=loan-crm-{moto_stack}-loans" in throttled.stdout
     assert run("metrics", "Errors", "--stat", "Median").exit_code == 2
     assert run("metrics", "Errors", "--dimension", "reason").exit_code == 2
+
+
+def test_log_groups_are_the_stacks_own_when_it_makes_them() -> None:
+    """A stack with the generated log groups names them; an older one falls back to Lambda's default."""
+    made = observe.stack.StackInfo(
+        stage="s",
+        stack="loan-crm-s",
+        status="UPDATE_COMPLETE",
+        region="ap-south-1",
+        job_function="loan-crm-s-DpdJob-ABC",
+        reminders_function="loan-crm-s-RemindersJob-DEF",
+        log_groups=(("DpdJob", "/aws/lambda/loan-crm-s/dpd_job"),),
+    )
+    names = made.variables()
+    assert names["DPD_LOG_GROUP"] == "/aws/lambda/loan-crm-s/dpd_job"
+    assert names["REMINDERS_LOG_GROUP"] == "/aws/lambda/loan-crm-s-RemindersJob-DEF"
+    assert names["DIGEST_LOG_GROUP"] is None

@@ -288,10 +288,22 @@ def test_rollback_to_a_backup_under_a_new_prefix_and_back(
         .get("Item")
     )
 
-    # Going back is unsetting it: the old tables were never written.
+    # After the cut-over a refresh would make the new tables equal to the old ones, deleting what the
+    # stage has written since: refused, whether this shell points at the new tables or not.
+    assert ops("restore", "refresh", "--prefix", prefix).exit_code == 2
     point_at(monkeypatch, None)
+    refused = ops("restore", "refresh", "--prefix", prefix, "--dry-run")
+    assert refused.exit_code == 2 and "writing to the new tables" in refused.stderr
+    assert payments_of_table(f"{prefix}payments", replayed["payment_id"])
+
+    # Going back is unsetting it: the old tables were never written.
     assert api.loan("LN-A")["notes"] == "written by the bad release"
     assert payments_of(api, "LN-A") == []
+
+
+def payments_of_table(table: str, payment_id: str) -> bool:
+    item = boto3.client("dynamodb").get_item(TableName=table, Key={"payment_id": {"S": payment_id}})
+    return "Item" in item
 
 
 def test_point_in_time_restore_makes_and_verifies_every_table(api: Api, ddb: KeepsEncryption) -> None:
