@@ -39,7 +39,7 @@ from typing import Any, NoReturn
 import boto3
 from botocore.config import Config
 
-from chalicelib.clock import last_completed_business_date
+from chalicelib.clock import last_completed_business_date, now_ist
 from chalicelib.config import settings
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.roles import Role
@@ -200,6 +200,9 @@ def day_end_run() -> str:
     # Its metrics are EMF lines on stdout: into the log with the rest, not over the banner.
     with JOB_LOG.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(MetricsTee(log)):
         result = services().dpd_job.run(business_date, trigger="local-start")
+        # What the watchdog schedule does in AWS, once: `python -m ops --local alarms` then shows the
+        # missed-run rule fed (for an hour), as on a stage whose watchdog reports.
+        services().dpd_job.check_completed(business_date, now_ist())
     run = result.record
     counts = f", {run.loans_updated} loans updated, {run.escalated} escalated" if run else ""
     return f"Day-end DPD run for {business_date}: {result.outcome.value}{counts}"

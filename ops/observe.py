@@ -197,7 +197,12 @@ def local_verdict(cw: Any, alarm: alarms.Alarm, stage: str, now: dt.datetime) ->
 def _show_local_rules(cw: Any, stage: str, now: dt.datetime) -> None:
     catalogue = alarms.all_alarms(load_template(), alarms.load_config())
     table = Table(
-        "alarm", "rule", "recent values", "verdict", "runbook page", title=f"alarm rules on the local stack ({stage})"
+        "alarm",
+        "rule",
+        "recent values",
+        "verdict",
+        "runbook page (docs/runbook/alerts/)",
+        title=f"alarm rules on the local stack (alarms {ALARM_PREFIX.format(stage=stage)}*)",
     )
     skipped = 0
     for alarm in catalogue:
@@ -212,7 +217,7 @@ def _show_local_rules(cw: Any, stage: str, now: dt.datetime) -> None:
             escape(alarm.condition()),
             shown,
             f"[{colour}]{found.verdict}[/]",
-            alarm.page_path,
+            alarm.page,
         )
     out.print(table)
     out.print(
