@@ -80,6 +80,9 @@ class Settings:
     turns it off, for the tests that are not about it: a reconciliation reads the whole book, and the
     day-end tests run the day-end thousands of times."""
     reminders_topic_arn: str | None = None
+    alerts_topic_arn: str | None = None
+    """The alerts topic the morning digest publishes to; given to deployed functions like the reminders
+    topic, found by its name elsewhere (``adapters.sns_topic``)."""
     """The SNS FIFO topic reminders are published to; deployed functions get it from the template, the
     local stack and the tests find the topic by its name (``adapters.reminder_topic``)."""
 
@@ -133,6 +136,7 @@ def settings() -> Settings:
         user_cache_seconds=_bounded_int("USER_CACHE_SECONDS", 60, 0, 3600),
         reconcile_after_day_end=os.environ.get("RECONCILE_AFTER_DAY_END", "true").lower() != "false",
         reminders_topic_arn=os.environ.get("REMINDERS_TOPIC_ARN") or None,
+        alerts_topic_arn=os.environ.get("ALERTS_TOPIC_ARN") or None,
         table_prefix_override=_table_prefix(stage),
     )
 

@@ -83,7 +83,9 @@ def parameter_specs(stage: str, template: dict[str, Any] | None = None) -> dict[
     }
 
 
-def _create_table(ddb: Any, spec: TableSpec) -> None:
+def table_layout(spec: TableSpec) -> dict[str, Any]:
+    """The ``create_table`` arguments that give a table its template layout: name, keys, billing and
+    indexes (encryption and protection are each caller's: a restore sets them its own way)."""
     props = spec.properties
     kwargs: dict[str, Any] = {
         "TableName": spec.name,
@@ -93,6 +95,12 @@ def _create_table(ddb: Any, spec: TableSpec) -> None:
     }
     if props.get("GlobalSecondaryIndexes"):
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return kwargs
+
+
+def _create_table(ddb: Any, spec: TableSpec) -> None:
+    props = spec.properties
+    kwargs = table_layout(spec)
     if props.get("SSESpecification", {}).get("SSEEnabled"):
         # CloudFormation spells it SSEEnabled, the API Enabled.
         kwargs["SSESpecification"] = {"Enabled": True}

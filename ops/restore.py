@@ -45,7 +45,7 @@ from chalicelib.api.routes.audit import audit_dict
 from chalicelib.config import check_table_prefix, settings, stage_prefix
 from chalicelib.domain.reconciliation import ReconciliationRun, ReconciliationStatus, SegmentProgress
 from chalicelib.services.reconciliation import RunHere
-from infra.provision import TableSpec, table_specs
+from infra.provision import TableSpec, table_layout, table_specs
 from ops import backups, stack
 from ops.console import err, fail, out
 from ops.target import target
@@ -478,15 +478,7 @@ def _start(ddb: Any, backup: Any, p: Planned, vault: str | None, role_arn: str |
 
 
 def _create_empty(ddb: Any, spec: TableSpec) -> None:
-    props = spec.properties
-    kwargs: dict[str, Any] = {
-        "TableName": spec.name,
-        "AttributeDefinitions": props["AttributeDefinitions"],
-        "KeySchema": props["KeySchema"],
-        "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
-    }
-    if props.get("GlobalSecondaryIndexes"):
-        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    kwargs = table_layout(spec)
     sse = _sse_override(spec)
     if sse:
         kwargs["SSESpecification"] = sse["SSESpecificationOverride"]

@@ -8,17 +8,11 @@ digest), so botocore's own retries are left on.
 
 from __future__ import annotations
 
-import os
-import threading
-from typing import Any
-
-import boto3
 from botocore.config import Config
 
+from chalicelib.adapters.sns_topic import StageTopic
 from chalicelib.config import Settings
 
-TOPIC_ARN_VARIABLE = "ALERTS_TOPIC_ARN"
-"""Set on deployed functions by the template; absent in the local stack and the tests."""
 _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
 
 
@@ -30,30 +24,9 @@ class SnsAlertPublisher:
     """Implements ``services.ports.AlertPublisher``."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._client: Any = None
-        self._topic_arn: str | None = None
-        self._lock = threading.Lock()
-
-    def _ready(self) -> tuple[Any, str]:
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("sns", region_name=self._settings.region, config=_CLIENT_CONFIG)
-            if self._topic_arn is None:
-                self._topic_arn = os.environ.get(TOPIC_ARN_VARIABLE) or self._find_topic(self._client)
-            return self._client, self._topic_arn
-
-    def _find_topic(self, client: Any) -> str:
-        """The local stack and the tests have no template to hand the ARN over: ``infra.provision`` made
-        the topic under the template's name, so look it up by that."""
-        wanted = f":{self._settings.stage_prefix}alerts"
-        for page in client.get_paginator("list_topics").paginate():
-            for topic in page.get("Topics", []):
-                if topic["TopicArn"].endswith(wanted):
-                    return str(topic["TopicArn"])
-        raise AlertTopicMissing(f"no alerts topic ({wanted.lstrip(':')}) in this account and region")
+        self._topic = StageTopic(settings, "alerts", settings.alerts_topic_arn, _CLIENT_CONFIG, AlertTopicMissing)
 
     def publish(self, subject: str, message: str) -> str:
-        client, topic_arn = self._ready()
+        client, topic_arn = self._topic.ready()
         answer = client.publish(TopicArn=topic_arn, Subject=subject, Message=message)
         return str(answer.get("MessageId", ""))

@@ -6,13 +6,12 @@ publish safe (docs/reminders.md, "Never twice")."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.adapters.sns_topic import StageTopic
 from chalicelib.config import Settings
 from chalicelib.domain.reminders import PublishOutcomeUnknown, PublishRejected, Reminder
 from chalicelib.retry import REMINDER_PUBLISH, retry
@@ -23,31 +22,12 @@ _CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempt
 
 class SnsReminderPublisher:
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._client: Any = None
-        self._topic_arn: str | None = None
-        self._lock = threading.Lock()
-
-    def _ready(self) -> tuple[Any, str]:
-        with self._lock:
-            if self._client is None:
-                self._client = boto3.client("sns", region_name=self._settings.region, config=_CLIENT_CONFIG)
-            if self._topic_arn is None:
-                self._topic_arn = self._settings.reminders_topic_arn or self._find_topic(self._client)
-            return self._client, self._topic_arn
-
-    def _find_topic(self, client: Any) -> str:
-        """Deployed functions are given the ARN (``REMINDERS_TOPIC_ARN``); the local stack and the tests
-        find the topic ``infra.provision`` made by its name."""
-        wanted = f":{self._settings.stage_prefix}reminders.fifo"
-        for page in client.get_paginator("list_topics").paginate():
-            for topic in page.get("Topics", []):
-                if topic["TopicArn"].endswith(wanted):
-                    return str(topic["TopicArn"])
-        raise PublishRejected(f"no reminders topic ({wanted.lstrip(':')}) in this account and region")
+        self._topic = StageTopic(
+            settings, "reminders.fifo", settings.reminders_topic_arn, _CLIENT_CONFIG, PublishRejected
+        )
 
     def publish(self, reminder: Reminder, message: dict[str, Any]) -> str:
-        client, topic_arn = self._ready()
+        client, topic_arn = self._topic.ready()
 
         def once() -> str:
             try:

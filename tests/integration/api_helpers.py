@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
+from chalice.config import Config
 from chalice.test import Client
 
 import app as app_module
@@ -24,6 +26,7 @@ from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import issue_token
 from chalicelib.wiring import services
+from local.api_server import local_api_server
 
 FROZEN_AT = dt.datetime(2026, 3, 15, 6, 30, tzinfo=dt.UTC)
 """12:00 IST on Sunday 15 March 2026: business 'today' is 2026-03-15, 'yesterday' 2026-03-14."""
@@ -204,9 +207,8 @@ class Api:
                 return items
 
 
-def emitted_metrics(stdout: str) -> list[str]:
-    """Names of every EMF metric printed (powertools writes one JSON document per line)."""
-    names: list[str] = []
+def emf_documents(stdout: str) -> Iterator[dict[str, Any]]:
+    """Every EMF document printed (powertools writes one JSON document per line; other lines skipped)."""
     for line in stdout.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -215,9 +217,18 @@ def emitted_metrics(stdout: str) -> list[str]:
             doc = json.loads(line)
         except ValueError:
             continue
-        for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
-            names += [m["Name"] for m in directive["Metrics"]]
-    return names
+        if isinstance(doc, dict) and "_aws" in doc:
+            yield doc
+
+
+def emitted_metrics(stdout: str) -> list[str]:
+    """Names of every EMF metric printed."""
+    return [
+        m["Name"]
+        for doc in emf_documents(stdout)
+        for directive in doc["_aws"].get("CloudWatchMetrics", [])
+        for m in directive["Metrics"]
+    ]
 
 
 def mint(alias: str, ttl_seconds: int = 8 * 3600) -> str:
@@ -277,3 +288,22 @@ def local_gateway_request(
     answer = gateway.handle_request(method=method, path=path, headers=headers, body=payload)
     raw = answer.get("body") or b""
     return Reply(answer["statusCode"], dict(answer.get("headers") or {}), raw.encode() if isinstance(raw, str) else raw)
+
+
+@contextmanager
+def local_server() -> Iterator[str]:
+    """The local API server (what ``make run`` serves) on 127.0.0.1:<free port>, in this process, on the
+    current stage; yields its base URL."""
+    original_class = app_module.app.__class__
+    server = local_api_server(app_module.app, Config.create(), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server.server_address[1]}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server.server_close()
+        # local_api_server makes the app's current request per thread, as `chalice local` does; the
+        # other tests of this process get the app back as they know it.
+        app_module.app.__class__ = original_class

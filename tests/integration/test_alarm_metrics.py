@@ -47,6 +47,7 @@ from infra.provision import load_template, resolve
 from tests.integration.api_helpers import (
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
+    emf_documents,
     imported_body,
     loan_body,
 )
@@ -206,16 +207,7 @@ class Emission:
 def emissions(stdout: str) -> list[Emission]:
     """Every metric of every EMF document printed (powertools writes one JSON document per line)."""
     found: list[Emission] = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(doc, dict):
-            continue
+    for doc in emf_documents(stdout):
         for directive in doc.get("_aws", {}).get("CloudWatchMetrics", []):
             sets = tuple(frozenset(s) for s in directive.get("Dimensions", []))
             for metric in directive.get("Metrics", []):

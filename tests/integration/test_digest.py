@@ -19,6 +19,7 @@ import pytest
 from chalicelib import wiring
 from chalicelib.adapters.alerts_topic import AlertTopicMissing
 from chalicelib.clock import IST
+from chalicelib.config import reset_settings
 from chalicelib.domain.reminders import Reminder, ReminderKind, ReminderStatus
 from chalicelib.jobs.digest import digest_job
 from chalicelib.wiring import services
@@ -196,11 +197,14 @@ def test_the_topic_named_by_the_environment_wins_and_a_missing_topic_fails_loudl
     elsewhere = sns.create_topic(Name=f"{api.stage}-elsewhere")["TopicArn"]
     other_inbox = subscribe(api, elsewhere, "elsewhere")
     monkeypatch.setenv("ALERTS_TOPIC_ARN", elsewhere)
+    reset_settings()
+    wiring.reset()  # a container started with the variable set
     with api.at(at("2026-03-15", "09:00")):
         digest_job(SCHEDULED, None)
     assert len(other_inbox()) == 1 and inbox() == []
 
     monkeypatch.delenv("ALERTS_TOPIC_ARN")
+    reset_settings()
     sns.delete_topic(TopicArn=alerts_topic(api))
     wiring.reset()  # a fresh container, which has not found the topic yet
     capsys.readouterr()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import time
 from typing import Any
 
@@ -31,6 +30,7 @@ from tests.integration.api_helpers import (
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
     assert_error,
+    emf_documents,
     emitted_metrics,
     imported_body,
     loan_body,
@@ -308,9 +308,9 @@ def test_the_scheduler_cannot_run_a_date_that_has_not_ended(api: Api) -> None:
 def dpd_run_missing(stdout: str) -> list[float]:
     """The value of every ``DpdRunMissing`` data point printed (EMF gives a number or a list of them)."""
     points: list[float] = []
-    for line in stdout.splitlines():
-        if line.startswith("{") and '"_aws"' in line and '"DpdRunMissing"' in line:
-            value = json.loads(line)["DpdRunMissing"]
+    for doc in emf_documents(stdout):
+        if "DpdRunMissing" in doc:
+            value = doc["DpdRunMissing"]
             points += value if isinstance(value, list) else [value]
     return points
 

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,22 +23,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from chalice.config import Config
 
-import app as app_module
 from chalicelib.adapters.dynamodb.delinquency import DynamoDelinquencyStore
 from chalicelib.adapters.logging import app_logger
 from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.roles import Role
 from chalicelib.jobs.lambda_handlers import DpdRunFailedError, dpd_job, reconciliation_job, reminders_job
 from chalicelib.wiring import services
-from local.api_server import local_api_server
 from tests.integration.api_helpers import (
     FROZEN_AT,
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
     imported_body,
     loan_body,
+    local_server,
 )
 from tests.integration.test_reconciliation import plant_counter_drift
 
@@ -365,17 +362,8 @@ class Http:
 @pytest.fixture
 def served(moto_stack: str) -> Iterator[str]:
     """The local API server (what ``make run`` serves) on a free port, in this process."""
-    original_class = app_module.app.__class__
-    server = local_api_server(app_module.app, Config.create(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server.server_close()
-        app_module.app.__class__ = original_class
+    with local_server() as url:
+        yield url
 
 
 def test_a_whole_local_session_prints_no_personal_data_password_or_token(

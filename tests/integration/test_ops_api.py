@@ -10,21 +10,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chalice.config import Config
 from typer.testing import CliRunner, Result
 
-import app as app_module
 from chalicelib.domain.roles import Role
 from chalicelib.wiring import services
-from local.api_server import local_api_server
 from local.demo import seed
 from ops import api_client
 from ops.cli import app
+from tests.integration.api_helpers import local_server
 
 PASSWORD = "a-long-operator-password"
 BOOK = 12
@@ -41,19 +38,8 @@ def served(moto_stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("OPS_USER", raising=False)
     services().auth.add_user("ops-admin", PASSWORD, Role.ADMIN)
     services().auth.add_user("ops-auditor", PASSWORD, Role.AUDITOR)
-    original_class = app_module.app.__class__
-    server = local_api_server(app_module.app, Config.create(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server.server_close()
-        # local_api_server makes the app's current request per thread, as `chalice local` does; the
-        # other tests of this process get the app back as they know it.
-        app_module.app.__class__ = original_class
+    with local_server() as url:
+        yield url
 
 
 def test_login_keeps_an_owner_only_token_that_api_reuses(served: str, moto_stack: str) -> None:

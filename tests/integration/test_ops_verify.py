@@ -9,7 +9,6 @@ import datetime as dt
 import io
 import json
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,19 @@ from typing import Any
 import boto3
 import pytest
 import typer
-from chalice.config import Config
 from moto.dynamodb.models import table as moto_table
 from typer.testing import CliRunner, Result
 
-import app as app_module
 from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.roles import Role
 from chalicelib.domain.runs import RunStatus
 from chalicelib.wiring import services
-from local.api_server import local_api_server
 from local.demo import seed
 from local.environment import Ports
 from ops import verify
 from ops.cli import app
 from ops.target import Target
-from tests.integration.api_helpers import FROZEN_AT, YESTERDAY
+from tests.integration.api_helpers import FROZEN_AT, YESTERDAY, local_server
 
 PASSWORD = "a-long-operator-password"
 BOOK = 12
@@ -109,17 +105,8 @@ def stage_ready(moto_stack: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 Period=300, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
             )  # fmt: skip
             cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="test")
-        original_class = app_module.app.__class__
-        server = local_api_server(app_module.app, Config.create(), "127.0.0.1", 0)
-        thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server.server_address[1]}"
-        finally:
-            server.shutdown()
-            thread.join(timeout=10)
-            server.server.server_close()
-            app_module.app.__class__ = original_class
+        with local_server() as url:
+            yield url
 
 
 def test_a_healthy_stage_passes_every_check_and_the_probe_writes_nothing(stage_ready: str, moto_stack: str) -> None:

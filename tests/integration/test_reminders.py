@@ -304,7 +304,7 @@ def test_a_publish_that_times_out_and_is_retried_reaches_the_topic_once(
     api.create_loan()
     run_for(api, "2026-04-02")
     publisher = services().reminders.publisher
-    client, _ = publisher._ready()  # type: ignore[attr-defined]
+    client, _ = publisher._topic.ready()  # type: ignore[attr-defined]
     real = client.publish
     calls: list[str] = []
 
@@ -326,7 +326,7 @@ def test_a_refused_publish_is_retried_with_backoff_then_fails_and_ops_can_send_i
 ) -> None:
     loan_id = api.create_loan()["loan_id"]
     run_for(api, "2026-04-02")
-    client, _ = services().reminders.publisher._ready()  # type: ignore[attr-defined]
+    client, _ = services().reminders.publisher._topic.ready()  # type: ignore[attr-defined]
     real = client.publish
 
     def refused(**_kwargs: Any) -> Any:
