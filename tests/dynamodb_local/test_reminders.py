@@ -560,7 +560,7 @@ def _sender(env: dict[str, str], at: str, barrier: Any, out: Any) -> None:
     from chalicelib.domain.flags import FlagName
 
     reminders = services().reminders
-    client, _topic = reminders.publisher._ready()  # type: ignore[attr-defined]
+    client, _topic = reminders.publisher._topic.ready()  # type: ignore[attr-defined]
     published: list[str] = []
     client.meta.events.register(
         "before-parameter-build.sns.Publish", lambda params, **_: published.append(params["MessageDeduplicationId"])

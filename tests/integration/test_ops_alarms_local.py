@@ -50,6 +50,7 @@ def _rows(output: str) -> dict[str, str]:
     return {
         name: line
         for line in output.splitlines()
+        if line.startswith("│")
         for name in [w for w in line.replace("│", " ").split() if w.startswith(f"loan-crm-{STAGE}-")]
     }
 
