@@ -50,25 +50,30 @@ def mask_name(name: str) -> str:
 _NOT_ALNUM_BEFORE = r"(?<![A-Za-z0-9])"
 _NOT_ALNUM_AFTER = r"(?![A-Za-z0-9])"
 
-PHONE = re.compile(_NOT_ALNUM_BEFORE + r"(?:(?:\+|00)?91[ -]?|0)?[6-9]\d{4}[ -]?\d{5}" + _NOT_ALNUM_AFTER)
-"""An Indian mobile number as people write it: ten digits starting 6-9, optionally split 5+5 and
-preceded by ``+91``, ``0091``, ``91`` or ``0``. A digit run that is longer, or glued to letters (a
-ULID, a UTR like ``SBIN0123456789``), is not one, so ids stay readable; underscores separate, so
-``phone_9876543210`` is caught. The price: a ten-digit amount starting 6-9 written as text is masked
-too, which a log can afford."""
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+PHONE = re.compile(
+    _NOT_ALNUM_BEFORE
+    + r"(?:(?:\+|%2[Bb]|00)?91[ -]?|0)?[6-9](?:\d{4}[ -]?\d{5}|\d{2}[ -]?\d{3}[ -]?\d{4})"
+    + _NOT_ALNUM_AFTER
+)
+"""An Indian mobile number as people write it: ten digits starting 6-9, optionally split 5+5 or 3+3+4
+and preceded by ``+91`` (also URL-encoded, ``%2B91``), ``0091``, ``91`` or ``0``. A digit run that is
+longer, or glued to letters (a ULID, a UTR like ``SBIN0123456789``), is not one, so ids stay
+readable; underscores separate, so ``phone_9876543210`` is caught. The price: a ten-digit amount
+starting 6-9 written as text is masked too, which a log can afford."""
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+?(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+"""An e-mail address, also URL-encoded (``%40`` for the ``@``, as in a logged query string)."""
 JWT = re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 """A JSON Web Token: three base64url parts, the first of which always starts ``eyJ`` (``{"``)."""
 AUTH_SCHEME = re.compile(r"(?i)(?<![A-Za-z0-9])(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 """An ``Authorization`` value: the scheme and a credential of eight characters or more (so the words
 "missing bearer token" stay as they are)."""
 SECRET_ASSIGNMENT = re.compile(
-    r"(?i)((?:password|passwd|secret|token|authorization|api_?key)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s\"',;&}]+)"
+    r"(?i)((?:password|passwd|secret|token|authorization|api[_-]?key)[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s\"',;&}]+)"
 )
 """``password=...`` or ``"token": "..."`` inside a text: an exception message quoting a body, a URL."""
 
 SECRET_KEY = re.compile(
-    r"(?i)password|passwd|passphrase|secret|token|authori[sz]ation|cookie|api_?key|credential|private_?key|jwt"
+    r"(?i)password|passwd|passphrase|secret|token|authori[sz]ation|cookie|api[_-]?key|credential|private[_-]?key|jwt"
 )
 """A key whose value is never written, whatever the value looks like."""
 WITHHELD_KEYS = frozenset({"address"})
@@ -106,8 +111,11 @@ def scrub(value: Any) -> Any:
 
 
 def _scrub(value: Any, masks: Mapping[str, Callable[[str], str]], depth: int) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | float):
         return value
+    if isinstance(value, int):
+        # A phone stored as a number is still a phone; any other integer (counts, paise) is kept.
+        return value if not PHONE.fullmatch(str(value)) else mask_phone(str(value))
     if depth > MAX_DEPTH:
         return scrub_text(str(value))
     if isinstance(value, Mapping):

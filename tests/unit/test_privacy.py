@@ -237,3 +237,23 @@ def test_every_line_the_formatter_writes_is_scrubbed_exception_included() -> Non
     assert "absent" not in lines[0]
     assert lines[0]["name"] == "tests.privacy" and lines[0]["service"] == "loan-crm"
     assert "ValueError" in lines[1]["exception"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call 987 654 3210 today",  # written 3+3+4
+        "GET /loans?phone=%2B919876543210",  # URL-encoded +91
+        "GET /users?email=asha.rao%40example.in",  # URL-encoded @
+    ],
+)
+def test_other_ways_of_writing_a_phone_or_an_email_are_masked(text: str) -> None:
+    scrubbed = scrub_text(text)
+    assert "9876543210" not in scrubbed and "987 654" not in scrubbed and "asha.rao" not in scrubbed
+
+
+def test_a_phone_stored_as_a_number_and_an_api_key_header_are_not_written() -> None:
+    scrubbed = scrub({"contact": 9876543210, "x-api-key": "k3y-value", "amount_paise": 123_456, "loans": 42})
+    assert scrubbed["contact"] != 9876543210 and "9876543210" not in str(scrubbed["contact"])
+    assert scrubbed["x-api-key"] == REDACTED
+    assert scrubbed["amount_paise"] == 123_456 and scrubbed["loans"] == 42  # other numbers are kept
