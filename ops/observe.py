@@ -109,9 +109,7 @@ def alarms_command(
     if chosen.local_ports is not None:
         if state is not None or history is not None:
             raise fail("the local stack has no alarm states or history: without options it shows each rule", 2)
-        # Up to the next whole minute, as CloudWatch's periods are: a data point put this second is inside.
-        until = clock.now_ist().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        _show_local_rules(boto3.client("cloudwatch", region_name=chosen.region), chosen.stage, until)
+        _show_local_rules(boto3.client("cloudwatch", region_name=chosen.region), chosen.stage)
         return
     prefix = ALARM_PREFIX.format(stage=chosen.stage)
     cw = boto3.client("cloudwatch", region_name=chosen.region)
@@ -194,8 +192,17 @@ def local_verdict(cw: Any, alarm: alarms.Alarm, stage: str, now: dt.datetime) ->
     return LocalVerdict(alarm, tuple(values), verdict)
 
 
-def _show_local_rules(cw: Any, stage: str, now: dt.datetime) -> None:
-    catalogue = alarms.all_alarms(load_template(), alarms.load_config())
+def local_verdicts(cw: Any, stage: str) -> tuple[list[LocalVerdict], int]:
+    """Every alarm on the application's own metrics judged on the local CloudWatch as of now, and how
+    many alarms were left out (those on AWS's metrics, which the local stack has none of)."""
+    # Up to the next whole minute, as CloudWatch's periods are: a data point put this second is inside.
+    until = clock.now_ist().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    found = [local_verdict(cw, a, stage, until) for a in alarms.all_alarms(load_template(), alarms.load_config())]
+    judged = [v for v in found if v.verdict != AWS_ONLY]
+    return judged, len(found) - len(judged)
+
+
+def _show_local_rules(cw: Any, stage: str) -> None:
     table = Table(
         "alarm",
         "rule",
@@ -204,12 +211,9 @@ def _show_local_rules(cw: Any, stage: str, now: dt.datetime) -> None:
         "runbook page (docs/runbook/alerts/)",
         title=f"alarm rules on the local stack (alarms {ALARM_PREFIX.format(stage=stage)}*)",
     )
-    skipped = 0
-    for alarm in catalogue:
-        found = local_verdict(cw, alarm, stage, now)
-        if found.verdict == AWS_ONLY:
-            skipped += 1
-            continue
+    judged, skipped = local_verdicts(cw, stage)
+    for found in judged:
+        alarm = found.alarm
         shown = ", ".join("-" if v is None else _number(v) for v in found.values)
         colour = {"WOULD FIRE": "bold red", "OK": "green"}.get(found.verdict, "yellow")
         table.add_row(

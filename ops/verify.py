@@ -3,7 +3,7 @@ with one exit status, so a deploy pipeline can stop on it and a person reads one
 running eight steps by hand.
 
 Each check is a row, PASS, FAIL or SKIP, with the figure it was judged on. SKIP is only for what the
-target cannot have (the local stack has no backups and no CloudWatch alarms); anything that could be
+target cannot have (DynamoDB Local keeps no backups); anything that could be
 checked and was not is a FAIL, so a broken deployment is never waved through because a check errored.
 
 What it checks, and why that way:
@@ -25,7 +25,8 @@ What it checks, and why that way:
   makes is audited, so a silent trail on a working stage means audits are not being written;
 - backups: each data table's newest backup (on-demand, or AWS Backup's recovery point in the stage's
   vault) is less than 26 hours old: the daily plan runs at 06:30 IST, plus slack for its window;
-- alarms: the stage has alarms, and none is in ALARM.
+- alarms: the stage has alarms, and none is in ALARM (locally: no alarm rule would fire on the
+  local metrics).
 """
 
 from __future__ import annotations
@@ -322,6 +323,17 @@ def check_alarms(cw: Any, stage: str) -> Row:
     return passed(name, f"{len(alarms)} alarms, none in ALARM ({states})")
 
 
+def check_local_alarms(cw: Any, stage: str) -> Row:
+    """The local stack has no alarms, but its metrics reach the local CloudWatch: judged by the stage's
+    alarm rules (``ops --local alarms``), one that would fire on the data fails the row. Nothing runs
+    the watchdog's schedule locally, so a rule firing only for want of data does not count here."""
+    judged, _ = observe.local_verdicts(cw, stage)
+    firing = [v.alarm for v in judged if v.verdict == "WOULD FIRE" and any(x is not None for x in v.values)]
+    if firing:
+        return failed(ALARMS, "would fire locally: " + "; ".join(f"{a.suffix} (see {a.page_path})" for a in firing))
+    return passed(ALARMS, f"{len(judged)} rules on the application's metrics, none would fire (ops --local alarms)")
+
+
 # ---- the command -------------------------------------------------------------------------------------
 
 
@@ -368,7 +380,9 @@ def run_checks(ctx: typer.Context, http: Http) -> list[Row]:
     if local:
         rows += [
             skipped(BACKUPS, "DynamoDB Local keeps no backups"),
-            skipped(ALARMS, "the local stack has no CloudWatch alarms"),
+            _guarded(
+                ALARMS, lambda: check_local_alarms(boto3.client("cloudwatch", region_name=chosen.region), chosen.stage)
+            ),
         ]
         return rows
     ddb = boto3.client("dynamodb", region_name=chosen.region)

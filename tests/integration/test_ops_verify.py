@@ -19,7 +19,8 @@ import typer
 from moto.dynamodb.models import table as moto_table
 from typer.testing import CliRunner, Result
 
-from chalicelib.clock import IST, FixedClock, use_clock
+from chalicelib.clock import IST, FixedClock, now_ist, use_clock
+from chalicelib.config import settings
 from chalicelib.domain.roles import Role
 from chalicelib.domain.runs import RunStatus
 from chalicelib.wiring import services
@@ -201,18 +202,35 @@ def check_verdict(row: verify.Row) -> tuple[str, str]:
     return row.verdict.value, row.detail.split(";")[0] if row.verdict is verify.Verdict.FAIL else row.detail
 
 
-def test_the_local_stack_skips_backups_and_alarms_with_the_reason(
+def test_the_local_stack_skips_backups_and_judges_its_metrics_by_the_alarm_rules(
     stage_ready: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ctx = typer.Context(typer.main.get_command(app), obj=Target(local_ports=Ports(8000, 5000, 8080)))
-    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n" + PASSWORD + "\n"))
 
     verify.verify_command(ctx, user="ops-admin", password_stdin=True, url=stage_ready)
 
     printed = capsys.readouterr()
-    assert "all 5 checks passed, 2 skipped" in printed.err
+    assert "all 6 checks passed, 1 skipped" in printed.err
     lines = printed.out.splitlines()
     assert any(
         "latest backups" in line and "SKIP" in line and "DynamoDB Local keeps no backups" in line for line in lines
     )
-    assert any("alarms" in line and "SKIP" in line and "no CloudWatch alarms" in line for line in lines)
+    assert any("alarms" in line and "PASS" in line and "none would fire" in line for line in lines)
+
+    # A metric over an alarm's threshold, as the local stack forwards it, fails the row.
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace=f"LoanCRM/{settings().stage}",
+        MetricData=[
+            {
+                "MetricName": "PaymentFailed",
+                "Dimensions": [{"Name": "service", "Value": "loan-crm"}],
+                "Value": 1,
+                "Timestamp": now_ist(),  # the test's frozen now
+            }
+        ],
+    )
+    with pytest.raises(typer.Exit):
+        verify.verify_command(ctx, user="ops-admin", password_stdin=True, url=stage_ready)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "alarms" in line and "FAIL" in line)
+    assert "payment-failed" in row
