@@ -14,11 +14,10 @@ from contextlib import redirect_stdout
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.reconciliation import ReconciliationStatus
+from chalicelib.domain.reconciliation import ReconciliationRun, ReconciliationStatus
 from chalicelib.domain.roles import Role
 from chalicelib.services.context import RequestContext
 from chalicelib.services.views import reconciliation_dict
@@ -47,22 +46,28 @@ def reconcile(
     if as_json:
         typer.echo(json.dumps(report, separators=(",", ":")))
     else:
-        out.print(
-            f"reconciliation {run.run_id}: {run.status.value}  loans {run.loans_checked}  payments "
-            f"{run.payments_checked}  claims {run.claims_checked}  mismatches {run.mismatch_count}",
-            highlight=False,
-        )
-        if run.unverified:
-            out.print(f"  written to while checked (neither confirmed nor refuted): {', '.join(run.unverified)}")
-        if run.mismatches:
-            table = Table("kind", "entity", "expected", "actual")
-            for m in run.mismatches:
-                table.add_row(m.kind.value, m.entity_id, json.dumps(m.expected), json.dumps(m.actual))
-            out.print(table)
-        if run.error:
-            out.print(f"  error: {run.error}", highlight=False)
+        print_run(run, f"reconciliation {run.run_id}")
     if run.status is not ReconciliationStatus.COMPLETED or run.mismatch_count:
         raise typer.Exit(1)
+
+
+def print_run(run: ReconciliationRun, label: str) -> None:
+    """A reconciliation's outcome as ops read it: the counts, then what did not hold."""
+    out.print(
+        f"{label}: {run.status.value}  loans {run.loans_checked}  payments "
+        f"{run.payments_checked}  claims {run.claims_checked}  mismatches {run.mismatch_count}",
+        highlight=False,
+    )
+    if run.unverified:
+        out.print(f"  written to while checked (neither confirmed nor refuted): {', '.join(run.unverified)}")
+    # One line each, so a mismatch can be grepped and read whole whatever the terminal's width.
+    for m in run.mismatches or []:
+        out.print(
+            f"  {m.kind.value} {m.entity_id}: expected {json.dumps(m.expected)}, found {json.dumps(m.actual)}",
+            highlight=False,
+        )
+    if run.error:
+        out.print(f"  error: {run.error}", highlight=False)
 
 
 def rebuild_aggregates() -> None:

@@ -48,6 +48,7 @@ from chalicelib.services.reconciliation import RunHere
 from infra.provision import TableSpec, table_layout, table_specs
 from ops import backups, stack
 from ops.console import err, fail, out
+from ops.reconcile import print_run
 from ops.target import target
 
 SEGMENTS = 8
@@ -1067,13 +1068,7 @@ def _print_report(report: VerifyReport, live_prefix: str | None) -> None:
     out.print(f"restore point: {report.restore_point or 'unknown (no restored table is tagged)'}", highlight=False)
     run = report.reconciliation
     if run is not None:
-        out.print(
-            f"reconciliation of the restored ledger: {run.status.value}  loans {run.loans_checked}  payments "
-            f"{run.payments_checked}  claims {run.claims_checked}  mismatches {run.mismatch_count}",
-            highlight=False,
-        )
-        for m in run.mismatches or []:
-            out.print(f"  {m.kind.value} {m.entity_id}: expected {m.expected!r}, found {m.actual!r}", highlight=False)
+        print_run(run, "reconciliation of the restored ledger")
     if report.reconciliation_problem:
         err.print(f"[bold red]{escape(report.reconciliation_problem)}[/]", highlight=False)
     if live_prefix is not None:

@@ -30,10 +30,12 @@ from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.roles import Role
 from chalicelib.jobs.lambda_handlers import DpdRunFailedError, dpd_job, reconciliation_job, reminders_job
 from chalicelib.wiring import services
+from tests.fakes import Measurement as Point
 from tests.integration.api_helpers import (
     FROZEN_AT,
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
+    emf_documents,
     imported_body,
     loan_body,
     local_server,
@@ -89,22 +91,11 @@ def app_log() -> Iterator[AppLog]:
         handler.setStream(previous)
 
 
-@dataclass(frozen=True)
-class Point:
-    name: str
-    value: float
-    unit: str
-    dimensions: dict[str, str]
-
-
 def emf_points(stdout: str) -> list[Point]:
-    """Every EMF data point printed: powertools writes one JSON document per line, the value a number
-    or a list of them, the dimensions as top-level keys."""
+    """Every EMF data point printed (the value a number or a list of them, the dimensions top-level
+    keys), in the shape the fake metrics record."""
     points: list[Point] = []
-    for line in stdout.splitlines():
-        if not line.startswith("{") or '"_aws"' not in line:
-            continue
-        doc = json.loads(line)
+    for doc in emf_documents(stdout):
         for directive in doc["_aws"]["CloudWatchMetrics"]:
             dimensions = {name: doc[name] for group in directive["Dimensions"] for name in group}
             for metric in directive["Metrics"]:
