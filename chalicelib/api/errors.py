@@ -60,7 +60,11 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
 
 
 def status_for(error: DomainError) -> int:
-    for cls in type(error).__mro__:
+    return status_for_kind(type(error))
+
+
+def status_for_kind(kind: type[DomainError]) -> int:
+    for cls in kind.__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 500

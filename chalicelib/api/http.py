@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import json
 import math
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,7 +40,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from chalicelib.adapters.logging import app_logger, log_context
-from chalicelib.api import idempotency
+from chalicelib.api import idempotency, operations
 from chalicelib.api.errors import (
     error_response,
     internal_error_response,
@@ -47,6 +48,7 @@ from chalicelib.api.errors import (
     status_for,
     unknown_path_response,
 )
+from chalicelib.api.operations import Answer, Operation, QueryParam
 from chalicelib.api.schemas import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from chalicelib.config import settings
 from chalicelib.domain.audit import Action, Actor
@@ -224,6 +226,9 @@ class Call:
     request: Request
     ctx: RequestContext
     request_id: str
+    query_params: tuple[QueryParam, ...] = ()
+    """The query parameters the operation declares: the only ones it accepts, each checked against its
+    published schema."""
     fingerprint: str | None = None
     """Set when the client sent an Idempotency-Key: identifies this logical request across retries."""
     _document: JsonDocument | None = None
@@ -266,19 +271,24 @@ class Call:
         except PydanticValidationError as exc:
             raise ValidationFailed("request body is invalid", pydantic_details(exc)) from None
 
-    def query(self, allowed: set[str]) -> dict[str, str]:
-        """The query parameters; an unknown name, an overlong value or a control character is a 400."""
+    def query(self) -> dict[str, str]:
+        """The query parameters; a name the operation does not declare, an overlong value or a control
+        character is a 400."""
         params = dict(self.request.query_params or {})
-        unknown = sorted(set(params) - allowed)
+        declared = {p.name: p for p in self.query_params}
+        unknown = sorted(set(params) - set(declared))
         if unknown:
             raise ValidationFailed(
                 "unknown query parameters", [{"field": name, "message": "not supported"} for name in unknown]
             )
-        bad = [
-            {"field": name, "message": f"at most {MAX_QUERY_VALUE_CHARS} printable characters"}
-            for name, value in sorted(params.items())
-            if len(value) > MAX_QUERY_VALUE_CHARS or not value.isprintable()
-        ]
+        bad = []
+        for name, value in sorted(params.items()):
+            if len(value) > MAX_QUERY_VALUE_CHARS or not value.isprintable():
+                problem: str | None = f"at most {MAX_QUERY_VALUE_CHARS} printable characters"
+            else:
+                problem = declared[name].problem(value)
+            if problem is not None:
+                bad.append({"field": name, "message": problem})
         if bad:
             raise ValidationFailed("invalid query parameters", bad)
         return params
@@ -329,11 +339,14 @@ def _authenticate(request: Request, request_id: str) -> RequestContext:
     headers: Any = request.headers or {}
     header = str(headers.get("authorization") or "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # Only spaces and tabs around the token are padding; str.strip() would also drop CR/LF, Unicode
+    # spaces and control characters, accepting a header no client should send (docs/auth.md).
+    token = token.strip(" \t")
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("missing bearer token")
     # A good signature is not enough: the user must still exist, be active and not have ended the
     # token since (a password change, a deactivation). A storage failure there is a 503, never a pass.
-    verified = services().auth.authenticate(token.strip())
+    verified = services().auth.authenticate(token)
     return RequestContext(actor=verified.actor, source_ip=_source_ip(request), request_id=request_id)
 
 
@@ -541,19 +554,57 @@ def endpoint(
     methods: tuple[str, ...] = ("GET",),
     roles: frozenset[Role] | None = None,
     authenticated: bool = True,
+    *,
+    check_roles_in_view: bool = False,
+    summary: str,
+    answers: Mapping[int, Answer],
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+    query: tuple[QueryParam, ...] = (),
+    errors: tuple[type[DomainError], ...] = (),
+    tag: str,
+    media_type: str = "application/json",
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
-    """Register ``fn(call, **uri_params)`` as a route. ``roles`` None means any authenticated role;
-    views that must act before the role check (the financial guard) check roles themselves.
-    Authenticated POSTs honour ``Idempotency-Key``."""
+    """Register ``fn(call, **uri_params)`` as a route. ``roles`` None means any authenticated role. A
+    view that must act before the role check (the financial guard) passes ``check_roles_in_view`` and
+    checks ``roles`` itself; the contract still shows them. Authenticated POSTs honour
+    ``Idempotency-Key``.
+
+    The rest declares the operation for the published contract (``chalicelib.api.operations``): what
+    it answers per success status, its body model, its query parameters (the only ones the view
+    accepts) and the refusals particular to it. The view's docstring becomes its description."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Response]:
-        served = _Endpoint(bp, path, fn, roles, authenticated, idempotent=authenticated and "POST" in methods)
+        idempotent = authenticated and "POST" in methods
+        admits = None if check_roles_in_view else roles
+        served = _Endpoint(bp, path, fn, admits, authenticated, idempotent, query)
 
         @functools.wraps(fn)
         def view(**params: Any) -> Response:
             return served.serve(params)
 
         _register(bp, path, methods, view)
+        # Declared once the route is registered: a route refused above leaves nothing in the contract.
+        for method in methods:
+            operations.register(
+                Operation(
+                    path=path,
+                    method=method,
+                    name=fn.__name__,
+                    summary=summary,
+                    description=inspect.cleandoc(fn.__doc__ or ""),
+                    roles=roles,
+                    authenticated=authenticated,
+                    idempotent=idempotent,
+                    body=body,
+                    body_required=body_required,
+                    query=query,
+                    answers=answers,
+                    errors=errors,
+                    tag=tag,
+                    media_type=media_type,
+                )
+            )
         return view
 
     return decorate
@@ -577,6 +628,7 @@ class _Endpoint:
     roles: frozenset[Role] | None
     authenticated: bool
     idempotent: bool
+    query_params: tuple[QueryParam, ...]
 
     def serve(self, params: dict[str, Any]) -> Response:
         """The error boundary around one request: admission (:meth:`_admit`), then the view's answer
@@ -621,9 +673,10 @@ class _Endpoint:
             except Forbidden as exc:
                 _record_denial(ctx, request, self.path, params, exc)
                 raise
-        call = line.call = Call(request, ctx, request_id)
-        if request.method != "GET":
-            call.query(set())  # no write route takes query parameters: one sent is a mistake, never ignored
+        call = line.call = Call(request, ctx, request_id, self.query_params)
+        # Every query parameter is checked before the view runs: one the operation does not declare is
+        # a 400, never ignored (no write route declares any: one sent is a mistake).
+        call.query()
         return call
 
     def _answer(self, call: Call, params: dict[str, Any]) -> Response:

@@ -8,7 +8,16 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from chalicelib.domain.loan import LOAN_ID_PATTERN, Borrower
 from chalicelib.domain.payment import UTR_PATTERN, PaymentMode, normalise_utr
@@ -23,10 +32,36 @@ LAST_BUSINESS_DATE = dt.date(2099, 12, 31)
 """Every business date the API accepts, in a body or a query, lies in this range (400 otherwise)."""
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9]{10,15}$")]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+SPACES = " \t\r\n"
+"""What is trimmed from the ends of free text: the ASCII spaces a form or a CSV leaves behind. Only
+these, so the published pattern (:data:`_EDGES` at each end) says exactly what is accepted; Python's
+``str.strip()`` would also remove characters a JSON Schema whitespace class does not match."""
+_EDGES = r"[ \t\r\n]*"
+
+
+def _trimmed(value: str) -> str:
+    return value.strip(SPACES)
+
+
+def _not_blank(value: str) -> str:
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+# Lengths and patterns are judged on the text as sent, then it is trimmed: a limit the contract
+# publishes (maxLength 200) holds for what the client sends, with no hidden allowance for spaces.
+Text = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_trimmed), AfterValidator(_not_blank)
+]
+LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_trimmed)]
+Phone = Annotated[str, StringConstraints(pattern=rf"^{_EDGES}\+?[0-9]{{10,15}}{_EDGES}$"), AfterValidator(_trimmed)]
+_EMAIL_PART = "[^@ \t\r\n]+"
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=rf"^{_EDGES}{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}{_EDGES}$"),
+    AfterValidator(_trimmed),
+]
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN.pattern)]
 LoanId = Annotated[str, StringConstraints(pattern=LOAN_ID_PATTERN.pattern)]
@@ -132,7 +167,13 @@ def _utr(value: object) -> object:
     return normalise_utr(value) if isinstance(value, str) else value
 
 
-Utr = Annotated[str, BeforeValidator(_utr), StringConstraints(pattern=UTR_PATTERN.pattern)]
+Utr = Annotated[
+    str,
+    BeforeValidator(_utr),
+    StringConstraints(pattern=UTR_PATTERN.pattern),
+    # What a client may send, before normalise_utr trims and upper-cases it.
+    WithJsonSchema({"type": "string", "pattern": rf"^{_EDGES}[A-Za-z0-9]{{6,35}}{_EDGES}$"}),
+]
 
 
 class PaymentIn(StrictModel):
@@ -145,8 +186,16 @@ class PaymentIn(StrictModel):
     mode: PaymentMode
 
 
+def _reason_length(value: str) -> str:
+    if len(value) < 3:
+        raise ValueError("at least 3 characters besides spaces")
+    return value
+
+
 class ReverseIn(StrictModel):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+    reason: Annotated[
+        str, StringConstraints(min_length=3, max_length=500), AfterValidator(_trimmed), AfterValidator(_reason_length)
+    ]
 
 
 class RunDpdIn(StrictModel):

@@ -47,10 +47,15 @@ class PaymentStatus(StrEnum):
     REVERSED = "REVERSED"
 
 
+UTR_SPACES = " \t\r\n"
+
+
 def normalise_utr(raw: str) -> str:
     """Bank references arrive with stray spaces and mixed case from SMS and statements; one UTR is
-    one payment however it was typed."""
-    return raw.strip().upper()
+    one payment however it was typed. Only ASCII is folded: ``"ß".upper()`` is ``"SS"``, so folding
+    any letter would turn text that is no UTR at all into one (and claim someone else's)."""
+    trimmed = raw.strip(UTR_SPACES)
+    return trimmed.upper() if trimmed.isascii() else trimmed
 
 
 def is_valid_utr(utr: str) -> bool:

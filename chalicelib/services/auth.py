@@ -2,8 +2,9 @@
 
 Tokens: HS256 only (the algorithm is pinned, so a token claiming ``none`` or RS256 is refused), every
 claim required and of the type we issue, a small leeway for clock skew between API Gateway's Lambdas
-and the client. Expiry is checked against the project clock, not PyJWT's own ``now``, so a frozen test
-clock means the same thing everywhere. Any malformed token is a 401 (Unauthenticated), never a crash.
+and the client. The times (``exp``, ``iat``, ``nbf``) are checked against the project clock, not
+PyJWT's own ``now``, so a frozen test clock means the same thing everywhere. Any malformed token is a
+401 (Unauthenticated), never a crash.
 
 Logins: each attempt is counted for its (username, source address) before the password is checked,
 so concurrent guesses cannot get past the allowance; a success clears the count.
@@ -21,6 +22,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,14 @@ MAX_TOKEN_CHARS = 4096
 """Our tokens are about 250 characters; anything this long is refused before it is parsed."""
 MAX_EPOCH_SECONDS = 253_402_300_799
 """9999-12-31T23:59:59Z, the last second a calendar date can name: a larger iat or exp is no time."""
+MAX_SUB_CHARS = 64
+"""The longest username (domain/users.py). A longer sub names nobody, and one past DynamoDB's 2048-byte key
+limit would make the user lookup fail with a 500 instead of a miss."""
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""Three base64url segments without padding, as RFC 7515 writes them and as we issue them. PyJWT also
+accepts ``=`` padding, which would make two spellings of one token; and this does not depend on the
+PyJWT version rejecting characters outside the alphabet (older ones skipped them silently). The
+signature may be empty here so that an unsigned token is refused for its algorithm, which says more."""
 UNKNOWN_SOURCE = "unknown"
 IPV6_THROTTLE_PREFIX = 64
 
@@ -112,6 +122,8 @@ def decode_verified(token: str, secret: str) -> VerifiedToken:
     key = _check_secret(secret)
     if len(token) > MAX_TOKEN_CHARS:
         raise Unauthenticated("invalid token: too long")
+    if not COMPACT_JWS.fullmatch(token):
+        raise Unauthenticated("invalid token: malformed")
     try:
         claims = jwt.decode(
             token,
@@ -121,8 +133,11 @@ def decode_verified(token: str, secret: str) -> VerifiedToken:
             issuer=ISSUER,
             options={
                 "require": list(REQUIRED_CLAIMS),
+                # Times are checked in _actor, against the project clock and with our leeway: PyJWT
+                # would use the wall clock, no leeway unless told, and accept "123" or 1.5 as a time.
                 "verify_exp": False,
                 "verify_iat": False,
+                "verify_nbf": False,
                 "strict_aud": True,
             },
         )
@@ -136,7 +151,7 @@ _REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidAlgorithmError, "invalid token: algorithm not allowed"),
     (jwt.InvalidAudienceError, "invalid token: wrong audience"),
     (jwt.InvalidIssuerError, "invalid token: wrong issuer"),
-    (InvalidSubjectError, "invalid token: sub must be a non-empty string"),
+    (InvalidSubjectError, "invalid token: sub must be a username"),
     (jwt.DecodeError, "invalid token: malformed"),
 )
 """PyJWT's own messages may quote parts of the token, so callers see one of these instead. Subclasses
@@ -166,9 +181,16 @@ def _actor(claims: dict[str, Any], now: int) -> Actor:
         raise Unauthenticated("token expired")
     if iat - LEEWAY_SECONDS > now:
         raise Unauthenticated("token issued in the future")
+    if "nbf" in claims:
+        nbf = claims["nbf"]
+        if not _is_epoch(nbf):
+            raise Unauthenticated("invalid token: nbf must be integer epoch seconds")
+        if nbf - LEEWAY_SECONDS > now:
+            raise Unauthenticated("token not yet valid")
     sub, role = claims["sub"], claims["role"]
-    if not isinstance(sub, str) or not sub:
-        raise Unauthenticated("invalid token: sub must be a non-empty string")
+    # isprintable() also refuses lone surrogates, which no stored username can hold.
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or not sub.isprintable():
+        raise Unauthenticated("invalid token: sub must be a username")
     # A list or object role is unhashable: check the type before looking it up in a set.
     if not isinstance(role, str) or role not in ROLE_NAMES:
         raise Unauthenticated("invalid token: unknown role")

@@ -10,7 +10,9 @@ from chalice.app import Blueprint
 
 from chalicelib import clock
 from chalicelib.api.http import Call, endpoint, query_date
+from chalicelib.api.operations import PAGING, QueryParam, date_param
 from chalicelib.api.paging import page_params
+from chalicelib.api.responses import AuditPage
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.roles import READ_AUDIT
@@ -66,9 +68,36 @@ def _day_range(params: dict[str, str]) -> tuple[dt.date | None, dt.date | None]:
     return first, last
 
 
-@endpoint(bp, "/api/v1/audit", roles=READ_AUDIT)
+AUDIT_QUERY = (
+    QueryParam(
+        "entity_id",
+        {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS},
+        "A loan id, payment id or username.",
+    ),
+    QueryParam(
+        "actor",
+        {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_CHARS},
+        "Who acted: a username or `system:<job>`.",
+    ),
+    QueryParam("action", {"type": "string", "pattern": ACTION_PATTERN.pattern}, "An action name, e.g. PAYMENT_POSTED."),
+    date_param("from", "First IST day included"),
+    date_param("to", f"Last IST day included; at most {MAX_RANGE_DAYS} days after `from`"),
+    *PAGING,
+)
+
+
+@endpoint(
+    bp,
+    "/api/v1/audit",
+    roles=READ_AUDIT,
+    summary="Read the audit trail, newest first",
+    query=AUDIT_QUERY,
+    answers={200: AuditPage},
+    tag="audit",
+)
 def list_audit(call: Call) -> dict[str, Any]:
-    params = call.query({"entity_id", "actor", "action", "from", "to", "limit", "cursor"})
+    """Append-only: no route changes or deletes an entry. Denied attempts are on it too."""
+    params = call.query()
     limit, cursor = page_params(params)
     first, last = _day_range(params)
     filters = AuditFilter(

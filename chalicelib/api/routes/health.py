@@ -7,13 +7,22 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, endpoint
+from chalicelib.api.responses import HealthOut
 from chalicelib.wiring import services
 
 bp = Blueprint(__name__)
 
 
-@endpoint(bp, "/health", authenticated=False)
+@endpoint(
+    bp,
+    "/health",
+    authenticated=False,
+    summary="Liveness and dependency checks (no auth)",
+    answers={200: HealthOut, 503: HealthOut},
+    tag="health",
+)
 def health(call: Call) -> Response:
+    """503, with the same body, when DynamoDB or SSM cannot be reached."""
     svc = services()
     checks = {
         "dynamodb": "ok" if svc.health.dynamodb() else "fail",

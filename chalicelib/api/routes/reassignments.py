@@ -15,8 +15,9 @@ from pydantic import Field
 
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, endpoint, time_left_ms
+from chalicelib.api.responses import ReassignmentOut
 from chalicelib.api.schemas import Identifier, LoanId, StrictModel
-from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.roles import MANAGE_LOANS
 from chalicelib.services.reassignment import ReassignmentProgress
 from chalicelib.wiring import services
@@ -52,8 +53,20 @@ def _answer(progress: ReassignmentProgress) -> Response:
     return json_response(200 if progress.done else 202, body)
 
 
-@endpoint(bp, "/api/v1/reassignments", methods=("POST",), roles=MANAGE_LOANS)
+@endpoint(
+    bp,
+    "/api/v1/reassignments",
+    methods=("POST",),
+    roles=MANAGE_LOANS,
+    summary="Move a collector's active loans, or listed loans, to another collector",
+    body=ReassignIn,
+    answers={200: ReassignmentOut, 202: ReassignmentOut},
+    errors=(NotFound,),
+    tag="loans",
+)
 def reassign_loans(call: Call) -> Response:
+    """Give exactly one of `from_collector_id` and `loan_ids`. A call works for a bounded time: 200
+    when everything has moved, 202 when loans remain; send the same request again until 200."""
     body = call.parse(ReassignIn)
     body.require_one_source()
     # At most 25 s (API Gateway gives up after 29 s), less when the Lambda has less left; the service

@@ -12,9 +12,11 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, created, endpoint, time_left_ms
+from chalicelib.api.operations import PAGING, enum_param
 from chalicelib.api.paging import page_params
+from chalicelib.api.responses import OffboardedUserOut, OffboardingPendingOut, UserOut, UserPage
 from chalicelib.api.schemas import CreateUserIn, PatchUserIn
-from chalicelib.domain.errors import ValidationFailed
+from chalicelib.domain.errors import Conflict, ValidationFailed
 from chalicelib.domain.roles import MANAGE_USERS, READ_USERS, Role
 from chalicelib.services.ports import UserFilter
 from chalicelib.services.reassignment import ReassignmentProgress
@@ -28,15 +30,40 @@ _ACTIVE = {"true": True, "false": False}
 REPEAT_MESSAGE = "loans remain to move: send the same request again to continue"
 
 
-@endpoint(bp, "/api/v1/users", methods=("POST",), roles=MANAGE_USERS)
+@endpoint(
+    bp,
+    "/api/v1/users",
+    methods=("POST",),
+    roles=MANAGE_USERS,
+    summary="Create a user",
+    body=CreateUserIn,
+    answers={201: UserOut},
+    errors=(Conflict,),
+    tag="users",
+)
 def create_user(call: Call) -> Response:
+    """Username lower-case `[a-z0-9._-]{3,64}`; password at least 12 characters (400 lists every
+    problem); an existing username is 409 CONFLICT. No answer carries a password or its hash."""
     cmd = call.parse(CreateUserIn).to_command()
     return created(user_dict(services().users.create(call.ctx, cmd)))
 
 
-@endpoint(bp, "/api/v1/users", methods=("GET",), roles=READ_USERS)
+@endpoint(
+    bp,
+    "/api/v1/users",
+    methods=("GET",),
+    roles=READ_USERS,
+    summary="List users",
+    query=(
+        enum_param("role", _ROLES, "Only users with this role."),
+        enum_param("active", _ACTIVE, "Only active (`true`) or deactivated (`false`) users."),
+        *PAGING,
+    ),
+    answers={200: UserPage},
+    tag="users",
+)
 def list_users(call: Call) -> dict[str, Any]:
-    params = call.query({"role", "active", "limit", "cursor"})
+    params = call.query()
     problems = []
     role = params.get("role")
     if role is not None and role not in _ROLES:
@@ -52,13 +79,30 @@ def list_users(call: Call) -> dict[str, Any]:
     return {"items": [user_dict(user) for user in page.items], "next_cursor": page.next_cursor}
 
 
-@endpoint(bp, "/api/v1/users/{username}", methods=("GET",), roles=READ_USERS)
+@endpoint(
+    bp,
+    "/api/v1/users/{username}",
+    methods=("GET",),
+    roles=READ_USERS,
+    summary="Read a user",
+    answers={200: UserOut},
+    tag="users",
+)
 def get_user(call: Call, username: str) -> dict[str, Any]:
-    call.query(set())
     return user_dict(services().users.get(call.ctx, username))
 
 
-@endpoint(bp, "/api/v1/users/{username}", methods=("PATCH",), roles=MANAGE_USERS)
+@endpoint(
+    bp,
+    "/api/v1/users/{username}",
+    methods=("PATCH",),
+    roles=MANAGE_USERS,
+    summary="Change a user: name, branch, role, password, or deactivate (offboard)",
+    body=PatchUserIn,
+    answers={200: UserOut | OffboardedUserOut, 202: OffboardingPendingOut},
+    errors=(Conflict,),
+    tag="users",
+)
 def patch_user(call: Call, username: str) -> Response | dict[str, Any]:
     """200 with the user (for an offboarding with ``reassign_to``, with its ``reassignment`` totals
     too), once every loan has moved and the user is inactive; 202 ``{"user", "reassignment",

@@ -1,0 +1,41 @@
+"""The published contract (docs/api.md, "The contract"): the OpenAPI document and a page to read it.
+Both are open, like ``/health``: a client team reads the contract before it has any credentials."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.api import docs_page, openapi
+from chalicelib.api.errors import json_response
+from chalicelib.api.http import Call, endpoint
+from chalicelib.api.responses import OpenApiOut
+from chalicelib.wiring import services
+
+bp = Blueprint(__name__)
+
+
+@endpoint(
+    bp,
+    "/api/v1/openapi.json",
+    authenticated=False,
+    summary="This API's OpenAPI 3.1 document",
+    answers={200: OpenApiOut},
+    tag="contract",
+)
+def openapi_document(call: Call) -> Response:
+    """Generated from the routes and their models; every route is in it and nothing else is."""
+    return json_response(200, openapi.document(services().settings.app_version))
+
+
+@endpoint(
+    bp,
+    "/api/v1/docs",
+    authenticated=False,
+    summary="The contract as a page to read",
+    answers={200: str},
+    media_type="text/html",
+    tag="contract",
+)
+def docs(call: Call) -> Response:
+    page = docs_page.render(openapi.document(services().settings.app_version))
+    return Response(body=page, status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
