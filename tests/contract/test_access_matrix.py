@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import jsonschema_rs
 import pytest
-from chalice.test import Client
-from moto import mock_aws
 
-import app as app_module
-from chalicelib import wiring
 from chalicelib.api.openapi import document
-from chalicelib.clock import FixedClock, use_clock
-from chalicelib.wiring import services
-from infra.provision import provision
 from tests.integration.api_helpers import FROZEN_AT, PASSWORD, USERS, YESTERDAY, Api, Reply, loan_body
+from tests.integration.module_stack import module_api
 
 DOC = document("test")
 ROLES = ("admin", "manager", "collector", "auditor")
@@ -162,29 +154,13 @@ def test_every_documented_operation_has_a_scenario() -> None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One moto stack for the module: every role's user, a loan of collector1 ("own") and one of
     collector2 ("other") with a payment each, a completed reconciliation."""
-    stage = f"am{os.getpid() % 10000}"
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
-        patch.setenv("STAGE", stage)
-        patch.setenv("RECONCILE_AFTER_DAY_END", "false")
-        patch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
-        wiring.reset()
-        try:
-            provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
-            project_dir = Path(tmp_path_factory.mktemp("chalice"))
-            with use_clock(FixedClock(FROZEN_AT)) as clock, Client(app_module.app, project_dir=str(project_dir)) as c:
-                assert isinstance(clock, FixedClock)
-                for username, role in USERS.values():
-                    services().auth.add_user(username, PASSWORD, role)
-                api = Api(c, stage, clock)
-                api.mint_all()
-                api.create_loan(loan_body(loan_id=OWN_LOAN, collector_id=OWN_COLLECTOR))
-                api.create_loan(loan_body(loan_id=OTHER_LOAN, collector_id=OTHER_COLLECTOR))
-                w = World(api, {})
-                w.payments = {OWN: w.fresh_payment(OWN), OTHER: w.fresh_payment(OTHER)}
-                assert api.post("/api/v1/reconciliation/runs", {}).status == 200
-                yield w
-        finally:
-            wiring.reset()
+    with module_api("am", Path(tmp_path_factory.mktemp("chalice"))) as api:
+        api.create_loan(loan_body(loan_id=OWN_LOAN, collector_id=OWN_COLLECTOR))
+        api.create_loan(loan_body(loan_id=OTHER_LOAN, collector_id=OTHER_COLLECTOR))
+        w = World(api, {})
+        w.payments = {OWN: w.fresh_payment(OWN), OTHER: w.fresh_payment(OTHER)}
+        assert api.post("/api/v1/reconciliation/runs", {}).status == 200
+        yield w
 
 
 def _validator(op: dict[str, Any], status: int) -> Any:

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -33,19 +32,15 @@ from typing import Any
 import boto3
 import jwt
 import pytest
-from chalice.test import Client
 from cryptography.hazmat.primitives.asymmetric import rsa
-from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
-import app as app_module
-from chalicelib import clock, wiring
-from chalicelib.clock import FixedClock, use_clock
+from chalicelib import clock
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import LEEWAY_SECONDS, MAX_TOKEN_CHARS
 from chalicelib.wiring import services
-from infra.provision import provision
-from tests.integration.api_helpers import FROZEN_AT, PASSWORD, USERS, Api, Reply, assert_error, loan_body
+from tests.integration.api_helpers import FROZEN_AT, PASSWORD, Api, Reply, assert_error, loan_body
+from tests.integration.module_stack import module_api
 
 # HS384/HS512 under our 52-byte secret are only ever built to be refused.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
@@ -399,41 +394,26 @@ ITEM_WRITES = ("put_item", "update_item", "delete_item", "batch_write_item", "tr
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     """What the ``api`` fixture gives (tests/integration/api_helpers.py), once for the module, plus a
     loan to pay, a deactivated collector and a manager whose password changed at FROZEN_EPOCH."""
-    stage = f"jwtm{os.getpid() % 10000}"
-    project_dir = Path(tmp_path_factory.mktemp("chalice"))
     writes: list[str] = []
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
-        patch.setenv("STAGE", stage)
-        patch.setenv("RECONCILE_AFTER_DAY_END", "false")
-        patch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+
+    def count_writes(patch: pytest.MonkeyPatch) -> None:
         for name in ITEM_WRITES:
             patch.setattr(DynamoDBBackend, name, counted(name, getattr(DynamoDBBackend, name), writes))
-        wiring.reset()
-        try:
-            provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
-            with (
-                use_clock(FixedClock(FROZEN_AT)) as fixed,
-                Client(app_module.app, project_dir=str(project_dir)) as client,
-            ):
-                assert isinstance(fixed, FixedClock)
-                auth = services().auth
-                auth.add_user(CHANGER, PASSWORD, Role.MANAGER)
-                auth.add_user(CHANGER, PASSWORD + "-changed", Role.MANAGER)  # tokens_valid_after = now
-                changed = auth.users.get(CHANGER)
-                assert changed is not None and changed.tokens_valid_after == FROZEN_EPOCH
-                for username, role in [*USERS.values(), (LEAVER, Role.COLLECTOR)]:
-                    auth.add_user(username, PASSWORD, role)
-                api = Api(client, stage, fixed)
-                api.mint_all()
-                api.create_loan(loan_body(loan_id=LOAN_ID, collector_id="collector1"))
-                deactivated = api.patch(f"/api/v1/users/{LEAVER}", {"active": False})
-                assert deactivated.status == 200 and deactivated.json["active"] is False, deactivated.body
-                state = Matrix(api, writes)
-                yield state
-                stored = boto3.client("dynamodb").scan(TableName=f"loan-crm-{stage}-payments", Select="COUNT")
-                assert stored["Count"] == state.payments_posted, "a payment was stored without a 201"
-        finally:
-            wiring.reset()
+
+    with module_api("jwtm", Path(tmp_path_factory.mktemp("chalice")), count_writes) as api:
+        auth = services().auth
+        auth.add_user(CHANGER, PASSWORD, Role.MANAGER)
+        auth.add_user(CHANGER, PASSWORD + "-changed", Role.MANAGER)  # tokens_valid_after = now
+        changed = auth.users.get(CHANGER)
+        assert changed is not None and changed.tokens_valid_after == FROZEN_EPOCH
+        auth.add_user(LEAVER, PASSWORD, Role.COLLECTOR)
+        api.create_loan(loan_body(loan_id=LOAN_ID, collector_id="collector1"))
+        deactivated = api.patch(f"/api/v1/users/{LEAVER}", {"active": False})
+        assert deactivated.status == 200 and deactivated.json["active"] is False, deactivated.body
+        state = Matrix(api, writes)
+        yield state
+        stored = boto3.client("dynamodb").scan(TableName=f"loan-crm-{api.stage}-payments", Select="COUNT")
+        assert stored["Count"] == state.payments_posted, "a payment was stored without a 201"
 
 
 def counted(name: str, method: Callable[..., Any], writes: list[str]) -> Callable[..., Any]:
