@@ -121,7 +121,7 @@ def test_a_healthy_stage_passes_every_check_and_the_probe_writes_nothing(stage_r
     assert {check: verdict for check, (verdict, _) in found.items()} == dict.fromkeys(CHECKS, "PASS"), found
     assert "all 7 checks passed" in result.stderr
     assert found["health"][1].startswith(f"200 ok (dynamodb ok, ssm ok), stage {moto_stack}")
-    assert found["every route answers"][1].startswith("21 routes, 26 methods, without a token: 200 x1, 400 x1, 401 x24")
+    assert found["every route answers"][1].startswith("23 routes, 28 methods, without a token: 200 x3, 400 x1, 401 x24")
     assert found["day-end run"][1].startswith(f"{YESTERDAY} COMPLETED, finished 2026-03-15 12:00 IST: scanned {BOOK}")
     assert "amount 0 refused 422 AMOUNT_OUT_OF_RANGE" in found["payment path (changes nothing)"][1]
     assert (

@@ -3,6 +3,8 @@ Both are open, like ``/health``: a client team reads the contract before it has 
 
 from __future__ import annotations
 
+import functools
+
 from chalice.app import Blueprint, Response
 
 from chalicelib.api import docs_page, openapi
@@ -24,7 +26,7 @@ bp = Blueprint(__name__)
 )
 def openapi_document(call: Call) -> Response:
     """Generated from the routes and their models; every route is in it and nothing else is."""
-    return json_response(200, openapi.document(services().settings.app_version))
+    return _document_response(services().settings.app_version)
 
 
 @endpoint(
@@ -37,5 +39,22 @@ def openapi_document(call: Call) -> Response:
     tag="contract",
 )
 def docs(call: Call) -> Response:
-    page = docs_page.render(openapi.document(services().settings.app_version))
+    page = _page(services().settings.app_version)
     return Response(body=page, status_code=200, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+# Written once per process, like the document: neither can change while it runs, and serialising
+# 70 schemas on every request would cost more than answering it.
+@functools.cache
+def _serialised(version: str) -> str:
+    body = json_response(200, openapi.document(version)).body
+    return body if isinstance(body, str) else body.decode()
+
+
+def _document_response(version: str) -> Response:
+    return Response(body=_serialised(version), status_code=200, headers={"Content-Type": "application/json"})
+
+
+@functools.cache
+def _page(version: str) -> str:
+    return docs_page.render(openapi.document(version))
