@@ -7,7 +7,6 @@ import functools
 
 from chalice.app import Blueprint, Response
 
-from chalicelib.api import docs_page, openapi
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, endpoint
 from chalicelib.api.responses import OpenApiOut
@@ -26,7 +25,9 @@ bp = Blueprint(__name__)
 )
 def openapi_document(call: Call) -> Response:
     """Generated from the routes and their models; every route is in it and nothing else is."""
-    return _document_response(services().settings.app_version)
+    return Response(
+        body=_serialised(services().settings.app_version), status_code=200, headers={"Content-Type": "application/json"}
+    )
 
 
 @endpoint(
@@ -44,17 +45,18 @@ def docs(call: Call) -> Response:
 
 
 # Written once per process, like the document: neither can change while it runs, and serialising
-# 70 schemas on every request would cost more than answering it.
+# 70 schemas on every request would cost more than answering it. The generator is imported here, on
+# the first request for it, not when the Lambda starts: no other route needs it.
 @functools.cache
 def _serialised(version: str) -> str:
+    from chalicelib.api import openapi
+
     body = json_response(200, openapi.document(version)).body
     return body if isinstance(body, str) else body.decode()
 
 
-def _document_response(version: str) -> Response:
-    return Response(body=_serialised(version), status_code=200, headers={"Content-Type": "application/json"})
-
-
 @functools.cache
 def _page(version: str) -> str:
+    from chalicelib.api import docs_page, openapi
+
     return docs_page.render(openapi.document(version))
