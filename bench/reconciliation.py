@@ -72,7 +72,6 @@ from chalicelib.domain.portfolio import (
     ScopeKind,
     arrears_since,
     loan_scopes,
-    month_of,
     payment_collections,
     recount,
     recount_collections,
@@ -261,7 +260,7 @@ def counter_items(loans: list[Loan], payments: list[Payment]) -> list[dict[str, 
     payment_groups: dict[Group, list[Payment]] = {}
     for payment in payments:
         scopes = tuple(c.scope for c in payment_collections(payment))
-        payment_groups.setdefault(shards_of(scopes, month_of(payment.payment_date)), []).append(payment)
+        payment_groups.setdefault(shards_of(scopes, clock.month_of(payment.payment_date)), []).append(payment)
     items: dict[tuple[str, str | None, int], dict[str, int]] = {}
     writes: Counter[tuple[str, str | None, int]] = Counter()
 

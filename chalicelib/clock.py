@@ -6,6 +6,7 @@ so tests can freeze time with :func:`use_clock` and ``TZ`` on the host never mat
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,25 @@ def today_ist() -> dt.date:
 def last_completed_business_date() -> dt.date:
     """Yesterday in IST: the latest date whose day-end has passed, which delinquency is shown for."""
     return today_ist() - dt.timedelta(days=1)
+
+
+def month_of(day: dt.date) -> str:
+    """``YYYY-MM`` of a date. Formatted by hand: ``strftime("%Y")`` does not zero-pad years before 1000
+    on Linux, and a month key must always be seven characters."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def parse_month(text: str) -> dt.date:
+    """The first day of a ``YYYY-MM`` month; ValueError for anything else (``2026-3``, ``2026-13``)."""
+    if len(text) != 7 or text[4] != "-" or not (text[:4] + text[5:]).isascii() or not (text[:4] + text[5:]).isdigit():
+        raise ValueError(f"not a month: {text!r}")
+    return dt.date(int(text[:4]), int(text[5:]), 1)
+
+
+def month_days(month: str) -> tuple[dt.date, dt.date]:
+    """The first and last day of a month."""
+    first = parse_month(month)
+    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
 
 
 @contextmanager

@@ -133,7 +133,7 @@ class InMemoryPortfolio:
             self.collections[(c.scope, c.day)] = (paise + c.paise, count + c.count)
 
     def read(self, scope: Scope, month: str) -> tuple[dict[str, int], MonthCollections]:
-        days = {d.day: v for (s, d), v in self.collections.items() if s == scope and d.strftime("%Y-%m") == month}
+        days = {d.day: v for (s, d), v in self.collections.items() if s == scope and clock.month_of(d) == month}
         return (
             {k: v for k, v in self.counters.get(scope, {}).items() if v},
             MonthCollections(sum(p for p, _ in days.values()), sum(n for _, n in days.values()), days),

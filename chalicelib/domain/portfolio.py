@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from chalicelib.clock import month_of
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import Payment, PaymentStatus
@@ -122,10 +123,6 @@ def day_count(day: int) -> str:
 
 COLLECTION_COUNTERS = (MONTH_PAISE, MONTH_COUNT, *(f(d) for d in range(1, 32) for f in (day_paise, day_count)))
 """The counters of one scope's collections in one month: the month's total and count, and each day's."""
-
-
-def month_of(day: dt.date) -> str:
-    return day.strftime("%Y-%m")
 
 
 def collection_counters(c: Collection) -> dict[str, int]:

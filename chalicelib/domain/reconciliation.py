@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from chalicelib.clock import month_of
 from chalicelib.domain.delinquency import assess_after
 from chalicelib.domain.ledger import allocate
 from chalicelib.domain.loan import Loan, LoanStatus
@@ -166,7 +167,7 @@ def months_checked(today: dt.date) -> tuple[str, str]:
     (payments may be dated up to a week back, across the month's end)."""
     first = today.replace(day=1)
     previous = first - dt.timedelta(days=1)
-    return previous.strftime("%Y-%m"), first.strftime("%Y-%m")
+    return month_of(previous), month_of(first)
 
 
 class ReconciliationStatus(StrEnum):

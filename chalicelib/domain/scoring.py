@@ -19,14 +19,13 @@ the API only reads stored rows. Money is integer paise; ratios are exact fractio
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from chalicelib.clock import IST
+from chalicelib.clock import IST, month_days, month_of, parse_month
 from chalicelib.domain.delinquency import BANDS, Bucket, bucket_for, dpd_on, overdue_paise
 from chalicelib.domain.ledger import LedgerEntry, allocate
 from chalicelib.domain.loan import Loan, LoanStatus
@@ -59,24 +58,6 @@ _RANK = {band.bucket: n for n, band in enumerate(BANDS)}
 
 
 # --- months ---------------------------------------------------------------------------------------------
-
-
-def month_of(day: dt.date) -> str:
-    """``YYYY-MM`` of an IST date."""
-    return day.strftime("%Y-%m")
-
-
-def parse_month(text: str) -> dt.date:
-    """The first day of a ``YYYY-MM`` month; ValueError for anything else (``2026-3``, ``2026-13``)."""
-    if len(text) != 7 or text[4] != "-" or not (text[:4] + text[5:]).isdigit():
-        raise ValueError(f"not a month: {text!r}")
-    return dt.date(int(text[:4]), int(text[5:]), 1)
-
-
-def month_days(month: str) -> tuple[dt.date, dt.date]:
-    """The first and last day of a month."""
-    first = parse_month(month)
-    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
 
 
 def previous_month(month: str) -> str:

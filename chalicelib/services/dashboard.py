@@ -23,7 +23,7 @@ class DashboardService:
         ctx.require(READ_LOANS)
         scope = _scope(ctx, collector_id, branch)
         today = clock.today_ist()
-        counters, month = self.portfolio.read(scope, today.strftime("%Y-%m"))
+        counters, month = self.portfolio.read(scope, clock.month_of(today))
         return summarise(scope, counters, month, clock.last_completed_business_date(), today)
 
 

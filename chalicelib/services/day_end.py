@@ -394,7 +394,7 @@ class DayEndService:
                 self.metrics.measure("DayEndDuration", seconds, "Seconds")
             self.metrics.measure("LoansUpdated", final.loans_updated, "Count")
             if self.portfolio is not None:
-                counters, _month = self.portfolio.read(BOOK, final.business_date.strftime("%Y-%m"))
+                counters, _month = self.portfolio.read(BOOK, clock.month_of(final.business_date))
                 for bucket in Bucket:
                     self.metrics.measure(
                         "LoansInBucket", counters.get(bucket_loans(bucket), 0), "Count", bucket=bucket.value

@@ -63,7 +63,6 @@ from chalicelib.domain.scoring import (
     is_frozen_by,
     is_score_label,
     loan_figures,
-    month_days,
     month_rows,
     months_to_score,
     payment_credits,
@@ -261,7 +260,7 @@ class ReconciliationService:
         if not run.score_months or self.assignments is None:
             return {}
         try:
-            return self.assignments.reassignments_since(month_days(min(run.score_months))[0])
+            return self.assignments.reassignments_since(clock.month_days(min(run.score_months))[0])
         except Exception:
             logger.exception("reassignments for the scores could not be read", extra={"run_id": run.run_id})
             return None

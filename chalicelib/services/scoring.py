@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib import clock
+from chalicelib.clock import month_of, parse_month
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.flags import FlagName
-from chalicelib.domain.scoring import READ_SCORES, MonthScores, ScoreRow, month_of, parse_month
+from chalicelib.domain.scoring import READ_SCORES, MonthScores, ScoreRow
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ports import Flags, LiveCollections, ScoreStore
 

@@ -96,6 +96,12 @@ def test_a_malformed_month_is_400(api: Api, month: str) -> None:
     assert [d["field"] for d in details] == ["month"]
 
 
+def test_an_early_month_is_answered_with_its_own_key(api: Api) -> None:
+    # Year 1 is a real, past month: an empty answer, with the month written as the pattern publishes it.
+    body = rows(api, "?month=0001-01")
+    assert (body["month"], body["items"]) == ("0001-01", [])
+
+
 def test_a_future_month_and_unknown_parameters_are_400(api: Api) -> None:
     assert_error(api.get(f"{SCORES}?month=2026-04"), 400, "VALIDATION_ERROR")
     details = assert_error(api.get(f"{SCORES}?collector_id=collector1"), 400, "VALIDATION_ERROR")

@@ -23,6 +23,7 @@ from typing import Any
 
 from pynamodb.expressions.update import Action
 
+from chalicelib import clock
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import AggregateModel
@@ -41,7 +42,6 @@ from chalicelib.domain.portfolio import (
     ScopeKind,
     collection_counters,
     month_collections,
-    month_of,
 )
 
 SHARDS: dict[ScopeKind, int] = {ScopeKind.BOOK: 32, ScopeKind.BRANCH: 8, ScopeKind.COLLECTOR: 4}
@@ -93,7 +93,7 @@ def portfolio_entries(change: PortfolioChange) -> list[Entry]:
 def _collections_by_item(collections: Iterable[Collection]) -> dict[tuple[Scope, str], dict[str, int]]:
     grouped: dict[tuple[Scope, str], dict[str, int]] = {}
     for c in collections:
-        adds = grouped.setdefault((c.scope, month_of(c.day)), {})
+        adds = grouped.setdefault((c.scope, clock.month_of(c.day)), {})
         for name, value in collection_counters(c).items():
             adds[name] = adds.get(name, 0) + value
     return grouped
