@@ -1,16 +1,17 @@
 """Run one API call from several processes at once against DynamoDB Local.
 
-Each worker is a fresh interpreter (spawn) that drives the API in-process through
-``chalice.test.Client``; all are released together by a barrier so the calls really overlap.
+Each worker is its own process (``tests.dynamodb_local.processes``) that drives the API in-process
+through ``chalice.test.Client``; all are released together by a barrier so the calls really overlap.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import tempfile
 from typing import Any
+
+from tests.dynamodb_local import processes
 
 Result = tuple[int, dict[str, Any], dict[str, str]]
 
@@ -50,7 +51,7 @@ def race(
     """Start one process per call list; release the n-th call of every worker together; return each
     worker's results in order. Every worker must make the same number of calls."""
     _ensure_user(sub, role)
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     barrier = ctx.Barrier(len(per_worker_calls))
     out = ctx.Queue()
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}

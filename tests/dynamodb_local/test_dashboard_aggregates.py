@@ -26,7 +26,6 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
-import multiprocessing as mp
 import os
 import queue
 import tempfile
@@ -50,6 +49,7 @@ from chalicelib.domain.roles import Role
 from chalicelib.services.auth import issue_token
 from chalicelib.wiring import services
 from infra.provision import provision
+from tests.dynamodb_local import processes
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -574,9 +574,9 @@ def _poster(
 
 
 def race(stage: str, at: dt.datetime, workers: list[tuple[str, str, list[Call]]]) -> list[list[tuple[int, Json]]]:
-    """One spawned process per (username, role, calls); every process's n-th call starts together.
+    """One process per (username, role, calls); every process's n-th call starts together.
     Returns each process's answers in order."""
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     barrier = ctx.Barrier(len(workers))
     out = ctx.Queue()
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}

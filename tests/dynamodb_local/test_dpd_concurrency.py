@@ -1,7 +1,7 @@
 """Concurrent invocations of the day-end run, a payment during a run, and an invocation that outlives its
 lease (docs/day-end.md: a concurrent run reports IN_PROGRESS; exactly once per date; ``dpd_as_of`` never moves
-backwards). Every actor is its own spawned process (its own clock, pinned to ``RUN_AT``; its own moto for
-SSM, where no flag is set, so all are on) against one DynamoDB Local.
+backwards). Every actor is its own process (``processes``: its own clock, pinned to ``RUN_AT``; its own moto
+for SSM, where no flag is set, so all are on) against one DynamoDB Local.
 
 The book, the reference (one clean run) and the comparison are those of ``test_dpd_crash``.
 """
@@ -9,7 +9,7 @@ The book, the reference (one clean run) and the comparison are those of ``test_d
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing as mp
+import itertools
 import os
 import queue
 import threading
@@ -32,6 +32,7 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.day_end import LEASE_SECONDS
 from chalicelib.services.payments import NewPayment
 from chalicelib.wiring import services
+from tests.dynamodb_local import processes
 from tests.dynamodb_local.test_dpd_crash import (
     PAGE_SIZE,
     RUN_AT,
@@ -48,13 +49,15 @@ from tests.dynamodb_local.test_dpd_crash import (
 
 pytestmark = pytest.mark.dynamodb_local
 
+_benches = itertools.count()
 WAIT = 120.0
 """Seconds any process waits for another before giving up (a hang becomes a failure, not a stuck suite)."""
 
 
 @pytest.fixture(scope="module")
 def bench(dynamodb_local: str) -> Iterator[Bench]:
-    stage = f"conc{os.getpid() % 10000}"
+    # A worker can set the module up again after other modules; each setup gets tables of its own.
+    stage = f"conc{os.getpid() % 10000}x{next(_benches)}"
     with own_stack(dynamodb_local, stage):
         yield prepare(stage, "scan")
 
@@ -130,7 +133,7 @@ def test_concurrent_invocations_for_one_date_one_runs_the_others_report_in_progr
     held before its first loan write until the others have returned, which makes IN_PROGRESS (not
     ALREADY_COMPLETED) the only right answer for them, whatever the scheduling."""
     bench.reset()
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     barrier, returned, out = ctx.Barrier(invocations), ctx.Value("i", 0), ctx.Queue()
     procs = [
         ctx.Process(
@@ -252,7 +255,7 @@ def test_a_payment_posted_while_the_run_is_in_progress_is_not_lost(bench: Bench,
     assert before is not None
     amount = before.schedule[0].due_paise
 
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     reached, resume, out = ctx.Event(), ctx.Event(), ctx.Queue()
     env, at = _env(bench.stage), RUN_AT.isoformat()
     procs = [
@@ -338,7 +341,7 @@ def _sleeper(env: dict[str, str], at: str, wake_after: int, asleep: Any, wake: A
 
 def test_an_invocation_that_outlived_its_lease_stops_without_undoing_the_takeover(bench: Bench) -> None:
     bench.reset()
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     asleep, wake, out = ctx.Event(), ctx.Event(), ctx.Queue()
     proc = ctx.Process(
         target=_sleeper,

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
-import multiprocessing as mp
 import os
 import threading
 from collections import defaultdict
@@ -55,6 +55,7 @@ from chalicelib.services.day_end import LEASE_SECONDS, RunResult
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.wiring import services
 from infra.provision import provision
+from tests.dynamodb_local import processes
 from tests.dynamodb_local.faults import Fault, hooked
 
 pytestmark = pytest.mark.dynamodb_local
@@ -78,6 +79,7 @@ TABLE_KEYS = {
     "utr-claims": "utr",
 }
 EVERY_K = os.environ.get("DPD_CRASH_EVERY_K") == "1"
+_benches = itertools.count()
 
 
 def _before(days: int) -> dt.date:
@@ -327,7 +329,8 @@ def own_stack(endpoint: str, stage: str) -> Iterator[None]:
 @pytest.fixture(scope="module", params=["scan", "watch"])
 def bench(request: pytest.FixtureRequest, dynamodb_local: str) -> Iterator[Bench]:
     """One book per plan for the whole module; every test puts its tables back before each attempt."""
-    stage = f"crash{os.getpid() % 10000}{request.param}"
+    # A worker can set the module up again after other modules; each setup gets tables of its own.
+    stage = f"crash{os.getpid() % 10000}x{next(_benches)}{request.param}"
     with own_stack(dynamodb_local, stage):
         yield prepare(stage, request.param)
 
@@ -481,7 +484,7 @@ def _dying_worker(env: dict[str, str], at: str, page_size: int, die_at: int) -> 
 def test_a_crash_that_records_nothing_is_taken_over_once_the_lease_has_run_out(bench: Bench) -> None:
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}
     env["STAGE"] = bench.stage
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     ks = spread(bench.loan_writes) if EVERY_K else [2, 2 * bench.loan_writes // 3]
     for k in ks:
         label = f"{bench.plan} died after write {k}"

@@ -8,7 +8,6 @@ checked. The adapter itself is held to the in-memory fake's behaviour by one con
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import tempfile
 from collections import Counter
@@ -26,6 +25,7 @@ from chalicelib.domain.errors import RateLimited
 from chalicelib.domain.roles import Role
 from chalicelib.services.ports import LoginThrottle, ThrottleKey
 from chalicelib.wiring import services
+from tests.dynamodb_local import processes
 from tests.fakes import InMemoryLoginThrottle
 
 pytestmark = pytest.mark.dynamodb_local
@@ -63,7 +63,7 @@ def _login_worker(env: dict[str, str], source_ip: str, passwords: list[str], bar
 
 def _race_logins(stage: str, workers: list[tuple[str, list[str]]]) -> list[tuple[str, list[tuple[int, Any]]]]:
     """One process per (source address, passwords); the n-th login of every worker starts together."""
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     barrier = ctx.Barrier(len(workers))
     out = ctx.Queue()
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ from chalicelib.services.budget import fresh_budget
 from chalicelib.services.context import RequestContext
 from chalicelib.services.reassignment import ReassignmentProgress
 from chalicelib.wiring import services
+from tests.dynamodb_local import processes
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -135,7 +135,7 @@ def _assigned(stage: str) -> list[dict[str, Any]]:
 
 
 def _move_without_limit(env: dict[str, str]) -> None:
-    """The killed process: a fresh interpreter moving the same collector's loans with no time limit."""
+    """The killed process: a process of its own moving the same collector's loans with no time limit."""
     os.environ.update(env)
     from chalicelib.wiring import services
 
@@ -145,7 +145,7 @@ def _move_without_limit(env: dict[str, str]) -> None:
 def _killed_mid_way(stage: str, already_moved: int) -> int:
     """Start the move in another process and SIGKILL it once it has moved :data:`KILL_AFTER` more loans;
     returns how many loans are with the target afterwards."""
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}
     env["STAGE"] = stage
     process = ctx.Process(target=_move_without_limit, args=(env,))
@@ -165,6 +165,7 @@ def _killed_mid_way(stage: str, already_moved: int) -> int:
     return _with_collector(stage, TO)
 
 
+@pytest.mark.long
 def test_thousands_of_loans_interrupted_by_time_and_by_a_kill_end_moved_exactly_once(local_stack: str) -> None:
     started = time.monotonic()
     for username in (FROM, TO, OTHER):

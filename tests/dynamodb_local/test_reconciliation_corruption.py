@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing as mp
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.services.payments import NewPayment
 from chalicelib.wiring import services
+from tests.dynamodb_local import processes
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -495,7 +495,7 @@ MAX_OPS = 150
 
 
 def _racer(env: dict[str, str], n: int, ready: Any, stop: Any, done: Any, out: Any) -> None:
-    """A fresh interpreter (spawn) posting payments through the API in process, reversing every other
+    """A process of its own posting payments through the API in process, reversing every other
     one, until told to stop; counts each committed write in ``done`` and reports its statuses."""
     os.environ.update(env)
     from chalice.test import Client
@@ -564,7 +564,7 @@ def test_a_run_while_payments_and_reversals_land_reports_no_mismatch(local_stack
         )
     svc.payments.post(ADMIN, NewPayment("QUIET", "UTRQUIET0001", 10_000, today, PaymentMode.UPI))
 
-    ctx = mp.get_context("spawn")
+    ctx = processes.context()
     ready, stop, done, out = ctx.Semaphore(0), ctx.Event(), ctx.Value("i", 0), ctx.Queue()
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "JWT_", "PASSWORD_", "POWERTOOLS_"))}
     env.update(STAGE=local_stack, RACE_DAY=today.isoformat())

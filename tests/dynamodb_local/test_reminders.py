@@ -25,7 +25,6 @@ import dataclasses
 import datetime as dt
 import functools
 import json
-import multiprocessing as mp
 import os
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +48,7 @@ from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.services.payments import NewPayment
 from chalicelib.wiring import services
 from infra.provision import parameter_specs, topic_specs
+from tests.dynamodb_local import processes
 from tests.dynamodb_local.faults import Fault, hooked
 
 pytestmark = pytest.mark.dynamodb_local
@@ -629,7 +629,7 @@ def test_four_senders_racing_publish_each_reminder_exactly_once(local_stack: str
         env.update(
             {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local, "STAGE": local_stack, "RECONCILE_AFTER_DAY_END": "false"}
         )
-        ctx = mp.get_context("spawn")
+        ctx = processes.context()
         barrier, out = ctx.Barrier(SENDERS), ctx.Queue()
         procs = [ctx.Process(target=_sender, args=(env, SEND_AT.isoformat(), barrier, out)) for _ in range(SENDERS)]
         for proc in procs:

@@ -154,6 +154,7 @@ def clk() -> Iterator[FixedClock]:
         yield c
 
 
+@pytest.mark.long
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 def test_any_history_replays_and_chains(clk: FixedClock, steps: list[tuple[Any, ...]]) -> None:

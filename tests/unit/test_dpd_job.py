@@ -1131,6 +1131,7 @@ class Simulation:
         self.check_book()
 
 
+@pytest.mark.long
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(initial=st.lists(loan_specs, min_size=1, max_size=5), plan=st.lists(steps, min_size=1, max_size=14))
 def test_incremental_runs_show_what_a_day_by_day_reference_computes(initial: list[LoanSpec], plan: list[Step]) -> None:
