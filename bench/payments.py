@@ -41,7 +41,7 @@ from chalicelib.services.ports import AuditFilter
 from infra.provision import provision
 
 
-def _create_loans(count: int) -> list[str]:
+def create_loans(count: int) -> list[str]:
     ids = [f"BENCH-{n:05d}" for n in range(count)]
     loans = wiring.services().loans
     for loan_id in ids:
@@ -110,7 +110,7 @@ def main() -> None:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         wiring.reset()
         provision("bench", boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
-        loan_ids = _create_loans(max(1, args.payments // 4))
+        loan_ids = create_loans(max(1, args.payments // 4))
         # The API refuses tokens of users it does not know: the bench's caller is a stored manager.
         wiring.services().auth.add_user("bench-manager", "bench-manager-password", Role.MANAGER)
         token = issue_token("bench-manager", "manager", os.environ["JWT_SECRET"], 3600).access_token

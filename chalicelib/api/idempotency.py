@@ -21,19 +21,15 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from chalice.app import Response
 
 from chalicelib.domain.errors import IdempotencyKeyReused, RequestInProgress, Unavailable, ValidationFailed
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -93,6 +89,15 @@ def run_once(
     respond: Callable[[], Response],
 ) -> Response:
     """Run ``respond`` at most once per (caller, key), replaying its stored answer afterwards."""
+    # powertools' idempotency package is imported by the first request that carries a key, not at
+    # import: it is the biggest single import of the app (docs/architecture.md, "Cold start").
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
     config = IdempotencyConfig(
         event_key_jmespath="scope",
         payload_validation_jmespath="fingerprint",

@@ -34,7 +34,8 @@ Cursor = Annotated[str | None, Field(description="Pass as `cursor` for the next 
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Read only to write the OpenAPI document: built when it is first written, not at import.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # --- errors ----------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ class ScoresOut(Out):
 class OpenApiOut(BaseModel):
     """The OpenAPI document itself (``GET /api/v1/openapi.json``); described only at its top level."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     openapi: Literal["3.1.0"]
     info: dict[str, Any]

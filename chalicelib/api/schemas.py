@@ -71,7 +71,9 @@ BusinessDate = Annotated[dt.date, Field(ge=FIRST_BUSINESS_DATE, le=LAST_BUSINESS
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: a model's validator is built on its first use, not at import. A cold container then
+    # pays for the models of the route it serves, not for every route's (docs/architecture.md, "Cold start").
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class BorrowerIn(StrictModel):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import botocore.loaders
+import botocore.session
+import pynamodb.connection.base
 from pynamodb.attributes import BinaryAttribute, BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -20,6 +23,25 @@ from chalicelib.adapters.dynamodb.attributes import (
 )
 from chalicelib.config import Settings
 from chalicelib.domain.portfolio import COLLECTION_COUNTERS, LOAN_COUNTERS
+
+_SERVICE_MODELS = botocore.loaders.create_loader()
+
+
+def _session() -> botocore.session.Session:
+    """A botocore session whose service models come from one loader shared by the whole process.
+
+    PynamoDB gives each model's connection a session of its own, per thread, and each new session
+    parses DynamoDB's service model and endpoint files again: about 50 ms of CPU each, so a cold
+    container's first request (which touches three or four tables) paid it three or four times, and a
+    day-end run once per table per worker thread (docs/architecture.md, "Cold start"). Credentials
+    are still resolved per session, as before."""
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _SERVICE_MODELS)
+    return session
+
+
+# PynamoDB takes its sessions from this module-level name; it offers no setting for it.
+pynamodb.connection.base.get_session = _session  # type: ignore[attr-defined]
 
 
 class _Meta:

@@ -1,0 +1,54 @@
+"""What a cold container imports and builds before its first request (docs/architecture.md, "Cold
+start"): powertools' idempotency package waits for the first request that carries a key, and the
+request and response models build their validators on first use. Each check is a fresh interpreter,
+as a new Lambda container is; ``bench/cold_start.py`` measures what this saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, sys
+import app
+from chalicelib.api import responses, schemas
+from pydantic import BaseModel
+
+def built(module):
+    return sorted(
+        name for name, obj in vars(module).items()
+        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == module.__name__
+        and obj.__pydantic_complete__
+    )
+
+print(json.dumps({
+    "idempotency": "aws_lambda_powertools.utilities.idempotency" in sys.modules,
+    "schemas_built": built(schemas),
+    "responses_built": built(responses),
+}))
+"""
+
+
+def _after_import(code: str) -> dict[str, object]:
+    env = {**os.environ, "STAGE": "coldstart"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    answer: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_import_app_leaves_the_idempotency_package_and_the_models_for_later() -> None:
+    found = _after_import(PROBE)
+    assert found == {"idempotency": False, "schemas_built": [], "responses_built": []}
+
+
+def test_a_model_is_built_by_its_first_use_and_validates_as_before() -> None:
+    code = PROBE.replace(
+        "print(json.dumps({",
+        'schemas.AssignIn.model_validate_json(\'{"collector_id": "col-1"}\', strict=True)\nprint(json.dumps({',
+    )
+    found = _after_import(code)
+    assert found["schemas_built"] == ["AssignIn"]
