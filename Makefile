@@ -54,10 +54,10 @@ contract-long: deps
 ledger-long: deps
 	LEDGER_MODEL_EXAMPLES=2000 LEDGER_MODEL_STEPS=100 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/dynamodb_local/test_ledger_model.py
 
-# `chalice package` with the merge template, then cfn-lint on what CloudFormation would receive.
+# The deployable package (infra/package.py: `chalice package` with the merge template, its code zip
+# compiled), then cfn-lint on what CloudFormation would receive.
 cfn-lint: venv
-	rm -rf build/package
-	AWS_DEFAULT_REGION=ap-south-1 $(BIN)/chalice package --stage dev --merge-template infra/template.json build/package > /dev/null
+	$(BIN)/python -m infra.package --stage dev build/package > /dev/null
 	$(BIN)/cfn-lint build/package/sam.json
 
 # pytest last, so its summary line closes the output.

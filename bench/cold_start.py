@@ -4,7 +4,10 @@
    interpreter (as a new container is), timing only the import. The stack names the pieces the app
    really loads: ``import pydantic`` alone loads almost nothing in pydantic 2 (its names are imported
    on first access), so the stack imports ``BaseModel`` and the field helpers the models use.
-2. The first request of a fresh interpreter against its tenth, on DynamoDB Local:
+2. The package as a Lambda container imports it: ``infra.package`` builds it, and ``import app`` runs
+   from the unzipped code alone (no site-packages, no bytecode written, as in Lambda's read-only code
+   directory), once with the sources only and once with the bytecode the build adds.
+3. The first request of a fresh interpreter against its tenth, on DynamoDB Local:
    ``GET /api/v1/loans?limit=20`` with a manager's token, through ``chalice.test.Client``. The first
    one builds the services (clients, connections), reads the caller, and builds the validators and
    serialisers it needs.
@@ -87,6 +90,42 @@ def imports(runs: int) -> None:
         print(f"{name:<36}{median * 1000:>10.1f}{modules:>9}{median / stack:>9.2f}")
 
 
+def _import_from(code_dir: Path) -> float:
+    probe = f"import sys, time; sys.path.insert(0, {str(code_dir)!r}); t = time.perf_counter(); import app; "
+    probe += "print(time.perf_counter() - t)"
+    out = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", probe], cwd=code_dir, env=_env(), capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[-1])
+
+
+def packaged(runs: int) -> None:
+    import shutil
+    import tempfile
+    import zipfile
+
+    from infra.package import package
+
+    with tempfile.TemporaryDirectory() as work:
+        sizes = package("dev", Path(work) / "build")
+        compiled, sources = Path(work) / "compiled", Path(work) / "sources"
+        with zipfile.ZipFile(Path(work) / "build" / "deployment.zip") as code:
+            code.extractall(compiled)
+        shutil.copytree(compiled, sources)
+        for cache in list(sources.rglob("__pycache__")):
+            shutil.rmtree(cache)
+        medians = {}
+        for label, tree in (("sources only", sources), ("with bytecode (infra.package)", compiled)):
+            _import_from(tree)
+            medians[label] = statistics.median(_import_from(tree) for _ in range(runs))
+    print()
+    print(sizes.report())
+    print(f"{'import app from the package':<36}{'median ms':>10}{'x bytecode':>11}")
+    for label, median in medians.items():
+        ratio = median / medians["with bytecode (infra.package)"]
+        print(f"{label:<36}{median * 1000:>10.1f}{ratio:>11.2f}")
+
+
 def first_requests(runs: int) -> None:
     import boto3
 
@@ -125,6 +164,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     imports(args.runs)
+    packaged(args.runs)
     first_requests(args.runs)
 
 
