@@ -71,13 +71,15 @@ botocore.session.create_loader = lambda *_args, **_kwargs: _SHARED_LOADER  # typ
 moto_speedups.install()
 
 # Generated tests explore new inputs on every local run, which is how they find what nobody thought of.
-# The gate a change must pass (.ci/run sets HYPOTHESIS_PROFILE=ci) replays the same inputs every time
+# The gate a change must pass (.ci/run sets HYPOTHESIS_PROFILE=gate) replays the same inputs every time
 # instead, so that it judges the change and not the luck of the draw; a bug found locally gets its own
-# example test when it is fixed. The long profiles (make contract-long, the ledger model's nightly
-# sizes) stay random.
-settings.register_profile("ci", derandomize=True)
-if os.environ.get("HYPOTHESIS_PROFILE"):
-    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+# example test when it is fixed. Any other run loads "default" explicitly, so that a machine with ``CI``
+# set (which makes Hypothesis load its own derandomised profile) still runs the long profiles (make
+# contract-long, make ledger-long) at random.
+settings.register_profile(
+    "gate", parent=settings.get_profile("default"), derandomize=True, deadline=None, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _stage_counter = itertools.count()
 

@@ -15,6 +15,7 @@ import botocore.session
 import chalice.local
 import chalice.test  # noqa: F401
 import moto.backends
+import pytest
 
 import app  # noqa: F401
 import tests.dynamodb_local
@@ -43,7 +44,8 @@ for _backend in ("ssm", "sns", "sts", "dynamodb"):
 # module that cannot be imported here is left to the worker that needs it, to fail there as it would.
 for _module in pkgutil.iter_modules(tests.dynamodb_local.__path__):
     if _module.name.startswith("test_"):
-        with contextlib.suppress(Exception):
+        # pytest.skip at import is a BaseException: it would otherwise take the fork server down.
+        with contextlib.suppress(Exception, pytest.skip.Exception):
             importlib.import_module(f"tests.dynamodb_local.{_module.name}")
 
 # As in the test process (tests/conftest.py): fewer collections of a heap this size. And what the fork

@@ -8,8 +8,12 @@ once per test process (it imports :mod:`tests.dynamodb_local.preload`, never run
 forks every worker from it, so a worker still shares nothing with the test process or with the other
 workers: its own app object, clients, connections, clock and moto.
 
-A worker starts with the environment the test process has at ``start()``, exactly as a spawned one
-would, not the one the fork server was started with.
+A worker starts with the environment the test process has at ``start()``, as a spawned one would. What
+the preload computed at import time (the logger's settings, a test module's constants read from the
+environment) is as the environment was when the fork server started: the first test to start a worker.
+No test varies those variables per test; one that does must start its workers with ``spawn``. A
+worker's output goes where the fork server's goes (the capture of that first test): workers report
+their results and failures through their queues, not their output.
 """
 
 from __future__ import annotations

@@ -52,3 +52,26 @@ def test_a_model_is_built_by_its_first_use_and_validates_as_before() -> None:
     )
     found = _after_import(code)
     assert found["schemas_built"] == ["AssignIn"]
+
+
+def test_pynamodb_takes_its_sessions_from_the_shared_loader() -> None:
+    # PynamoDB reads the module-level name at each new connection; a PynamoDB that stops doing so
+    # would silently bring back one service-model parse per table and thread.
+    import threading
+
+    import pynamodb.connection.base
+
+    from chalicelib.adapters.dynamodb import models
+
+    assert pynamodb.connection.base.get_session is models._session
+    loaders: list[object] = []
+
+    def open_session() -> None:
+        loaders.append(models._session().get_component("data_loader"))
+
+    threads = [threading.Thread(target=open_session) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loaders[0] is loaders[1] is models._SERVICE_MODELS

@@ -24,7 +24,7 @@ from chalicelib.adapters.dynamodb.attributes import (
 from chalicelib.config import Settings
 from chalicelib.domain.portfolio import COLLECTION_COUNTERS, LOAN_COUNTERS
 
-_SERVICE_MODELS = botocore.loaders.create_loader()
+_SERVICE_MODELS = botocore.loaders.create_loader(os.environ.get("AWS_DATA_PATH"))
 
 
 def _session() -> botocore.session.Session:
