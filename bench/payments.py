@@ -3,7 +3,8 @@
 Measures, per accepted payment through the real handler (``chalice.test.Client``, in-process):
 DynamoDB requests by operation, consumed capacity units (each request is sent with
 ``ReturnConsumedCapacity=TOTAL`` by a botocore hook, so the figures are DynamoDB's own), and handler
-wall time — against a bare ``TransactWriteItems`` of the same four items, timed in the same run.
+wall time — against a bare ``TransactWriteItems`` of the same four items, timed in the same run. Then
+the same for reversing each payment of the first case (an admin's ``POST /payments/{id}/reverse``).
 Prints figures and ratios; there is no pass/fail.
 
     python -m bench.payments [--payments 200]
@@ -115,6 +116,11 @@ def main() -> None:
         wiring.services().auth.add_user("bench-manager", "bench-manager-password", Role.MANAGER)
         token = issue_token("bench-manager", "manager", os.environ["JWT_SECRET"], 3600).access_token
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        # Reversals are an admin's.
+        wiring.services().auth.add_user("bench-admin", "bench-admin-password", Role.ADMIN)
+        admin = issue_token("bench-admin", "admin", os.environ["JWT_SECRET"], 3600).access_token
+        admin_headers = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+        posted: list[str] = []
         results: dict[str, tuple[list[float], Counter[str], float]] = {}
         # Metrics go to stdout as EMF lines; keep them out of the report.
         with (
@@ -138,7 +144,27 @@ def main() -> None:
                     response = client.http.post("/api/v1/payments", headers={**headers, **extra}, body=json.dumps(body))
                     timings.append(time.perf_counter() - started)
                     assert response.status_code == 201, response.body
+                    if not use_key:
+                        posted.append(json.loads(response.body)["payment_id"])
                 results[label] = (timings, Counter(meter.requests), meter.read_units + meter.write_units)
+            # Each reversal replays its loan's standing payments (docs/rules.md): the loans here hold
+            # about eight payments each by now, the later reversals fewer.
+            timings = []
+            meter.reset("")
+            for payment_id in posted:
+                started = time.perf_counter()
+                response = client.http.post(
+                    f"/api/v1/payments/{payment_id}/reverse",
+                    headers=admin_headers,
+                    body=json.dumps({"reason": "bench: reversal cost"}),
+                )
+                timings.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.body
+            results["POST /payments/{id}/reverse"] = (
+                timings,
+                Counter(meter.requests),
+                meter.read_units + meter.write_units,
+            )
             meter.reset("")
             bare = _bare_transactions(args.payments)
             results["bare TransactWriteItems (4 puts)"] = (
