@@ -59,6 +59,11 @@ class DynamoMeter:
                 for index, part in (entry.get("GlobalSecondaryIndexes") or {}).items():
                     self.by_target[f"{kind} {table}/{index}"] += float(part.get("CapacityUnits", 0))
 
+    def total_seconds(self) -> float:
+        """Wall time spent inside DynamoDB requests since the last reset, all operations."""
+        with self._lock:
+            return sum(self.seconds.values())
+
     def reset(self, prefix: str) -> None:
         with self._lock:
             self.requests.clear()
