@@ -58,7 +58,7 @@ class Services:
     health: HealthProbe
     jwt_secret: Any
     idempotency_store: Any
-    """Callable: the powertools persistence layer, made on the first request that needs it."""
+    """Callable: the idempotency records (``adapters.idempotency``), made on the first request that needs it."""
     flags: SsmFlags
     runs: DynamoRunStore
     delinquency: DynamoDelinquencyStore

@@ -1,26 +1,159 @@
-"""Where powertools keeps Idempotency-Key records: the stage's idempotency table (infra/template.json)."""
+"""Idempotency-Key records in the stage's idempotency table (infra/template.json), written by the app.
+
+One item per (caller, key), in the attribute layout powertools' idempotency utility used, so records
+written before this module replaced it keep working (a key in flight across a deploy still replays):
+
+``id``                      ``loan-crm-api#`` + md5 of the caller and key (:func:`chalicelib.api.idempotency.record_id`)
+``validation``              hash of the request fingerprint: the same key with another request is refused
+``status``                  ``INPROGRESS`` or ``COMPLETED``
+``expiration``              epoch seconds; the table's TTL attribute, and past it the record counts as absent
+``in_progress_expiration``  epoch milliseconds; an ``INPROGRESS`` record past it counts as absent (a crash)
+``data``                    the stored answer (JSON: status, body, headers), on ``COMPLETED`` records
+
+A claim is one conditional PutItem that returns the record it met (``ReturnValuesOnConditionCheckFailure``),
+so a refused claim needs no second read; completing is one PutItem, and an answer that is not kept is
+deleted.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import TYPE_CHECKING
+import time
+from dataclasses import dataclass
+from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import Settings
+from chalicelib.domain.errors import Unavailable
 
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+IN_PROGRESS = "INPROGRESS"
+COMPLETED = "COMPLETED"
+
+_FREE = (
+    "attribute_not_exists(#id) OR #expiry < :now"
+    " OR (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_ms)"
+)
+_NAMES = {
+    "#id": "id",
+    "#expiry": "expiration",
+    "#status": "status",
+    "#in_progress_expiry": "in_progress_expiration",
+}
 
 
-def idempotency_store(settings: Settings) -> DynamoDBPersistenceLayer:
-    # Imported here, by the first request that carries an Idempotency-Key: powertools' idempotency
-    # package is the biggest single import of the app (docs/architecture.md, "Cold start").
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as read back: whose request (``validation``), how far it got, and its answer if any."""
 
+    record_id: str
+    validation: str
+    status: str
+    answer: dict[str, Any] | None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _record(item: dict[str, Any]) -> StoredRecord:
+    data = item.get("data", {}).get("S")
+    return StoredRecord(
+        record_id=item["id"]["S"],
+        validation=item.get("validation", {}).get("S", ""),
+        status=item.get("status", {}).get("S", ""),
+        answer=json.loads(data) if data else None,
+    )
+
+
+def completed_item(record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> dict[str, Any]:
+    """The COMPLETED record holding ``answer``, as a DynamoDB item (a PutItem's or a transaction's)."""
+    return {
+        "id": {"S": record_id},
+        "validation": {"S": validation},
+        "status": {"S": COMPLETED},
+        "expiration": {"N": str(expires_at)},
+        "data": {"S": json.dumps(answer, sort_keys=True)},
+    }
+
+
+class IdempotencyRecords:
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    def claim(self, record_id: str, validation: str, expires_at: int, in_progress_until_ms: int) -> StoredRecord | None:
+        """Mark the key INPROGRESS unless a live record holds it: None when claimed, else that record."""
+        now = time.time()
+        item = {
+            "id": {"S": record_id},
+            "validation": {"S": validation},
+            "status": {"S": IN_PROGRESS},
+            "expiration": {"N": str(expires_at)},
+            "in_progress_expiration": {"N": str(in_progress_until_ms)},
+        }
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=item,
+                ConditionExpression=_FREE,
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={
+                    ":now": {"N": str(int(now))},
+                    ":now_ms": {"N": str(int(now * 1000))},
+                    ":inprogress": {"S": IN_PROGRESS},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                old = exc.response.get("Item")
+                if old is None:  # an endpoint that does not return the item: read it
+                    return self.get(record_id) or StoredRecord(record_id, validation, IN_PROGRESS, None)
+                return _record(old)
+            raise _unavailable(exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
+        return None
+
+    def complete(self, record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table_name, Item=completed_item(record_id, validation, answer, expires_at)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(exc) from exc
+
+    def release(self, record_id: str) -> None:
+        """Forget the key (an answer that is not kept): the next request with it runs."""
+        try:
+            self.client.delete_item(TableName=self.table_name, Key={"id": {"S": record_id}})
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(exc) from exc
+
+    def get(self, record_id: str) -> StoredRecord | None:
+        """The live record under ``record_id`` (an expired one counts as absent)."""
+        try:
+            item = self.client.get_item(
+                TableName=self.table_name, Key={"id": {"S": record_id}}, ConsistentRead=True
+            ).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(exc) from exc
+        if item is None or int(item.get("expiration", {}).get("N", "0")) < int(time.time()):
+            return None
+        return _record(item)
+
+
+def _unavailable(exc: Exception) -> Unavailable:
+    return Unavailable("could not record the idempotency key; nothing was changed, try again")
+
+
+def idempotency_store(settings: Settings) -> IdempotencyRecords:
     client = boto3.client(
         "dynamodb",
         region_name=settings.region,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None,
     )
-    return DynamoDBPersistenceLayer(table_name=settings.table_name("idempotency"), boto3_client=client)
+    return IdempotencyRecords(client, settings.table_name("idempotency"))

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on POST (docs/api.md), built on powertools idempotency.
+"""``Idempotency-Key`` on POST (docs/api.md): records the app keeps itself (``adapters.idempotency``).
 
 Same caller + key + same request within 24 h replays the first response (status and body, with
 ``Idempotent-Replayed: true``); the same key with another request is 422 IDEMPOTENCY_KEY_REUSED; a key
@@ -7,8 +7,8 @@ whose first request is still running is 409 REQUEST_IN_PROGRESS.
 Responses to refusals (4xx) are stored and replayed like successes: the client asked the same
 question and gets the same answer. Two answers are not stored, because repeating the request is
 exactly what the client is asked to do: failures (5xx), and 202 (work stopped part-way, e.g. a bulk
-reassignment out of time: the same request carries on). powertools deletes the in-progress record
-when the handler raises.
+reassignment out of time: the same request carries on). The in-progress record is deleted then,
+and when the handler raises.
 
 This is a retry convenience, not a uniqueness guarantee: records expire, and are deleted on errors.
 UTR uniqueness is the UTR claim inside the payment transaction; a retry whose first attempt committed
@@ -17,9 +17,11 @@ but never answered is recognised there through the request fingerprint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +30,7 @@ from chalice.app import Response
 from chalicelib.domain.errors import IdempotencyKeyReused, RequestInProgress, Unavailable, ValidationFailed
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
-    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+    from chalicelib.adapters.idempotency import IdempotencyRecords, StoredRecord
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -68,79 +69,98 @@ def fingerprint(sub: str, key: str, method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-class _Context:
-    def __init__(self, remaining_ms: int) -> None:
-        self._remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self._remaining_ms
+PREFIX = "loan-crm-api"
+"""Record ids start with this, not with the Lambda function's name (the layout powertools used)."""
 
 
-def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
-    return {**response, "replayed": True}
+def _md5_json(value: Any) -> str:
+    return hashlib.md5(json.dumps(value, sort_keys=True).encode(), usedforsecurity=False).hexdigest()
+
+
+def record_id(sub: str, key: str) -> str:
+    """The record of one caller's key: one per (caller, key), whatever the endpoint."""
+    return f"{PREFIX}#{_md5_json({'sub': sub, 'key': key})}"
+
+
+def validation(request_fingerprint: str) -> str:
+    """What a record keeps of the request's fingerprint, to tell a repeat from another request."""
+    return _md5_json(request_fingerprint)
+
+
+def expires_at(now: float | None = None) -> int:
+    return int((time.time() if now is None else now) + EXPIRES_AFTER_SECONDS)
+
+
+def in_progress_until_ms(lambda_context: Any) -> int:
+    """An in-progress record outlives the request at most by nothing: it expires when the Lambda would."""
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    left = int(remaining()) if callable(remaining) else FALLBACK_REMAINING_MS
+    return int(time.time() * 1000) + left
+
+
+def stored_answer(response: Response) -> dict[str, Any] | None:
+    """What a record keeps of an answer; None for one that is not kept (5xx, 202)."""
+    if response.status_code >= 500 or response.status_code == ACCEPTED:
+        return None
+    return {"status": response.status_code, "body": response.body, "headers": dict(response.headers)}
+
+
+def replay(answer: dict[str, Any]) -> Response:
+    headers = dict(answer["headers"])
+    headers[REPLAYED_HEADER] = "true"
+    return Response(body=answer["body"], status_code=answer["status"], headers=headers)
+
+
+def key_reused(key: str) -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        "this Idempotency-Key was already used with a different request", {"idempotency_key": key}
+    )
+
+
+def in_progress(key: str) -> RequestInProgress:
+    return RequestInProgress(
+        "a request with this Idempotency-Key is still being processed; retry shortly", {"idempotency_key": key}
+    )
+
+
+def answer_of(found: StoredRecord, key: str, request_validation: str) -> Response:
+    """The answer a live record gives a request with its key: a replay, or why there is none."""
+    if found.validation != request_validation:
+        raise key_reused(key)
+    if not found.completed or found.answer is None:
+        raise in_progress(key)
+    return replay(found.answer)
 
 
 def run_once(
-    store: BasePersistenceLayer,
+    store: IdempotencyRecords,
     sub: str,
     key: str,
     request_fingerprint: str,
     lambda_context: Any,
     respond: Callable[[], Response],
 ) -> Response:
-    """Run ``respond`` at most once per (caller, key), replaying its stored answer afterwards."""
-    # powertools' idempotency package is imported by the first request that carries a key, not at
-    # import: it is the biggest single import of the app (docs/architecture.md, "Cold start").
-    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
-    from aws_lambda_powertools.utilities.idempotency.exceptions import (
-        IdempotencyAlreadyInProgressError,
-        IdempotencyPersistenceLayerError,
-        IdempotencyValidationError,
-    )
-
-    config = IdempotencyConfig(
-        event_key_jmespath="scope",
-        payload_validation_jmespath="fingerprint",
-        expires_after_seconds=EXPIRES_AFTER_SECONDS,
-        raise_on_no_idempotency_key=True,
-        response_hook=_mark_replayed,
-    )
-    has_remaining = callable(getattr(lambda_context, "get_remaining_time_in_millis", None))
-    context: Any = lambda_context if has_remaining else _Context(FALLBACK_REMAINING_MS)
-    config.register_lambda_context(context)
-
-    def handle(request: dict[str, Any]) -> dict[str, Any]:
-        response = respond()
-        if response.status_code >= 500 or response.status_code == ACCEPTED:
-            raise _NotStored(response)
-        return {"status": response.status_code, "body": response.body, "headers": dict(response.headers)}
-
-    guarded = idempotent_function(
-        handle, data_keyword_argument="request", persistence_store=store, config=config, key_prefix="loan-crm-api"
-    )
+    """Run ``respond`` at most once per (caller, key), replaying its stored answer afterwards: a
+    conditional PutItem claims the key (or meets the record holding it), one PutItem stores the answer."""
+    rid = record_id(sub, key)
+    check = validation(request_fingerprint)
+    found = store.claim(rid, check, expires_at(), in_progress_until_ms(lambda_context))
+    if found is not None:
+        return answer_of(found, key, check)
     try:
-        stored = guarded(request={"scope": {"sub": sub, "key": key}, "fingerprint": request_fingerprint})
-    except _NotStored as failure:
-        return failure.response
-    except IdempotencyValidationError:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was already used with a different request", {"idempotency_key": key}
-        ) from None
-    except IdempotencyAlreadyInProgressError:
-        raise RequestInProgress(
-            "a request with this Idempotency-Key is still being processed; retry shortly", {"idempotency_key": key}
-        ) from None
-    except IdempotencyPersistenceLayerError as exc:
-        raise Unavailable("could not record the idempotency key; nothing was changed, try again") from exc
-    headers = dict(stored["headers"])
-    if stored.get("replayed"):
-        headers[REPLAYED_HEADER] = "true"
-    return Response(body=stored["body"], status_code=stored["status"], headers=headers)
+        response = respond()
+    except BaseException:
+        _release_quietly(store, rid)
+        raise
+    answer = stored_answer(response)
+    if answer is None:
+        store.release(rid)
+        return response
+    store.complete(rid, check, answer, expires_at())
+    return response
 
 
-class _NotStored(Exception):
-    """Carries a 5xx or 202 answer out of the idempotent function so its record is deleted, not stored."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
+def _release_quietly(store: IdempotencyRecords, rid: str) -> None:
+    """Release after a failure, never hiding it: a record left behind expires with the Lambda's time."""
+    with contextlib.suppress(Unavailable):
+        store.release(rid)
