@@ -58,6 +58,21 @@ class StoredRecord:
         return self.status == COMPLETED
 
 
+def live_record(item: dict[str, Any] | None, now: float | None = None) -> StoredRecord | None:
+    """The record an item is, None when it counts as absent: past its expiration, or in progress past
+    its in-progress expiration (the request that claimed it crashed)."""
+    if item is None:
+        return None
+    at = time.time() if now is None else now
+    if int(item.get("expiration", {}).get("N", "0")) < int(at):
+        return None
+    in_progress_until = item.get("in_progress_expiration", {}).get("N")
+    status = item.get("status", {}).get("S")
+    if status == IN_PROGRESS and in_progress_until is not None and int(in_progress_until) < int(at * 1000):
+        return None
+    return _record(item)
+
+
 def _record(item: dict[str, Any]) -> StoredRecord:
     data = item.get("data", {}).get("S")
     return StoredRecord(
@@ -118,6 +133,31 @@ class IdempotencyRecords:
             raise _unavailable(exc) from exc
         return None
 
+    def keep(self, record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> StoredRecord | None:
+        """Store a COMPLETED record unless a live one is there: None when stored, else that record."""
+        now = time.time()
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item=completed_item(record_id, validation, answer, expires_at),
+                ConditionExpression=_FREE,
+                ExpressionAttributeNames=_NAMES,
+                ExpressionAttributeValues={
+                    ":now": {"N": str(int(now))},
+                    ":now_ms": {"N": str(int(now * 1000))},
+                    ":inprogress": {"S": IN_PROGRESS},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                old = exc.response.get("Item")
+                return _record(old) if old is not None else self.get(record_id)
+            raise _unavailable(exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from exc
+        return None
+
     def complete(self, record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> None:
         try:
             self.client.put_item(
@@ -141,9 +181,7 @@ class IdempotencyRecords:
             ).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable(exc) from exc
-        if item is None or int(item.get("expiration", {}).get("N", "0")) < int(time.time()):
-            return None
-        return _record(item)
+        return live_record(item)
 
 
 def _unavailable(exc: Exception) -> Unavailable:

@@ -231,10 +231,19 @@ class Call:
     published schema."""
     fingerprint: str | None = None
     """Set when the client sent an Idempotency-Key: identifies this logical request across retries."""
+    receipt: idempotency.TransactionReceipt | None = None
+    """Set when the client sent an Idempotency-Key to a route whose service writes the key's record
+    with its change (``endpoint(..., receipt_in_view=True)``)."""
     _document: JsonDocument | None = None
 
     def raw_body(self) -> bytes:
         return _raw_body(self.request)
+
+    def receipt_for(self, render: Callable[[Any], Response]) -> idempotency.TransactionReceipt | None:
+        """The request's receipt (None without an Idempotency-Key), answering with ``render(result)``."""
+        if self.receipt is not None:
+            self.receipt.render = render
+        return self.receipt
 
     def loan_id_named(self) -> str | None:
         """The ``loan_id`` a body the view read names at its top level (a payment's), for the request's
@@ -564,11 +573,13 @@ def endpoint(
     errors: tuple[type[DomainError], ...] = (),
     tag: str,
     media_type: str = "application/json",
+    receipt_in_view: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Response]]:
     """Register ``fn(call, **uri_params)`` as a route. ``roles`` None means any authenticated role. A
     view that must act before the role check (the financial guard) passes ``check_roles_in_view`` and
     checks ``roles`` itself; the contract still shows them. Authenticated POSTs honour
-    ``Idempotency-Key``.
+    ``Idempotency-Key``; with ``receipt_in_view`` the view hands ``call.receipt_for(...)`` to a
+    service that reads and writes the key's record with its own change (POST /payments).
 
     The rest declares the operation for the published contract (``chalicelib.api.operations``): what
     it answers per success status, its body model, its query parameters (the only ones the view
@@ -577,7 +588,7 @@ def endpoint(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Response]:
         idempotent = authenticated and "POST" in methods
         admits = None if check_roles_in_view else roles
-        served = _Endpoint(bp, path, fn, admits, authenticated, idempotent, query)
+        served = _Endpoint(bp, path, fn, admits, authenticated, idempotent, query, receipt_in_view)
 
         @functools.wraps(fn)
         def view(**params: Any) -> Response:
@@ -629,6 +640,7 @@ class _Endpoint:
     authenticated: bool
     idempotent: bool
     query_params: tuple[QueryParam, ...]
+    receipt_in_view: bool = False
 
     def serve(self, params: dict[str, Any]) -> Response:
         """The error boundary around one request: admission (:meth:`_admit`), then the view's answer
@@ -700,6 +712,15 @@ class _Endpoint:
         resource = call.request.path + json.dumps(params, sort_keys=True, separators=(",", ":"))
         caller = call.ctx.actor.sub
         call.fingerprint = idempotency.fingerprint(caller, key, call.request.method, resource, call.raw_body())
+        if self.receipt_in_view:
+            call.receipt = idempotency.TransactionReceipt(
+                idempotency.record_id(caller, key), idempotency.validation(call.fingerprint), key
+            )
+            response = idempotency.keep_once(
+                services().idempotency_store(), call.receipt, lambda: self._respond(call, params)
+            )
+            response.headers["X-Request-Id"] = call.request_id
+            return response
         response = idempotency.run_once(
             services().idempotency_store(),
             caller,

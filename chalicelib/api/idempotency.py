@@ -23,11 +23,13 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Response
 
 from chalicelib.domain.errors import IdempotencyKeyReused, RequestInProgress, Unavailable, ValidationFailed
+from chalicelib.services.ports import Answered, ReceiptRecord
 
 if TYPE_CHECKING:
     from chalicelib.adapters.idempotency import IdempotencyRecords, StoredRecord
@@ -164,3 +166,64 @@ def _release_quietly(store: IdempotencyRecords, rid: str) -> None:
     """Release after a failure, never hiding it: a record left behind expires with the Lambda's time."""
     with contextlib.suppress(Unavailable):
         store.release(rid)
+
+
+# --- the record a change writes with itself (POST /payments) ------------------------------------------
+
+
+class RecordAnswers(Answered):
+    """The key's live record answers the request: a replay, or 422 / 409 (:func:`answer_of`)."""
+
+    def __init__(self, found: StoredRecord, key: str, request_validation: str) -> None:
+        super().__init__(key)
+        self.found = found
+        self.key = key
+        self.request_validation = request_validation
+
+    def response(self) -> Response:
+        return answer_of(self.found, self.key, self.request_validation)
+
+
+@dataclass
+class TransactionReceipt:
+    """A :class:`chalicelib.services.ports.Receipt`: the key's record, read by the service with what it
+    changes and written by the change's own transaction, the answer rendered by ``render`` before the
+    commit. One read and one transaction for a first request, one read for a replay."""
+
+    record_id: str
+    validation: str
+    key: str
+    render: Callable[[Any], Response] | None = None
+    written: bool = False
+    """The answer went into a transaction (which committed if the request answers 2xx)."""
+
+    def met(self, found: object | None) -> None:
+        if found is not None:
+            raise RecordAnswers(found, self.key, self.validation)  # type: ignore[arg-type]
+
+    def record(self, result: Any) -> ReceiptRecord:
+        if self.render is None:
+            raise RuntimeError("a receipt's view gives no way to render its answer")
+        answer = stored_answer(self.render(result))
+        if answer is None:
+            raise RuntimeError("an answer written with its change must be one that is kept")
+        self.written = True
+        return ReceiptRecord(self.record_id, self.validation, answer, expires_at())
+
+
+def keep_once(store: IdempotencyRecords, receipt: TransactionReceipt, respond: Callable[[], Response]) -> Response:
+    """Serve a route whose service writes the key's record with its change (``receipt``). A record
+    met by the service answers instead; a refusal (4xx) is kept by a PutItem of its own, unless a
+    record appeared meanwhile (a duplicate that committed first), which then answers; 5xx and 202 are
+    not kept, and nothing was claimed, so there is nothing to release."""
+    try:
+        response = respond()
+    except RecordAnswers as answered:
+        return answered.response()
+    answer = stored_answer(response)
+    if answer is None or (receipt.written and response.status_code < 300):
+        return response
+    found = store.keep(receipt.record_id, receipt.validation, answer, expires_at())
+    if found is not None:
+        return answer_of(found, receipt.key, receipt.validation)
+    return response

@@ -124,7 +124,10 @@ class LoanService:
         audit entries' ``before`` is the stored state and the loan's trail chains. Collectors get 404
         for loans not assigned to them, exactly as for loans that do not exist, so ids cannot be
         probed."""
-        loan = self.loans.get(loan_id)
+        return self.visible(ctx, loan_id, self.loans.get(loan_id))
+
+    def visible(self, ctx: RequestContext, loan_id: str, loan: Loan | None) -> Loan:
+        """``loan`` (read as stored) if the caller may see it; NotFound otherwise (:meth:`stored`)."""
         if loan is None or (ctx.is_collector and loan.collector_id != ctx.actor.sub):
             raise NotFound(f"loan {loan_id} not found")
         return loan

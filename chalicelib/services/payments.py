@@ -18,7 +18,7 @@ from typing import TypeVar
 from chalicelib import clock
 from chalicelib.domain.allocation import Allocation
 from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, AuditEntry
-from chalicelib.domain.errors import AlreadyReversed, DomainError, DuplicateUtr, NotFound, Unavailable
+from chalicelib.domain.errors import AlreadyReversed, Conflict, DomainError, DuplicateUtr, NotFound, Unavailable
 from chalicelib.domain.loan import Loan, delinquency_changed, delinquency_snapshot
 from chalicelib.domain.payment import (
     MIN_PAYMENT_PAISE,
@@ -36,7 +36,7 @@ from chalicelib.domain.roles import MANAGE_LOANS, PAY_LOANS
 from chalicelib.services.context import RequestContext
 from chalicelib.services.ids import new_id
 from chalicelib.services.loans import LoanService, retry_loan_write
-from chalicelib.services.ports import Metrics, Page, PaymentRepository, UtrTaken
+from chalicelib.services.ports import Answered, Metrics, Page, PaymentRepository, Receipt, ReceiptTaken, UtrTaken
 from chalicelib.services.views import loan_balance_dict
 
 T = TypeVar("T")
@@ -75,6 +75,8 @@ class PaymentService:
         first, and a failed reversal is as much a money incident as a failed posting."""
         try:
             return operation()
+        except Answered:
+            raise
         except Unavailable:
             self.metrics.count("PaymentFailed")
             raise
@@ -106,10 +108,46 @@ class PaymentService:
             return None
         return payable_paise(loan)
 
-    def post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None = None) -> PostedPayment:
-        """Record one payment exactly once and apply it to its loan."""
+    def post(
+        self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None = None, receipt: Receipt | None = None
+    ) -> PostedPayment:
+        """Record one payment exactly once and apply it to its loan. With a ``receipt`` (an
+        Idempotency-Key), the key's record and the loan are read together first, a record there answers
+        (:class:`Answered`) before any check, and the answer is stored by the payment's own transaction."""
         ctx.require(PAY_LOANS)
+        if receipt is not None:
+            return self._failure_metrics(lambda: self._post_with_receipt(ctx, cmd, fingerprint, receipt))
         return self._failure_metrics(lambda: self._post(ctx, cmd, fingerprint))
+
+    def _post_with_receipt(
+        self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None, receipt: Receipt
+    ) -> PostedPayment:
+        """One read (the record and the loan), one transaction (the payment and its answer)."""
+        found, stored = self.payments.receipt_and_loan(receipt.record_id, cmd.loan_id)
+        receipt.met(found)
+        # The checks in the documented order, as :meth:`_post`: amount, date, then the loan.
+        try:
+            payable: Loan | None = self.loans.visible(ctx, cmd.loan_id, stored)
+        except NotFound:
+            payable = None
+        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
+        check_amount(cmd.amount_paise, payable_paise(payable) if below_minimum and payable is not None else None)
+        check_payment_date(cmd.payment_date, clock.today_ist())
+        preloaded = [stored]
+
+        def attempt() -> PostedPayment:
+            # The first attempt posts to the loan just read; a retry (the loan changed) reads it again.
+            first = self.loans.visible(ctx, cmd.loan_id, preloaded.pop()) if preloaded else None
+            try:
+                return self._post_once(ctx, cmd, fingerprint, receipt, first)
+            except ReceiptTaken:
+                # Another request with this key committed since the read: its record answers.
+                receipt.met(self.payments.receipt(receipt.record_id))
+                raise Conflict(f"loan {cmd.loan_id} changed while the payment was being posted") from None
+
+        return retry_loan_write(
+            attempt, f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again"
+        )
 
     def _post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
         """The checks in the documented order (docs/rules.md, "Payments"): amount and date here, the
@@ -129,14 +167,23 @@ class PaymentService:
         below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
         check_amount(cmd.amount_paise, self._remaining(ctx, cmd.loan_id) if below_minimum else None)
 
-    def _post_once(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
-        """One optimistic attempt: read the loan as stored, post the payment to it, write the payment,
-        its UTR claim, the loan and the audit entries in one transaction."""
-        loan = self.loans.stored(ctx, cmd.loan_id)
+    def _post_once(
+        self,
+        ctx: RequestContext,
+        cmd: NewPayment,
+        fingerprint: str | None,
+        receipt: Receipt | None = None,
+        loan: Loan | None = None,
+    ) -> PostedPayment:
+        """One optimistic attempt: read the loan as stored (unless given), post the payment to it, write
+        the payment, its UTR claim, the loan, the audit entries and the receipt's record in one transaction."""
+        if loan is None:
+            loan = self.loans.stored(ctx, cmd.loan_id)
         payment, updated = _posting(ctx, cmd, loan, fingerprint)
         audits = _change_audits(ctx, Action.PAYMENT_POSTED, loan, updated, payment)
+        record = receipt.record(PostedPayment(payment, updated)) if receipt is not None else None
         try:
-            stored = self.payments.post(payment, loan, updated, audits)
+            stored = self.payments.post(payment, loan, updated, audits, record)
         except UtrTaken:
             raise self._duplicate_utr(ctx, cmd) from None
         self.metrics.count("PaymentPosted")

@@ -205,15 +205,67 @@ class UtrTaken(Exception):
         self.utr = utr
 
 
+@dataclass(frozen=True)
+class ReceiptRecord:
+    """The Idempotency-Key record a change writes with itself: the answer the request gets, stored
+    under ``record_id`` by the change's own transaction (docs/api.md, "Idempotency-Key")."""
+
+    record_id: str
+    validation: str
+    answer: dict[str, Any]
+    expires_at: int
+
+
+class Answered(Exception):
+    """A live record under the request's key gives the answer (a replay, or a refusal of the key):
+    raised by :meth:`Receipt.met`, carried out of the service untouched."""
+
+
+class Receipt(Protocol):
+    """An Idempotency-Key as a service sees it: an opaque record id, what to do about a record met
+    under it, and the record that stores an answer. Made by the API layer; no HTTP in the service."""
+
+    record_id: str
+
+    def met(self, found: object | None) -> None:
+        """Raise :class:`Answered` when ``found`` (a live record under the key, None when there is
+        none) answers the request already; return when the request is to run."""
+        ...
+
+    def record(self, result: Any) -> ReceiptRecord:
+        """The record that answers the request with ``result`` (rendered now, before the commit)."""
+        ...
+
+
+class ReceiptTaken(Exception):
+    """A change's transaction met a live record under its receipt's id: nothing was written."""
+
+
 class PaymentRepository(Protocol):
     def get(self, payment_id: str) -> Payment | None: ...
 
+    def receipt_and_loan(self, record_id: str, loan_id: str) -> tuple[object | None, Loan | None]:
+        """The live Idempotency-Key record under ``record_id`` and the loan as stored, in one read."""
+        ...
+
+    def receipt(self, record_id: str) -> object | None:
+        """The live Idempotency-Key record under ``record_id``."""
+        ...
+
     def payment_id_for_utr(self, utr: str) -> str | None: ...
 
-    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def post(
+        self,
+        payment: Payment,
+        before: Loan,
+        loan: Loan,
+        audits: Sequence[AuditEntry],
+        receipt: ReceiptRecord | None = None,
+    ) -> Loan:
         """Store payment, UTR claim, loan (``before`` as read: version unchanged, still ACTIVE), audit
-        entries and the portfolio counters' change (the loan's, and the payment's collections) atomically.
-        UtrTaken if the UTR was used before; Conflict if the loan changed meanwhile."""
+        entries, the portfolio counters' change (the loan's, and the payment's collections) and the
+        receipt's record (only where no live record is) atomically. ReceiptTaken if a live record was
+        there, else UtrTaken if the UTR was used before; Conflict if the loan changed meanwhile."""
         ...
 
     def reverse(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:

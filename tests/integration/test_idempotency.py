@@ -210,24 +210,50 @@ def test_a_key_whose_record_is_still_in_progress_is_409(api: Api) -> None:
 
 
 def test_a_retry_that_arrives_while_the_first_is_running_is_409(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    new_loan(api)
-    service = services().payments
-    original_post = service.post
+    # A generic POST claims its key before it runs: a duplicate meanwhile is told to wait.
+    body = imported_body(ROWS, loan_id="LN-RACE")
+    original_create = services().loans.create
     inner: list[Reply] = []
 
-    def post_while_a_retry_arrives(*args: Any, **kwargs: Any) -> Any:
-        inner.append(api.post(PAYMENTS, payment(), headers=keyed("race-1")))
-        return original_post(*args, **kwargs)
+    def create_while_a_retry_arrives(*args: Any, **kwargs: Any) -> Any:
+        inner.append(api.post("/api/v1/loans", body, headers=keyed("race-0")))
+        return original_create(*args, **kwargs)
 
-    monkeypatch.setattr(service, "post", post_while_a_retry_arrives)
-    outer = api.post(PAYMENTS, payment(), headers=keyed("race-1"))
+    monkeypatch.setattr(services().loans, "create", create_while_a_retry_arrives)
+    outer = api.post("/api/v1/loans", body, headers=keyed("race-0"))
     monkeypatch.undo()
 
     assert outer.status == 201, outer.body
     [retry] = inner
     assert_error(retry, 409, "REQUEST_IN_PROGRESS")
+    assert_replay(outer, api.post("/api/v1/loans", body, headers=keyed("race-0")))
+
+
+def test_a_payment_retry_that_commits_first_answers_both(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A payment claims nothing before it runs (its record is written by its own transaction,
+    # docs/api.md): a duplicate that commits while the first is in flight wins, and the first,
+    # refused by the record's condition, answers with the duplicate's answer, replayed.
+    new_loan(api)
+    repository = services().payments.payments
+    original_post = repository.post
+    inner: list[Reply] = []
+    started: list[int] = []
+
+    def post_while_a_retry_arrives(*args: Any, **kwargs: Any) -> Any:
+        if not started:  # the outer request's transaction; the duplicate's goes straight through
+            started.append(1)
+            inner.append(api.post(PAYMENTS, payment(), headers=keyed("race-1")))
+        return original_post(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "post", post_while_a_retry_arrives)
+    outer = api.post(PAYMENTS, payment(), headers=keyed("race-1"))
+    monkeypatch.undo()
+
+    [first] = inner
+    assert first.status == 201, first.body
+    assert_replay(first, outer)
     assert len(stored_payments(api)) == 1
-    assert_replay(outer, api.post(PAYMENTS, payment(), headers=keyed("race-1")))
+    assert_replay(first, api.post(PAYMENTS, payment(), headers=keyed("race-1")))
 
 
 def test_a_5xx_is_not_stored_and_a_retry_runs_again(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,7 +284,10 @@ def test_a_5xx_is_not_stored_and_a_retry_runs_again(api: Api, monkeypatch: pytes
     assert len(calls) == 3
     assert len(stored_payments(api)) == 1
     assert_replay(retried, api.post(PAYMENTS, payment(), headers=keyed("flaky-1")))
-    assert len(calls) == 3
+    # The replay is answered inside PaymentService.post (its one read, before any check), so the
+    # wrapper sees a fourth call; no payment was posted by it.
+    assert len(calls) == 4
+    assert len(stored_payments(api)) == 1
 
 
 def test_a_retry_after_a_committed_payment_lost_its_answer_replays_that_payment(
@@ -269,8 +298,10 @@ def test_a_retry_after_a_committed_payment_lost_its_answer_replays_that_payment(
     calls: list[int] = []
 
     def lose_the_first_answer(result: Any) -> Any:
+        # The 1st call renders the answer the transaction stores; the 2nd is the view's own answer,
+        # after the commit.
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise RuntimeError("connection reset after commit")
         return original(result)
 

@@ -9,7 +9,14 @@ from typing import Any
 import botocore.loaders
 import botocore.session
 import pynamodb.connection.base
-from pynamodb.attributes import BinaryAttribute, BooleanAttribute, MapAttribute, UnicodeAttribute, VersionAttribute
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
@@ -498,6 +505,22 @@ class ReminderModel(Model):
     day_index = ReminderDayIndex()
 
 
+class IdempotencyRecordModel(Model):
+    """A COMPLETED Idempotency-Key record, as a payment's transaction writes it. The table and its
+    layout belong to ``chalicelib.adapters.idempotency`` (which reads and claims records with boto3);
+    the model exists for PynamoDB's transactions only, so it is not in :data:`ALL_MODELS`."""
+
+    class Meta(_Meta):
+        short_name = "idempotency"
+
+    id = UnicodeAttribute(hash_key=True)
+    validation = UnicodeAttribute()
+    status = UnicodeAttribute()
+    expiration = NumberAttribute()
+    in_progress_expiration = NumberAttribute(null=True)
+    data = UnicodeAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     LoanModel,
     PaymentModel,
@@ -520,7 +543,8 @@ def bind(settings: Settings, host: str | None = None) -> None:
     ``host`` defaults to ``AWS_ENDPOINT_URL_DYNAMODB`` (DynamoDB Local); None means real AWS.
     """
     endpoint = host if host is not None else os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None
-    for model in ALL_MODELS:
+    bound: tuple[type[Model], ...] = (*ALL_MODELS, IdempotencyRecordModel)
+    for model in bound:
         meta: Any = model.Meta
         meta.table_name = settings.table_name(meta.short_name)
         meta.region = settings.region

@@ -8,7 +8,10 @@ condition on the ``utr_claim`` entry, never by a read followed by a write.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
@@ -23,14 +26,15 @@ from chalicelib.adapters.dynamodb.mapping import (
     loan_to_item,
     payment_to_item,
 )
-from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, UtrClaimModel
+from chalicelib.adapters.dynamodb.models import IdempotencyRecordModel, LoanModel, PaymentModel, UtrClaimModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
+from chalicelib.adapters.idempotency import COMPLETED, IN_PROGRESS, live_record
 from chalicelib.domain.audit import AuditEntry
-from chalicelib.domain.errors import AlreadyReversed, Conflict
+from chalicelib.domain.errors import AlreadyReversed, Conflict, Unavailable
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.domain.portfolio import loan_change, payment_collections
-from chalicelib.services.ports import Page, UtrTaken
+from chalicelib.services.ports import Page, ReceiptRecord, ReceiptTaken, UtrTaken
 
 _LOAN_INDEX_KEY = frozenset({"payment_id", "loan_id"})
 
@@ -51,7 +55,48 @@ class DynamoPaymentRepository:
             return None
 
     @storage_call
-    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def receipt_and_loan(self, record_id: str, loan_id: str) -> tuple[object | None, Loan | None]:
+        """One BatchGetItem (consistent reads) of the record and the loan: the two tables' keys."""
+        client = LoanModel._get_connection().connection.client
+        loans = LoanModel.Meta.table_name
+        records = IdempotencyRecordModel.Meta.table_name
+        wanted: dict[str, Any] = {
+            loans: {"Keys": [{"loan_id": {"S": loan_id}}], "ConsistentRead": True},
+            records: {"Keys": [{"id": {"S": record_id}}], "ConsistentRead": True},
+        }
+        found: dict[str, list[dict[str, Any]]] = {loans: [], records: []}
+        for _ in range(5):
+            answer = client.batch_get_item(RequestItems=wanted)
+            for table, items in answer.get("Responses", {}).items():
+                found[table].extend(items)
+            wanted = answer.get("UnprocessedKeys") or {}
+            if not wanted:
+                break
+            time.sleep(0.05)
+        else:
+            raise Unavailable("the database did not answer every read; nothing was changed, try again")
+        loan_raw = found[loans][0] if found[loans] else None
+        record_raw = found[records][0] if found[records] else None
+        loan = item_to_loan(LoanModel.from_raw_data(loan_raw)) if loan_raw is not None else None
+        return live_record(record_raw), loan
+
+    @storage_call
+    def receipt(self, record_id: str) -> object | None:
+        client = IdempotencyRecordModel._get_connection().connection.client
+        item = client.get_item(
+            TableName=IdempotencyRecordModel.Meta.table_name, Key={"id": {"S": record_id}}, ConsistentRead=True
+        ).get("Item")
+        return live_record(item)
+
+    @storage_call
+    def post(
+        self,
+        payment: Payment,
+        before: Loan,
+        loan: Loan,
+        audits: Sequence[AuditEntry],
+        receipt: ReceiptRecord | None = None,
+    ) -> Loan:
         loan_item = loan_to_item(loan)
         claim = UtrClaimModel(
             payment.utr, payment_id=payment.payment_id, loan_id=payment.loan_id, claimed_at=clock.now_iso()
@@ -64,9 +109,12 @@ class DynamoPaymentRepository:
                     Entry("loan", loan_item, LoanModel.status == LoanStatus.ACTIVE.value),
                     *audit_entries([audit_to_item(audit) for audit in audits]),
                     *portfolio_entries(loan_change(before, loan, payment_collections(payment))),
+                    *([_receipt_entry(receipt)] if receipt is not None else []),
                 ]
             )
         except TransactionRefused as exc:
+            if "receipt" in exc.failed:
+                raise ReceiptTaken(receipt.record_id if receipt is not None else "") from None
             if "utr_claim" in exc.failed:
                 raise UtrTaken(payment.utr) from None
             raise Conflict(f"loan {loan.loan_id} changed while the payment was being posted") from None
@@ -100,3 +148,26 @@ class DynamoPaymentRepository:
         )
         items, next_cursor = paging.collect_page(results, limit, _LOAN_INDEX_KEY)
         return Page([item_to_payment(i) for i in items], next_cursor)
+
+
+def _receipt_entry(receipt: ReceiptRecord) -> Entry:
+    """The COMPLETED record, only where no live record is (none, expired, or in progress past its
+    in-progress expiration): the same rule as a claim (``chalicelib.adapters.idempotency``)."""
+    now = time.time()
+    item = IdempotencyRecordModel(
+        receipt.record_id,
+        validation=receipt.validation,
+        status=COMPLETED,
+        expiration=receipt.expires_at,
+        data=json.dumps(receipt.answer, sort_keys=True),
+    )
+    free = (
+        IdempotencyRecordModel.id.does_not_exist()
+        | (IdempotencyRecordModel.expiration < int(now))
+        | (
+            (IdempotencyRecordModel.status == IN_PROGRESS)
+            & IdempotencyRecordModel.in_progress_expiration.exists()
+            & (IdempotencyRecordModel.in_progress_expiration < int(now * 1000))
+        )
+    )
+    return Entry("receipt", item, free)

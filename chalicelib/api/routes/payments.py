@@ -65,6 +65,7 @@ def posted_dict(result: PostedPayment) -> dict[str, Any]:
         Conflict,
     ),
     tag="payments",
+    receipt_in_view=True,
 )
 def post_payment(call: Call) -> Response:
     """Checks, in order: the UTR (spaces trimmed, upper-cased, 6-35 of A-Z0-9: 400); the amount a JSON
@@ -82,7 +83,8 @@ def post_payment(call: Call) -> Response:
         payment_date=body.payment_date,
         mode=body.mode,
     )
-    result = services().payments.post(call.ctx, cmd, call.fingerprint)
+    receipt = call.receipt_for(lambda posted: created(posted_dict(posted)))
+    result = services().payments.post(call.ctx, cmd, call.fingerprint, receipt)
     if result.replayed:
         return json_response(201, posted_dict(result), {"Idempotent-Replayed": "true"})
     return created(posted_dict(result))
