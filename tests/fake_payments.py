@@ -18,7 +18,7 @@ from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import NO_ALLOCATION, Payment, PaymentStatus
 from chalicelib.domain.portfolio import loan_change, payment_collections
-from chalicelib.services.ports import Page, UtrTaken
+from chalicelib.services.ports import Page, ReceiptRecord, ReceiptTaken, UtrTaken
 from tests.fakes import InMemoryAuditLog, InMemoryLoanRepository, _page
 
 BeforeWrite = Callable[[Payment, Loan], None]
@@ -31,6 +31,8 @@ class InMemoryPaymentRepository:
     payments: dict[str, Payment] = field(default_factory=dict)
     utr_claims: dict[str, str] = field(default_factory=dict)
     """UTR -> payment id; never deleted."""
+    receipts: dict[str, ReceiptRecord] = field(default_factory=dict)
+    """Idempotency-Key records written with a payment, by record id (they never expire here)."""
     post_calls: int = field(default=0, init=False)
     reverse_calls: int = field(default=0, init=False)
     _before_write: list[BeforeWrite] = field(default_factory=list, init=False, repr=False)
@@ -75,15 +77,32 @@ class InMemoryPaymentRepository:
             self.audit.append(audit)
         return stored
 
-    def post(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:
+    def receipt_and_loan(self, record_id: str, loan_id: str) -> tuple[object | None, Loan | None]:
+        return self.receipts.get(record_id), self.loans.loans.get(loan_id)
+
+    def receipt(self, record_id: str) -> object | None:
+        return self.receipts.get(record_id)
+
+    def post(
+        self,
+        payment: Payment,
+        before: Loan,
+        loan: Loan,
+        audits: Sequence[AuditEntry],
+        receipt: ReceiptRecord | None = None,
+    ) -> Loan:
         self.post_calls += 1
         self._run_hook(payment, loan)
+        if receipt is not None and receipt.record_id in self.receipts:
+            raise ReceiptTaken(receipt.record_id)
         if payment.utr in self.utr_claims:
             raise UtrTaken(payment.utr)
         if payment.payment_id in self.payments:
             raise Conflict(f"payment {payment.payment_id} already exists")
         self._check_audit_and_loan(loan, audits, require_active=True)
         self.utr_claims[payment.utr] = payment.payment_id
+        if receipt is not None:
+            self.receipts[receipt.record_id] = receipt
         return self._commit(payment, loan, audits)
 
     def reverse(self, payment: Payment, before: Loan, loan: Loan, audits: Sequence[AuditEntry]) -> Loan:

@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from botocore.session import Session
 from chalice.test import Client
 
 import app as app_module
+from bench.dynamo import DynamoMeter, install_meter
 from chalicelib import clock
-from chalicelib.adapters.dynamodb.models import LoanModel
+from chalicelib.adapters.dynamodb.models import LoanModel, bind
+from chalicelib.config import settings
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower
 from chalicelib.domain.roles import Role
@@ -26,6 +29,7 @@ from chalicelib.services.auth import issue_token
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import GeneratedTerms, NewLoan
 from chalicelib.wiring import services
+from tests.dynamodb_local.faults import Fault, hooked
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -147,3 +151,52 @@ def test_failure_on_the_kth_write_never_double_counts(api: Client, k: int) -> No
     assert len(_payments(api)) == 3
     loan = services().loans.loans.get("FAULT-1")
     assert loan is not None and sum(i.paid_paise for i in loan.schedule) == 3 * 123_456
+
+
+# --- what a keyed payment costs (docs/api.md, "Idempotency-Key") -----------------------------------
+
+
+@pytest.fixture
+def meter(api: Client, monkeypatch: pytest.MonkeyPatch) -> DynamoMeter:
+    """Every DynamoDB request from here on, counted (clients made afresh so the meter sees them)."""
+    monkeypatch.setattr(Session, "create_client", Session.create_client)  # put back afterwards
+    counting = DynamoMeter()
+    install_meter(counting)
+    bind(settings())
+    # The caller's user record is read (and cached) by the first authenticated request: not the payment's.
+    assert api.http.get("/api/v1/loans/FAULT-1", headers=_headers(None)).status_code == 200
+    counting.reset("")
+    return counting
+
+
+def test_a_first_keyed_payment_is_one_read_and_one_transaction_and_its_replay_one_read(
+    api: Client, meter: DynamoMeter
+) -> None:
+    first = _post(api, "UTRCOUNT001", "count-key-1")
+    assert first.status_code == 201, first.body
+    assert dict(meter.requests) == {"BatchGetItem": 1, "TransactWriteItems": 1}
+
+    meter.reset("")
+    again = _post(api, "UTRCOUNT001", "count-key-1")
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert json.loads(again.body) == json.loads(first.body)
+    assert dict(meter.requests) == {"BatchGetItem": 1}
+
+
+def test_an_answer_lost_after_the_commit_is_replayed_from_the_record_in_one_read(
+    api: Client, meter: DynamoMeter
+) -> None:
+    lost = Fault(1, lambda: ReadTimeoutError(endpoint_url="http://dynamodb"))
+    with hooked(LoanModel, "after-call.dynamodb.TransactWriteItems", lost):
+        assert _post(api, "UTRCRASH001", "crash-key-1").status_code == 503
+    assert lost.fired
+    [stored] = _payments(api)
+
+    meter.reset("")
+    retry = _post(api, "UTRCRASH001", "crash-key-1")
+
+    assert retry.status_code == 201, retry.body
+    assert retry.headers.get("Idempotent-Replayed") == "true"
+    assert json.loads(retry.body)["payment_id"] == stored["payment_id"]
+    assert dict(meter.requests) == {"BatchGetItem": 1}
+    assert len(_payments(api)) == 1
