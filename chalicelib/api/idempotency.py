@@ -11,8 +11,15 @@ reassignment out of time: the same request carries on). The in-progress record i
 and when the handler raises.
 
 This is a retry convenience, not a uniqueness guarantee: records expire, and are deleted on errors.
-UTR uniqueness is the UTR claim inside the payment transaction; a retry whose first attempt committed
-but never answered is recognised there through the request fingerprint.
+UTR uniqueness is the UTR claim inside the payment transaction.
+
+Most POSTs go through :func:`run_once`: a conditional PutItem claims the key (a refused claim returns
+the record it met), one PutItem stores the answer. POST /payments goes through :func:`keep_once` and a
+:class:`TransactionReceipt`: the service reads the key's record with the loan (one BatchGetItem) and
+replays a stored answer before any check; otherwise the payment's own transaction writes the answer,
+so a retry whose first attempt committed but never answered finds it. A refusal is kept by its own
+conditional PutItem. Nothing is claimed before a payment runs: a duplicate in flight is not 409, the
+first to commit wins and the other replays its answer.
 """
 
 from __future__ import annotations

@@ -185,6 +185,12 @@ class PaymentService:
         try:
             stored = self.payments.post(payment, loan, updated, audits, record)
         except UtrTaken:
+            # A keyed payment whose first attempt committed without a record under its key (one from
+            # before records were written with the payment, when the key's record was deleted on an
+            # error) is still recognised by the fingerprint stored on it.
+            replay = self._replay_of(cmd.utr, fingerprint, ctx) if receipt is not None else None
+            if replay is not None:
+                return replay
             raise self._duplicate_utr(ctx, cmd) from None
         self.metrics.count("PaymentPosted")
         return PostedPayment(payment, stored)

@@ -147,6 +147,19 @@ def test_a_refusal_is_replayed_as_the_same_refusal(api: Api) -> None:
     assert len(stored_payments(api)) == 1
 
 
+def test_a_replay_after_the_loan_closed_is_the_original_answer(api: Api) -> None:
+    # The stored answer is replayed before any business rule: the loan this payment closed is not
+    # payable any more, and the repeat must not be told LOAN_NOT_PAYABLE.
+    new_loan(api)
+    first = api.post(PAYMENTS, payment(amount_paise=OWED), headers=keyed("close-1"))
+    assert first.status == 201, first.body
+    assert first.json["loan"]["status"] == "CLOSED"
+
+    assert_replay(first, api.post(PAYMENTS, payment(amount_paise=OWED), headers=keyed("close-1")))
+    assert_error(api.post(PAYMENTS, payment(amount_paise=100_000, utr="AXIS0000002")), 422, "LOAN_NOT_PAYABLE")
+    assert len(stored_payments(api)) == 1
+
+
 def test_keys_are_per_caller(api: Api) -> None:
     new_loan(api)
     first = api.post(PAYMENTS, payment(), as_="manager", headers=keyed("shared-key"))
@@ -318,6 +331,26 @@ def test_a_retry_after_a_committed_payment_lost_its_answer_replays_that_payment(
     assert outstanding(api) == 3_000_000 - 150_000
     # Without the key, the same UTR is the duplicate it is.
     assert_error(api.post(PAYMENTS, payment()), 409, "DUPLICATE_UTR")
+
+
+def test_a_committed_payment_without_its_record_is_still_recognised_by_its_fingerprint(api: Api) -> None:
+    # A payment committed before records were written with it (the old claim was deleted when the
+    # request failed after the commit): the retry meets the UTR claim, and the fingerprint stored on
+    # the payment makes it a replay, not DUPLICATE_UTR.
+    new_loan(api)
+    first = api.post(PAYMENTS, payment(), headers=keyed("legacy-1"))
+    assert first.status == 201
+    ddb = boto3.client("dynamodb")
+    table = f"loan-crm-{api.stage}-idempotency"
+    [record] = ddb.scan(TableName=table, ConsistentRead=True)["Items"]
+    ddb.delete_item(TableName=table, Key={"id": record["id"]})
+
+    retried = api.post(PAYMENTS, payment(), headers=keyed("legacy-1"))
+
+    assert retried.status == 201, retried.body
+    assert retried.json["payment_id"] == first.json["payment_id"]
+    assert retried.header("Idempotent-Replayed") == "true"
+    assert len(stored_payments(api)) == 1
 
 
 def test_loan_creation_is_idempotent_too(api: Api) -> None:
