@@ -26,7 +26,7 @@ from chalicelib.retry import OPTIMISTIC_WRITE, RetryPolicy
 from chalicelib.services.context import RequestContext
 from chalicelib.services.loans import LoanService, NewLoan
 from chalicelib.services.payments import NewPayment, PaymentService
-from chalicelib.services.ports import AuditFilter, User
+from chalicelib.services.ports import Answered, AuditFilter, ReceiptRecord, User
 from tests.fake_payments import InMemoryPaymentRepository
 from tests.fakes import (
     ADMIN,
@@ -707,3 +707,58 @@ def test_list_for_loan_is_newest_first_paged_and_scoped(world: World) -> None:
     assert third.next_cursor is None
     with pytest.raises(NotFound):
         world.service.list_for_loan(OTHER_COLLECTOR, "LN-A", 10, None)
+
+
+# --- an Idempotency-Key's receipt (docs/api.md, step 5) ---------------------------------------------
+
+
+class _Answered(Answered):
+    """What the fake receipt raises when a record answers: the record it met."""
+
+
+@dataclasses.dataclass
+class _Receipt:
+    record_id: str = "rec-1"
+
+    def met(self, found: object | None) -> None:
+        if found is not None:
+            raise _Answered(found)
+
+    def record(self, result: Any) -> ReceiptRecord:
+        return ReceiptRecord(self.record_id, "v", {"payment_id": result.payment.payment_id}, 0)
+
+
+def _keyed(world: World, amount: int, payment_date: dt.date = TODAY) -> Any:
+    cmd = NewPayment("LN-A", "UTR0001", amount, payment_date, PaymentMode.UPI)
+    return world.service.post(MANAGER, cmd, fingerprint="fp", receipt=_Receipt())
+
+
+def test_a_receipt_is_written_with_the_payment_and_answers_its_repeat_before_any_check(world: World) -> None:
+    world.loan()
+    first = _keyed(world, OWED)
+    assert world.repo.receipts["rec-1"].answer == {"payment_id": first.payment.payment_id}
+    assert first.loan.status is LoanStatus.CLOSED
+
+    # The loan is closed and the date is in the future now: the record answers before either check.
+    with pytest.raises(_Answered) as answered:
+        _keyed(world, OWED, TODAY + dt.timedelta(days=1))
+
+    assert answered.value.args[0] is world.repo.receipts["rec-1"]
+    assert len(world.repo.payments) == 1
+    assert [c.name for c in world.metrics.calls].count("PaymentFailed") == 0
+    assert world.rejected() == []
+
+
+def test_a_receipt_written_meanwhile_by_a_duplicate_answers_instead_of_the_payment(world: World) -> None:
+    world.loan()
+    winner = ReceiptRecord("rec-1", "v", {"payment_id": "the-duplicate"}, 0)
+
+    def duplicate_commits_first(payment: Payment, loan: Loan) -> None:
+        world.repo.receipts["rec-1"] = winner
+
+    world.repo.on_next_write(duplicate_commits_first)
+    with pytest.raises(_Answered) as answered:
+        _keyed(world, EMI)
+
+    assert answered.value.args[0] is winner
+    assert world.repo.payments == {}
