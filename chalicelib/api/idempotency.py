@@ -1,5 +1,10 @@
 """``Idempotency-Key`` on POST (docs/api.md): records the app keeps itself (``adapters.idempotency``).
 
+Not powertools' idempotency utility: it claims and completes a key with writes of its own around the
+handler, and cannot put the answer inside the payment's transaction, which is what brings a keyed
+payment from five DynamoDB requests to two. The records keep powertools' layout and ids, so a key in
+flight across the deploy that replaced it still replays.
+
 Same caller + key + same request within 24 h replays the first response (status and body, with
 ``Idempotent-Replayed: true``); the same key with another request is 422 IDEMPOTENCY_KEY_REUSED; a key
 whose first request is still running is 409 REQUEST_IN_PROGRESS.
