@@ -101,7 +101,6 @@ class IdempotencyRecords:
 
     def claim(self, record_id: str, validation: str, expires_at: int, in_progress_until_ms: int) -> StoredRecord | None:
         """Mark the key INPROGRESS unless a live record holds it: None when claimed, else that record."""
-        now = time.time()
         item = {
             "id": {"S": record_id},
             "validation": {"S": validation},
@@ -109,6 +108,16 @@ class IdempotencyRecords:
             "expiration": {"N": str(expires_at)},
             "in_progress_expiration": {"N": str(in_progress_until_ms)},
         }
+        return self._put_unless_live(item)
+
+    def keep(self, record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> StoredRecord | None:
+        """Store a COMPLETED record unless a live one is there: None when stored, else that record."""
+        return self._put_unless_live(completed_item(record_id, validation, answer, expires_at))
+
+    def _put_unless_live(self, item: dict[str, Any]) -> StoredRecord | None:
+        """Put ``item`` unless a live record holds its id (one conditional PutItem that returns what it
+        met): None when put, else the record met."""
+        now = time.time()
         try:
             self.client.put_item(
                 TableName=self.table_name,
@@ -125,34 +134,12 @@ class IdempotencyRecords:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 old = exc.response.get("Item")
-                if old is None:  # an endpoint that does not return the item: read it
-                    return self.get(record_id) or StoredRecord(record_id, validation, IN_PROGRESS, None)
-                return _record(old)
-            raise _unavailable(exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable(exc) from exc
-        return None
-
-    def keep(self, record_id: str, validation: str, answer: dict[str, Any], expires_at: int) -> StoredRecord | None:
-        """Store a COMPLETED record unless a live one is there: None when stored, else that record."""
-        now = time.time()
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=completed_item(record_id, validation, answer, expires_at),
-                ConditionExpression=_FREE,
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={
-                    ":now": {"N": str(int(now))},
-                    ":now_ms": {"N": str(int(now * 1000))},
-                    ":inprogress": {"S": IN_PROGRESS},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                old = exc.response.get("Item")
-                return _record(old) if old is not None else self.get(record_id)
+                if old is not None:
+                    return _record(old)
+                # An endpoint that does not return the item it met: read it. Gone since, it was a
+                # request in progress that has just released the key: the caller is told to retry.
+                record_id, validation = item["id"]["S"], item["validation"]["S"]
+                return self.get(record_id) or StoredRecord(record_id, validation, IN_PROGRESS, None)
             raise _unavailable(exc) from exc
         except BotoCoreError as exc:
             raise _unavailable(exc) from exc
