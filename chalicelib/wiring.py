@@ -16,6 +16,7 @@ from chalicelib.adapters.dynamodb import models
 from chalicelib.adapters.dynamodb.aggregates import DynamoPortfolio
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
 from chalicelib.adapters.dynamodb.delinquency import DynamoDelinquencyStore
+from chalicelib.adapters.dynamodb.idempotency import idempotency_store
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import WATCH_SHARDS
 from chalicelib.adapters.dynamodb.payments import DynamoPaymentRepository
@@ -26,7 +27,6 @@ from chalicelib.adapters.dynamodb.scores import DynamoAssignmentLog, DynamoLiveC
 from chalicelib.adapters.dynamodb.users import DynamoLoginThrottle, DynamoUserStore
 from chalicelib.adapters.flags import SsmFlags
 from chalicelib.adapters.health import HealthProbe
-from chalicelib.adapters.idempotency import idempotency_store
 from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher, LambdaReconciliationDispatcher
 from chalicelib.adapters.metrics import EmfMetrics
 from chalicelib.adapters.reminder_topic import SnsReminderPublisher
@@ -58,7 +58,8 @@ class Services:
     health: HealthProbe
     jwt_secret: Any
     idempotency_store: Any
-    """Callable: the idempotency records (``adapters.idempotency``), made on the first request that needs it."""
+    """Callable: the idempotency records (``adapters.dynamodb.idempotency``), made on the first request
+    that needs it."""
     flags: SsmFlags
     runs: DynamoRunStore
     delinquency: DynamoDelinquencyStore

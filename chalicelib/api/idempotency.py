@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on POST (docs/api.md): records the app keeps itself (``adapters.idempotency``).
+"""``Idempotency-Key`` on POST (docs/api.md): records the app keeps itself (``adapters.dynamodb.idempotency``).
 
 Not powertools' idempotency utility: it claims and completes a key with writes of its own around the
 handler, and cannot put the answer inside the payment's transaction, which is what brings a keyed
@@ -44,7 +44,7 @@ from chalicelib.domain.errors import IdempotencyKeyReused, RequestInProgress, Un
 from chalicelib.services.ports import Answered, ReceiptRecord
 
 if TYPE_CHECKING:
-    from chalicelib.adapters.idempotency import IdempotencyRecords, StoredRecord
+    from chalicelib.adapters.dynamodb.idempotency import IdempotencyRecords, StoredRecord
 
 HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"

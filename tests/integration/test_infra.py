@@ -35,7 +35,8 @@ def test_every_model_matches_a_template_table(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("STAGE", "prod")
     reset_settings()
     bind(settings())
-    # The idempotency table's layout belongs to chalicelib.adapters.idempotency (its model is for transactions only).
+    # The idempotency table's layout belongs to chalicelib.adapters.dynamodb.idempotency (its model is
+    # for transactions only).
     specs = {s.name: s for s in table_specs("prod") if s.logical_id != "IdempotencyTable"}
     assert len(specs) == len(ALL_MODELS)
     for model in ALL_MODELS:

@@ -507,7 +507,7 @@ class ReminderModel(Model):
 
 class IdempotencyRecordModel(Model):
     """A COMPLETED Idempotency-Key record, as a payment's transaction writes it. The table and its
-    layout belong to ``chalicelib.adapters.idempotency`` (which reads and claims records with boto3);
+    layout belong to ``chalicelib.adapters.dynamodb.idempotency`` (which reads and claims records with boto3);
     the model exists for PynamoDB's transactions only, so it is not in :data:`ALL_MODELS`."""
 
     class Meta(_Meta):

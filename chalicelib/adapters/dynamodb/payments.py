@@ -19,6 +19,7 @@ from chalicelib import clock
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
 from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.idempotency import COMPLETED, live_record, record_is_free
 from chalicelib.adapters.dynamodb.mapping import (
     audit_to_item,
     item_to_loan,
@@ -28,7 +29,6 @@ from chalicelib.adapters.dynamodb.mapping import (
 )
 from chalicelib.adapters.dynamodb.models import IdempotencyRecordModel, LoanModel, PaymentModel, UtrClaimModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
-from chalicelib.adapters.idempotency import COMPLETED, IN_PROGRESS, live_record
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import AlreadyReversed, Conflict, Unavailable
 from chalicelib.domain.loan import Loan, LoanStatus
@@ -151,9 +151,7 @@ class DynamoPaymentRepository:
 
 
 def _receipt_entry(receipt: ReceiptRecord) -> Entry:
-    """The COMPLETED record, only where no live record is (none, expired, or in progress past its
-    in-progress expiration): the same rule as a claim (``chalicelib.adapters.idempotency``)."""
-    now = time.time()
+    """The COMPLETED record, only where no live record is (``idempotency.record_is_free``)."""
     item = IdempotencyRecordModel(
         receipt.record_id,
         validation=receipt.validation,
@@ -161,13 +159,4 @@ def _receipt_entry(receipt: ReceiptRecord) -> Entry:
         expiration=receipt.expires_at,
         data=json.dumps(receipt.answer, sort_keys=True),
     )
-    free = (
-        IdempotencyRecordModel.id.does_not_exist()
-        | (IdempotencyRecordModel.expiration < int(now))
-        | (
-            (IdempotencyRecordModel.status == IN_PROGRESS)
-            & IdempotencyRecordModel.in_progress_expiration.exists()
-            & (IdempotencyRecordModel.in_progress_expiration < int(now * 1000))
-        )
-    )
-    return Entry("receipt", item, free)
+    return Entry("receipt", item, record_is_free(time.time()))

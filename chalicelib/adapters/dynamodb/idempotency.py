@@ -25,23 +25,33 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.expressions.condition import Condition
 
+from chalicelib.adapters.dynamodb.models import IdempotencyRecordModel
 from chalicelib.config import Settings
 from chalicelib.domain.errors import Unavailable
 
 IN_PROGRESS = "INPROGRESS"
 COMPLETED = "COMPLETED"
 
-_FREE = (
-    "attribute_not_exists(#id) OR #expiry < :now"
-    " OR (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_ms)"
-)
-_NAMES = {
-    "#id": "id",
-    "#expiry": "expiration",
-    "#status": "status",
-    "#in_progress_expiry": "in_progress_expiration",
-}
+
+def record_is_free(now: float) -> Condition:
+    """Where a record may be written: there is none under its id, or the one there counts as absent
+    (past its expiration, or in progress past its in-progress expiration: the request that claimed it
+    crashed). The one statement of that rule for writes: a claim, a kept refusal and the record a
+    payment's transaction writes all use it; :func:`live_record` reads it back for a record a read
+    returned."""
+    record = IdempotencyRecordModel
+    free: Condition = (
+        record.id.does_not_exist()
+        | (record.expiration < int(now))
+        | (
+            (record.status == IN_PROGRESS)
+            & record.in_progress_expiration.exists()
+            & (record.in_progress_expiration < int(now * 1000))
+        )
+    )
+    return free
 
 
 @dataclass(frozen=True)
@@ -117,18 +127,16 @@ class IdempotencyRecords:
     def _put_unless_live(self, item: dict[str, Any]) -> StoredRecord | None:
         """Put ``item`` unless a live record holds its id (one conditional PutItem that returns what it
         met): None when put, else the record met."""
-        now = time.time()
+        placeholders: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        condition = record_is_free(time.time()).serialize(placeholders, values)
         try:
             self.client.put_item(
                 TableName=self.table_name,
                 Item=item,
-                ConditionExpression=_FREE,
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={
-                    ":now": {"N": str(int(now))},
-                    ":now_ms": {"N": str(int(now * 1000))},
-                    ":inprogress": {"S": IN_PROGRESS},
-                },
+                ConditionExpression=condition,
+                ExpressionAttributeNames={placeholder: name for name, placeholder in placeholders.items()},
+                ExpressionAttributeValues=values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
