@@ -125,14 +125,15 @@ class PaymentService:
         """One read (the record and the loan), one transaction (the payment and its answer)."""
         found, stored = self.payments.receipt_and_loan(receipt.record_id, cmd.loan_id)
         receipt.met(found)
+
         # The checks in the documented order, as :meth:`_post`: amount, date, then the loan.
-        try:
-            payable: Loan | None = self.loans.visible(ctx, cmd.loan_id, stored)
-        except NotFound:
-            payable = None
-        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
-        check_amount(cmd.amount_paise, payable_paise(payable) if below_minimum and payable is not None else None)
-        check_payment_date(cmd.payment_date, clock.today_ist())
+        def remaining() -> int | None:
+            try:
+                return payable_paise(self.loans.visible(ctx, cmd.loan_id, stored))
+            except NotFound:
+                return None
+
+        _check_amount_and_date(cmd, remaining)
         preloaded = [stored]
 
         def attempt() -> PostedPayment:
@@ -152,8 +153,7 @@ class PaymentService:
     def _post(self, ctx: RequestContext, cmd: NewPayment, fingerprint: str | None) -> PostedPayment:
         """The checks in the documented order (docs/rules.md, "Payments"): amount and date here, the
         loan (:func:`post_to_loan`) and the UTR (the write's claim) in each attempt of the write."""
-        self._check_amount(ctx, cmd)
-        check_payment_date(cmd.payment_date, clock.today_ist())
+        _check_amount_and_date(cmd, lambda: self._remaining(ctx, cmd.loan_id))
         replay = self._replay_of(cmd.utr, fingerprint, ctx)
         if replay is not None:
             return replay
@@ -161,11 +161,6 @@ class PaymentService:
             lambda: self._post_once(ctx, cmd, fingerprint),
             f"loan {cmd.loan_id} is too busy right now; the payment was not recorded, try again",
         )
-
-    def _check_amount(self, ctx: RequestContext, cmd: NewPayment) -> None:
-        """₹1 to ₹1 crore, or below ₹1 exactly what the loan still owes; the loan is read only for that."""
-        below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
-        check_amount(cmd.amount_paise, self._remaining(ctx, cmd.loan_id) if below_minimum else None)
 
     def _post_once(
         self,
@@ -267,6 +262,15 @@ class PaymentService:
         page = self.payments.list_for_loan(loan_id, limit, cursor)
         allocations = allocations_now(loan)
         return Page([with_allocation(p, loan, allocations) for p in page.items], page.next_cursor)
+
+
+def _check_amount_and_date(cmd: NewPayment, remaining: Callable[[], int | None]) -> None:
+    """The first checks, in the documented order (docs/rules.md, "Payments"): the amount (₹1 to ₹1
+    crore, or below ₹1 exactly what the loan still owes: ``remaining`` is asked only then), then the
+    payment date."""
+    below_minimum = 0 < cmd.amount_paise < MIN_PAYMENT_PAISE
+    check_amount(cmd.amount_paise, remaining() if below_minimum else None)
+    check_payment_date(cmd.payment_date, clock.today_ist())
 
 
 def _posting(ctx: RequestContext, cmd: NewPayment, loan: Loan, fingerprint: str | None) -> tuple[Payment, Loan]:

@@ -13,7 +13,6 @@ from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
     MapAttribute,
-    NumberAttribute,
     UnicodeAttribute,
     VersionAttribute,
 )
@@ -516,8 +515,8 @@ class IdempotencyRecordModel(Model):
     id = UnicodeAttribute(hash_key=True)
     validation = UnicodeAttribute()
     status = UnicodeAttribute()
-    expiration = NumberAttribute()
-    in_progress_expiration = NumberAttribute(null=True)
+    expiration = IntegerAttribute()
+    in_progress_expiration = IntegerAttribute(null=True)
     data = UnicodeAttribute(null=True)
 
 
