@@ -10,7 +10,7 @@ principal. The arithmetic is written out again here from docs/rules.md on purpos
 compares them with what ``GET /api/v1/dashboard/summary`` answers from its counters, with two more
 consistency checks: loans whose bucket is not the bucket of their dpd
 (must be none) and the ``dpd_as_of`` dates (one date: the latest completed run); and it compares the
-counts per bucket with the loans table's ``bucket-index``, the storage the collectors' lists come from.
+counts per bucket with the loans table's ``bucket-list-index``, the storage the collectors' lists come from.
 ``check buckets`` is only that index count, cheap enough for every morning.
 """
 
@@ -38,7 +38,7 @@ from ops.console import err, out
 
 CHECK_ACTOR = Actor(sub="system:ops-check", role="admin")
 PAGE = 500
-BUCKET_INDEX = "bucket-index"
+BUCKET_INDEX = "bucket-list-index"
 
 app = typer.Typer(help="Consistency checks of loans as the API shows them.", no_args_is_help=True)
 
@@ -237,7 +237,7 @@ def check_portfolio() -> None:
     exit 1 if a check fails."""
     p = active_portfolio()
     index = _index_counts()
-    table = Table("bucket", "shown (API)", "stored (bucket-index)", "", title="active loans per bucket")
+    table = Table("bucket", "shown (API)", "stored (bucket-list-index)", "", title="active loans per bucket")
     mismatched = 0
     for bucket in Bucket:
         shown, stored = p.by_bucket.get(bucket.value, 0), index.get(bucket.value, 0)
@@ -268,4 +268,4 @@ def check_portfolio() -> None:
 @app.command("buckets")
 def check_buckets() -> None:
     """Active loans per bucket as stored (bucket index): the cheap daily count."""
-    _print_counts("active loans per bucket (bucket-index)", _index_counts())
+    _print_counts("active loans per bucket (bucket-list-index)", _index_counts())

@@ -93,7 +93,7 @@ def _with_collector(stage: str, collector_id: str) -> int:
         extra: dict[str, Any] = {"ExclusiveStartKey": start} if start else {}
         page = client.query(
             TableName=f"loan-crm-{stage}-loans",
-            IndexName="collector-index",
+            IndexName="collector-list-index",
             KeyConditionExpression="collector_id = :c",
             ExpressionAttributeValues={":c": {"S": collector_id}},
             Select="COUNT",

@@ -6,7 +6,9 @@ import datetime as dt
 from fractions import Fraction
 from typing import Any
 
+from chalicelib.adapters.dynamodb.loans import _whole_loans
 from chalicelib.adapters.dynamodb.models import LoanModel
+from chalicelib.services.ports import LoanFilter
 from tests.integration.api_helpers import (
     YESTERDAY,
     Api,
@@ -342,6 +344,25 @@ def test_cursor_paging_sees_each_loan_once(api: Api) -> None:
     assert (sorted(seen), pages) == (sorted(created), 3)
     seen, _ = _page_through(api, "collector_id=collector1", 1)
     assert sorted(seen) == sorted(created)
+
+
+def test_a_listing_index_entry_that_lags_its_loan_does_not_show_it(api: Api) -> None:
+    """The listing indexes copy keys and filters only and the loans are read from the table. An index
+    lags its table for a moment after a write: an entry still naming a loan's old collector or bucket,
+    or a loan that is gone, must not put that loan in the listing (a collector would see another's)."""
+    mine = api.create_loan(collector_id="collector1")["loan_id"]
+    moved = api.create_loan(collector_id="collector2")["loan_id"]
+    entries = [
+        LoanModel(mine, collector_id="collector1", bucket="CURRENT"),
+        LoanModel(moved, collector_id="collector1", bucket="CURRENT"),  # reassigned since
+        LoanModel("GONE-1", collector_id="collector1", bucket="CURRENT"),
+    ]
+    shown = _whole_loans(iter(entries), LoanFilter(collector_id="collector1"), batch=2)
+    assert [loan.loan_id for loan in shown] == [mine]
+    in_bucket = _whole_loans(iter(entries), LoanFilter(collector_id="collector1", bucket="1-30"), batch=2)
+    assert list(in_bucket) == []  # the entry says CURRENT, the loan too: but not the filter's bucket
+    by_bucket = _whole_loans(iter(entries), LoanFilter(bucket="CURRENT", status="ACTIVE"), batch=5)
+    assert [loan.loan_id for loan in by_bucket] == [mine, moved]
 
 
 def test_collector_cannot_widen_scope_with_a_cursor(api: Api) -> None:

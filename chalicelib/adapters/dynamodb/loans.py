@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterable, Iterator
+from itertools import islice
 
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
@@ -80,19 +82,27 @@ class DynamoLoanRepository:
             if filters.bucket:
                 conditions.append(LoanModel.bucket == filters.bucket)
             key_names = _COLLECTOR_KEY
-            results = LoanModel.collector_index.query(
-                filters.collector_id,
-                filter_condition=paging.all_of(conditions),
-                last_evaluated_key=paging.decode(cursor, key_names, {"collector_id": filters.collector_id}),
-                page_size=page_size,
+            results = _whole_loans(
+                LoanModel.collector_index.query(
+                    filters.collector_id,
+                    filter_condition=paging.all_of(conditions),
+                    last_evaluated_key=paging.decode(cursor, key_names, {"collector_id": filters.collector_id}),
+                    page_size=page_size,
+                ),
+                filters,
+                min(page_size, limit + 1),
             )
         elif filters.bucket:
             key_names = _BUCKET_KEY
-            results = LoanModel.bucket_index.query(
-                filters.bucket,
-                filter_condition=paging.all_of(conditions),
-                last_evaluated_key=paging.decode(cursor, key_names, {"bucket": filters.bucket}),
-                page_size=page_size,
+            results = _whole_loans(
+                LoanModel.bucket_index.query(
+                    filters.bucket,
+                    filter_condition=paging.all_of(conditions),
+                    last_evaluated_key=paging.decode(cursor, key_names, {"bucket": filters.bucket}),
+                    page_size=page_size,
+                ),
+                filters,
+                min(page_size, limit + 1),
             )
         else:
             key_names = _TABLE_KEY
@@ -103,3 +113,22 @@ class DynamoLoanRepository:
             )
         items, next_cursor = paging.collect_page(results, limit, key_names)
         return Page([item_to_loan(i) for i in items], next_cursor)
+
+
+def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) -> Iterator[LoanModel]:
+    """The loans a listing index names, read from the table in index order, ``batch`` at a time.
+
+    The listing indexes hold keys and the filtered attributes only (docs/architecture.md, "Index
+    projections"), so each batch of entries is one consistent ``BatchGetItem``. An index lags its table
+    for a moment after a write: a loan that has since left the listing's partition (reassigned to
+    another collector, moved to another bucket) or stopped matching a filter is skipped rather than
+    shown, so a collector never sees a loan that is no longer theirs. Its entry still moves the
+    cursor on, as it would have had it been shown."""
+    wanted = {name: value for name, value in dataclasses.asdict(filters).items() if value is not None}
+    entries = iter(entries)
+    while chunk := list(islice(entries, batch)):
+        found = {loan.loan_id: loan for loan in LoanModel.batch_get([e.loan_id for e in chunk], consistent_read=True)}
+        for entry in chunk:
+            loan = found.get(entry.loan_id)
+            if loan is not None and all(getattr(loan, name) == value for name, value in wanted.items()):
+                yield loan

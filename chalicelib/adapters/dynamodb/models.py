@@ -16,7 +16,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     VersionAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb.attributes import (
@@ -67,19 +67,34 @@ class BorrowerMap(MapAttribute[str, Any]):
     address = UnicodeAttribute(null=True)
 
 
+LISTING_FILTERS = ("bucket", "classification", "status")
+"""What the loan listings filter on, copied into the listing indexes beside their keys: DynamoDB filters a
+page on them, and the listing then reads the loans themselves from the table (docs/architecture.md,
+"Index projections")."""
+
+
 class CollectorIndex(GlobalSecondaryIndex["LoanModel"]):
+    """A collector's loans, for the listings. Keys and the listing filters only, not the loan: a whole-loan
+    copy was rewritten by every write of the loan, the day-end run's included, although the collector
+    rarely changes; now an entry is rewritten only when its collector, bucket, classification or status
+    does, and costs one write unit however large the loan grows."""
+
     class Meta:
-        index_name = "collector-index"
-        projection = AllProjection()
+        index_name = "collector-list-index"
+        projection = IncludeProjection(list(LISTING_FILTERS))
 
     collector_id = UnicodeAttribute(hash_key=True)
     loan_id = UnicodeAttribute(range_key=True)
 
 
 class BucketIndex(GlobalSecondaryIndex["LoanModel"]):
+    """The loans in a bucket, for the listings and ``ops check``: keys and the listing filters, as the
+    collector index (an entry moves when the bucket changes, and nothing else rewrites it but a change of
+    classification or status)."""
+
     class Meta:
-        index_name = "bucket-index"
-        projection = AllProjection()
+        index_name = "bucket-list-index"
+        projection = IncludeProjection([name for name in LISTING_FILTERS if name != "bucket"])  # its key
 
     bucket = UnicodeAttribute(hash_key=True)
     loan_id = UnicodeAttribute(range_key=True)
