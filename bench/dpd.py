@@ -40,7 +40,16 @@ import boto3
 from botocore.config import Config
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench.dynamo import READ_OPERATIONS, DynamoMeter, LocalServer, NoSsm, dynamodb_local, install_meter
+from bench.dynamo import (
+    READ_OPERATIONS,
+    DynamoMeter,
+    LocalServer,
+    NoSsm,
+    dynamodb_local,
+    install_meter,
+    unmetered_client,
+)
+from bench.floor import Priced, WritePricer
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import loan_to_item
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
@@ -372,6 +381,10 @@ class SizeResult:
     write_seconds: float
     watch: Measurement
     scan: Measurement
+    priced: Priced
+    """The watch run once more, on a third copy of the book, its writes priced from their items
+    (``bench.floor``): the pricer's reads would distort the timed runs' figures."""
+    priced_updated: int
 
 
 def measure_size(
@@ -379,7 +392,7 @@ def measure_size(
 ) -> SizeResult:
     book = BookBuilder(run_date, bounce, seed).build(size)
     previous = run_date - dt.timedelta(days=1)
-    stages = {"watch": f"dpdw{size}", "scan": f"dpds{size}"}
+    stages = {"watch": f"dpdw{size}", "scan": f"dpds{size}", "priced": f"dpdp{size}"}
     with dynamodb_local() as server:
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
         ddb = boto3.client("dynamodb", endpoint_url=server.endpoint)
@@ -401,8 +414,15 @@ def measure_size(
         print(f"  watch run: {watch.outcome} in {watch.wall:.1f} s", flush=True)
         scan = run_day_end(server, stages["scan"], run_date, True, meter, workers)
         print(f"  scan run:  {scan.outcome} in {scan.wall:.1f} s", flush=True)
+        pricer = WritePricer(unmetered_client(server.endpoint), f"loan-crm-{stages['priced']}-")
+        meter.pricer = pricer
+        try:
+            priced = run_day_end(server, stages["priced"], run_date, False, meter, workers)
+        finally:
+            meter.pricer = None
+        print(f"  priced run: {priced.outcome} in {priced.wall:.1f} s", flush=True)
     os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-    return SizeResult(book, write_seconds, watch, scan)
+    return SizeResult(book, write_seconds, watch, scan, pricer.result, priced.updated)
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -484,12 +504,33 @@ def report(result: SizeResult, ops: list[str]) -> None:
     for target, units in sorted(watch.by_target.items(), key=lambda kv: -kv[1]):
         if target.startswith("W ") and units:
             print(f"    {target[2:]:<34}{units:>12,.1f}{_fmt(_per(units, watch.updated), '.2f'):>10}")
+    report_priced(result)
     checks = {
         "watch updated == scan updated": watch.updated == scan.updated,
+        "priced run updated == watch updated": result.priced_updated == watch.updated,
         "updated == loans watched on the date": watch.updated == book.watched_on_run_date,
         "escalated == expected": watch.escalated == scan.escalated == book.expected["escalation"],
     }
     print("  consistency: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in checks.items()))
+
+
+def report_priced(result: SizeResult) -> None:
+    """Write units per changed loan as DynamoDB's rules price the items written, against the floor for
+    those items (``bench.floor``), by table and index."""
+    priced, changed = result.priced, result.priced_updated
+    if not changed:
+        return
+    total, floor = priced.total("priced"), priced.total("floor")
+    print(
+        f"  write units priced from the items, per changed loan (a third run of the same book): "
+        f"priced {total / changed:.2f}, floor {floor / changed:.2f}, priced/floor {total / floor:.3f}"
+    )
+    for target in sorted(priced.priced, key=lambda t: -priced.priced[t]):
+        items = priced.items.get(target)
+        print(
+            f"    {target:<34}{priced.priced[target] / changed:>10.2f}{priced.floor[target] / changed:>10.2f}"
+            + (f"   {items / changed:.2f} items" if items else "")
+        )
 
 
 def growth(small: SizeResult, large: SizeResult, ops: list[str]) -> None:

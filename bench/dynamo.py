@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.session import Session
 
+from bench.floor import WRITE_OPERATIONS, WritePricer
 from local.dynamodb_local import Server, running
 
 READ_OPERATIONS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems"})
@@ -31,6 +32,8 @@ class DynamoMeter:
         self.seconds: Counter[str] = Counter()
         self.prefix = ""
         self._started = threading.local()
+        self.pricer: WritePricer | None = None
+        """Set by a bench that prices writes from their items (``bench.floor``); None: not priced."""
 
     def start(self, **_: Any) -> None:
         self._started.at = time.perf_counter()
@@ -38,6 +41,8 @@ class DynamoMeter:
     def before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         if model.input_shape is not None and "ReturnConsumedCapacity" in model.input_shape.members:
             params["ReturnConsumedCapacity"] = "INDEXES"
+        if self.pricer is not None and model.name in WRITE_OPERATIONS:
+            self.pricer.before(model.name, params)
 
     def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
         consumed = parsed.get("ConsumedCapacity")
@@ -58,6 +63,9 @@ class DynamoMeter:
                 self.by_target[f"{kind} {table}"] += float(entry.get("Table", {}).get("CapacityUnits", units))
                 for index, part in (entry.get("GlobalSecondaryIndexes") or {}).items():
                     self.by_target[f"{kind} {table}/{index}"] += float(part.get("CapacityUnits", 0))
+        if self.pricer is not None and model.name in WRITE_OPERATIONS:
+            # After the request's time is taken: the pricer's own reads are not the request's.
+            self.pricer.after(succeeded=http_response.status_code == 200)
 
     def total_seconds(self) -> float:
         """Wall time spent inside DynamoDB requests since the last reset, all operations."""
@@ -71,6 +79,15 @@ class DynamoMeter:
             self.seconds.clear()
             self.read_units = self.write_units = 0.0
             self.prefix = prefix
+
+
+_create_client = Session.create_client
+"""botocore's own, kept before :func:`install_meter` wraps it: :func:`unmetered_client` uses it."""
+
+
+def unmetered_client(endpoint: str) -> Any:
+    """A DynamoDB client the meter neither counts nor prices (the write pricer's reads)."""
+    return _create_client(Session(), "dynamodb", endpoint_url=endpoint, region_name="ap-south-1")
 
 
 def install_meter(meter: DynamoMeter) -> None:

@@ -28,7 +28,8 @@ import boto3
 from chalice.test import Client
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter
+from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
+from bench.floor import Priced, WritePricer
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item, payment_to_item
 from chalicelib.adapters.dynamodb.models import UtrClaimModel
@@ -100,12 +101,57 @@ def _bare_transactions(count: int) -> list[float]:
     return timings
 
 
+def _post(
+    client: Any, headers: dict[str, str], loan_ids: list[str], tag: str, use_key: bool, count: int
+) -> tuple[list[float], list[str]]:
+    """``count`` payments through the handler: each one's wall time, and the payment ids."""
+    timings: list[float] = []
+    ids: list[str] = []
+    for n in range(count):
+        body = {
+            "loan_id": loan_ids[n % len(loan_ids)],
+            "utr": f"UTR{tag}{n:08d}",
+            "amount_paise": 150_000,
+            "payment_date": clock.today_ist().isoformat(),
+            "mode": "UPI",
+        }
+        extra = {"Idempotency-Key": f"bench-{tag}-{n}"} if use_key else {}
+        started = time.perf_counter()
+        response = client.http.post("/api/v1/payments", headers={**headers, **extra}, body=json.dumps(body))
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 201, response.body
+        ids.append(json.loads(response.body)["payment_id"])
+    return timings, ids
+
+
+def _reverse(client: Any, headers: dict[str, str], payment_ids: list[str]) -> list[float]:
+    timings = []
+    for payment_id in payment_ids:
+        started = time.perf_counter()
+        response = client.http.post(
+            f"/api/v1/payments/{payment_id}/reverse",
+            headers=headers,
+            body=json.dumps({"reason": "bench: reversal cost"}),
+        )
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.body
+    return timings
+
+
+CASES = (("POST /payments", False), ("POST /payments + Idempotency-Key", True))
+REVERSAL = "POST /payments/{id}/reverse"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--payments", type=int, default=200)
+    parser.add_argument(
+        "--priced", type=int, default=50, help="payments and reversals per case priced from their items"
+    )
     args = parser.parse_args()
     meter = DynamoMeter()
     install_meter(meter)
+    priced: dict[str, Priced] = {}
     with dynamodb_local() as server:
         endpoint = server.endpoint
         os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
@@ -128,40 +174,18 @@ def main() -> None:
             Client(wiring_app(), project_dir=empty) as client,
             contextlib.redirect_stdout(io.StringIO()),
         ):
-            for label, use_key in (("POST /payments", False), ("POST /payments + Idempotency-Key", True)):
-                timings: list[float] = []
+            for label, use_key in CASES:
                 meter.reset("")
-                for n in range(args.payments):
-                    body = {
-                        "loan_id": loan_ids[n % len(loan_ids)],
-                        "utr": f"UTR{label[-3:].upper().replace(' ', '')}{n:08d}",
-                        "amount_paise": 150_000,
-                        "payment_date": clock.today_ist().isoformat(),
-                        "mode": "UPI",
-                    }
-                    extra = {"Idempotency-Key": f"bench-{n}"} if use_key else {}
-                    started = time.perf_counter()
-                    response = client.http.post("/api/v1/payments", headers={**headers, **extra}, body=json.dumps(body))
-                    timings.append(time.perf_counter() - started)
-                    assert response.status_code == 201, response.body
-                    if not use_key:
-                        posted.append(json.loads(response.body)["payment_id"])
+                timings, ids = _post(client, headers, loan_ids, "K" if use_key else "P", use_key, args.payments)
+                if not use_key:
+                    posted = ids
                 capacity = meter.read_units + meter.write_units
                 results[label] = (timings, Counter(meter.requests), capacity, meter.total_seconds())
             # Each reversal replays its loan's standing payments (docs/rules.md): the loans here hold
             # about eight payments each by now, the later reversals fewer.
-            timings = []
             meter.reset("")
-            for payment_id in posted:
-                started = time.perf_counter()
-                response = client.http.post(
-                    f"/api/v1/payments/{payment_id}/reverse",
-                    headers=admin_headers,
-                    body=json.dumps({"reason": "bench: reversal cost"}),
-                )
-                timings.append(time.perf_counter() - started)
-                assert response.status_code == 200, response.body
-            results["POST /payments/{id}/reverse"] = (
+            timings = _reverse(client, admin_headers, posted)
+            results[REVERSAL] = (
                 timings,
                 Counter(meter.requests),
                 meter.read_units + meter.write_units,
@@ -175,6 +199,18 @@ def main() -> None:
                 meter.read_units + meter.write_units,
                 meter.total_seconds(),
             )
+            # Write units priced from the items (bench.floor), after the timed cases: the pricer reads
+            # every written item before and after, which would distort their times.
+            pricer = WritePricer(unmetered_client(endpoint), "loan-crm-bench-")
+            meter.pricer = pricer
+            for label, use_key in CASES:
+                with pricer.fresh() as priced[label]:
+                    _, ids = _post(client, headers, loan_ids, "Q" if use_key else "R", use_key, args.priced)
+                if not use_key:
+                    to_reverse = ids
+            with pricer.fresh() as priced[REVERSAL]:
+                _reverse(client, admin_headers, to_reverse)
+            meter.pricer = None
     bare_median = statistics.median(bare)
     print(f"payments per case: {args.payments}; DynamoDB Local; medians of per-request wall time")
     # "x own calls": the handler's total time over the time its own DynamoDB requests took on the wire
@@ -192,6 +228,14 @@ def main() -> None:
             f"{statistics.median(timings) / bare_median:>8.2f}{sum(timings) / in_calls:>12.2f}"
             f"{sum(requests.values()) / args.payments:>9.2f}{capacity / args.payments:>8.2f}  {per}"
         )
+    print(f"\nwrite units priced from the items (bench.floor), {args.priced} per case: priced / floor per request")
+    for label, result in priced.items():
+        total, floor = result.total("priced"), result.total("floor")
+        parts = ", ".join(
+            f"{target} {units / args.priced:.2f}"
+            for target, units in sorted(result.priced.items(), key=lambda kv: -kv[1])
+        )
+        print(f"{label:<38}{total / args.priced:>8.2f} / {floor / args.priced:.2f} = {total / floor:.3f}   {parts}")
 
 
 def wiring_app() -> Any:
