@@ -63,13 +63,9 @@ cfn-lint: venv
 # pytest last, so its summary line closes the output.
 test: lint typecheck cfn-lint pytest
 
+# Every benchmark, writing bench/RESULTS.md (bench/__main__.py; about 20 minutes on two cores).
 bench: deps
-	$(BIN)/python -m bench.cold_start
-	$(BIN)/python -m bench.payments
-	$(BIN)/python -m bench.dpd
-	$(BIN)/python -m bench.dashboard
-	$(BIN)/python -m bench.reconciliation
-	$(BIN)/python -m bench.reminders
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +89,8 @@ def imports(runs: int) -> None:
     print(f"{'import':<36}{'median ms':>10}{'modules':>9}{'x stack':>9}")
     for name, (median, modules) in results.items():
         print(f"{name:<36}{median * 1000:>10.1f}{modules:>9}{median / stack:>9.2f}")
+    app_import = results["import app"][0]
+    summary.record("`import app`", f"{app_import * 1000:.0f} ms", app_import / stack, "its dependency stack")
 
 
 def _import_from(code_dir: Path) -> float:
@@ -124,6 +127,9 @@ def packaged(runs: int) -> None:
     for label, median in medians.items():
         ratio = median / medians["with bytecode (infra.package)"]
         print(f"{label:<36}{median * 1000:>10.1f}{ratio:>11.2f}")
+    compiled_ms = medians["with bytecode (infra.package)"] * 1000
+    summary.record("`import app` from the package, as Lambda runs it", f"{compiled_ms:.0f} ms")
+    summary.record("package", f"{sizes.zipped / 2**20:.1f} MB zipped, {sizes.unzipped / 2**20:.1f} MB unzipped")
 
 
 def first_requests(runs: int) -> None:
@@ -157,6 +163,8 @@ def first_requests(runs: int) -> None:
     print(f"{'import app + chalice.test':<36}{median['import'] * 1000:>10.1f}")
     for key, label in (("first", "first GET /loans?limit=20"), ("tenth", "tenth GET /loans?limit=20")):
         print(f"{label:<36}{median[key] * 1000:>10.1f}{median[key] / median['tenth']:>9.2f}")
+    first = median["first"] / median["tenth"]
+    summary.record("first request of a fresh interpreter", f"{median['first'] * 1000:.0f} ms", first, "its tenth")
 
 
 def main() -> None:

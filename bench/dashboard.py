@@ -51,8 +51,11 @@ import boto3
 from botocore.session import Session
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench.dpd import _cpu_model, _item_bytes
+from bench import summary
+from bench.dpd import _cpu_model
 from bench.dynamo import READ_OPERATIONS, DynamoMeter, dynamodb_local, install_meter
+from bench.floor import item_size
+from bench.floor import units as write_units
 from bench.reconciliation import ADMIN, LedgerBook, LedgerBookBuilder, seed
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.aggregates import SHARDS, collections_key
@@ -80,11 +83,6 @@ CALLS = 50
 
 
 # --- what the meter does not say: items found, and cancelled transactions -------------------------------
-
-
-def item_bytes(item: dict[str, Any]) -> int:
-    """DynamoDB's size of an item in its wire form (names + values; bench/dpd.py's estimate)."""
-    return _item_bytes(item)
 
 
 class Outcomes:
@@ -122,7 +120,7 @@ class Outcomes:
                 table = body["TableName"].split("-", 3)[-1]  # loan-crm-<stage>-<table>
                 items[table] += 1
                 if kind == "Put":
-                    units[table] += 2 * -(-item_bytes(body["Item"]) // 1024)
+                    units[table] += 2 * write_units(item_size(body["Item"]))
         self._pending.written = (items, units)
 
     def after(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
@@ -270,7 +268,7 @@ def largest_item(endpoint: str, table: str) -> int:
     client = boto3.client("dynamodb", endpoint_url=endpoint)
     largest = 0
     for page in client.get_paginator("scan").paginate(TableName=table):
-        largest = max([largest, *(item_bytes(item) for item in page["Items"])])
+        largest = max([largest, *(item_size(item) for item in page["Items"])])
     return largest
 
 
@@ -290,7 +288,7 @@ def collections_item_bytes(days: int, paise: int, count: int) -> int:
         writes=count * days,
         **values,
     )
-    return item_bytes(item.serialize())
+    return item_size(item.serialize())
 
 
 def days_past_1kb(paise: int, count: int) -> int | None:
@@ -552,6 +550,12 @@ def compare(small: SizeResult, large: SizeResult) -> None:
             f"{f'{a.read_units:.0f} -> {b.read_units:.0f}':>14}{b.read_units / a.read_units:>7.2f}"
             f"{f'{a.median_ms:.2f} -> {b.median_ms:.2f}':>18}{b.median_ms / a.median_ms:>7.2f}"
             f"  {'yes: the same requests and read units' if same else 'NO'}"
+        )
+        summary.record(
+            f"dashboard summary, {_scope_label(scope)}, {large.size:,} loans",
+            f"{rb} requests, {b.read_units:.0f} read units, {b.median_ms:.1f} ms",
+            b.read_units / a.read_units,
+            f"read units at {small.size:,} loans",
         )
     print(
         f"    GetItem of a loan: {small.get_ms:.2f} -> {large.get_ms:.2f} ms "

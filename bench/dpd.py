@@ -40,6 +40,7 @@ import boto3
 from botocore.config import Config
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
 from bench.dynamo import (
     READ_OPERATIONS,
     DynamoMeter,
@@ -49,7 +50,7 @@ from bench.dynamo import (
     install_meter,
     unmetered_client,
 )
-from bench.floor import Priced, WritePricer
+from bench.floor import Priced, WritePricer, item_size
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.mapping import loan_to_item
 from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
@@ -132,7 +133,10 @@ class Book:
 class BookBuilder:
     """Loans as they stand after a completed run for ``run_date - 1`` (every figure as of that date)."""
 
-    def __init__(self, run_date: dt.date, bounce: float, seed: int) -> None:
+    def __init__(self, run_date: dt.date, bounce: float, seed: int, held: int | None = None) -> None:
+        self.held = held
+        """Loans from this one on are current and paid on time (none changes tonight): a larger book then
+        has the same delinquent loans and the same changes as the first ``held`` (None: the mix throughout)."""
         self.run_date = run_date
         self.as_of = run_date - dt.timedelta(days=1)
         self.bounce = bounce
@@ -172,6 +176,9 @@ class BookBuilder:
                 bucket = name
                 break
             roll -= share
+        on_time = self.held is not None and n >= self.held
+        if on_time:
+            bucket = "CURRENT"
         principal, rate = rng.choice(PRINCIPALS_PAISE), rng.choice(RATES_BPS)
         escalated_on = None
         if bucket == "CURRENT":
@@ -184,7 +191,7 @@ class BookBuilder:
             next_due = dt.date(year, month, due_day)
             paid_before = rng.randint(0, tenure - 2)
             paid = paid_before
-            if next_due == self.run_date and rng.random() >= self.bounce:
+            if next_due == self.run_date and (rng.random() >= self.bounce or on_time):
                 paid += 1  # paid on its due date (NACH went through): only the bounced ones change tonight
             schedule = self._schedule((principal, rate, tenure), next_due, -paid_before, paid, False)
         else:
@@ -230,7 +237,7 @@ class BookBuilder:
             item = loan_to_item(loan)  # sets watch_key exactly as every other write of a loan does
             serialized = item.serialize()
             items.append(serialized)
-            total_bytes += _item_bytes(serialized)
+            total_bytes += item_size(serialized)
             book.by_bucket[bucket] += 1
             book.indexed += item.watch_key is not None
             if watch_date(loan) == self.run_date:
@@ -248,26 +255,6 @@ class BookBuilder:
         book.build_seconds = time.perf_counter() - started
         book.mean_item_bytes = total_bytes / max(1, size)
         return book
-
-
-def _value_bytes(value: dict[str, Any]) -> int:
-    (kind, raw), *_ = value.items()
-    if kind == "S":
-        return len(raw.encode())
-    if kind == "N":
-        return (len(raw.lstrip("-").replace(".", "")) + 1) // 2 + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_bytes(v) for k, v in raw.items())
-    if kind == "L":
-        return 3 + sum(_value_bytes(v) for v in raw)
-    return len(str(raw))
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    """DynamoDB's item size (names + values), which capacity units are charged on."""
-    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
 
 
 def write_items(endpoint: str, table: str, items: list[dict[str, Any]], threads: int) -> None:
@@ -388,9 +375,17 @@ class SizeResult:
 
 
 def measure_size(
-    size: int, run_date: dt.date, bounce: float, threads: int, seed: int, meter: DynamoMeter, workers: int | None
+    size: int,
+    run_date: dt.date,
+    bounce: float,
+    threads: int,
+    seed: int,
+    meter: DynamoMeter,
+    workers: int | None,
+    held: int | None = None,
+    flags: AllOn | None = None,
 ) -> SizeResult:
-    book = BookBuilder(run_date, bounce, seed).build(size)
+    book = BookBuilder(run_date, bounce, seed, held).build(size)
     previous = run_date - dt.timedelta(days=1)
     stages = {"watch": f"dpdw{size}", "scan": f"dpds{size}", "priced": f"dpdp{size}"}
     with dynamodb_local() as server:
@@ -410,14 +405,14 @@ def measure_size(
             flush=True,
         )
         book.items = []
-        watch = run_day_end(server, stages["watch"], run_date, False, meter, workers)
+        watch = run_day_end(server, stages["watch"], run_date, False, meter, workers, flags)
         print(f"  watch run: {watch.outcome} in {watch.wall:.1f} s", flush=True)
-        scan = run_day_end(server, stages["scan"], run_date, True, meter, workers)
+        scan = run_day_end(server, stages["scan"], run_date, True, meter, workers, flags)
         print(f"  scan run:  {scan.outcome} in {scan.wall:.1f} s", flush=True)
         pricer = WritePricer(unmetered_client(server.endpoint), f"loan-crm-{stages['priced']}-")
         meter.pricer = pricer
         try:
-            priced = run_day_end(server, stages["priced"], run_date, False, meter, workers)
+            priced = run_day_end(server, stages["priced"], run_date, False, meter, workers, flags)
         finally:
             meter.pricer = None
         print(f"  priced run: {priced.outcome} in {priced.wall:.1f} s", flush=True)
@@ -505,6 +500,13 @@ def report(result: SizeResult, ops: list[str]) -> None:
         if target.startswith("W ") and units:
             print(f"    {target[2:]:<34}{units:>12,.1f}{_fmt(_per(units, watch.updated), '.2f'):>10}")
     report_priced(result)
+    summary.record(
+        f"day-end, {book.size:,} loans: wall time",
+        f"{watch.wall:.1f} s, {watch.updated:,} loans changed, "
+        f"{sum(watch.requests.values()) / max(1, watch.updated):.2f} requests per changed loan",
+        watch.wall / scan.wall,
+        "a full scan of the same book",
+    )
     checks = {
         "watch updated == scan updated": watch.updated == scan.updated,
         "priced run updated == watch updated": result.priced_updated == watch.updated,
@@ -521,6 +523,10 @@ def report_priced(result: SizeResult) -> None:
     if not changed:
         return
     total, floor = priced.total("priced"), priced.total("floor")
+    book = f"{result.book.size:,} loans"
+    summary.record(
+        f"day-end, {book}: write units per changed loan", f"{total / changed:.2f}", total / floor, "the floor"
+    )
     print(
         f"  write units priced from the items, per changed loan (a third run of the same book): "
         f"priced {total / changed:.2f}, floor {floor / changed:.2f}, priced/floor {total / floor:.3f}"
@@ -535,6 +541,14 @@ def report_priced(result: SizeResult) -> None:
 
 def growth(small: SizeResult, large: SizeResult, ops: list[str]) -> None:
     factor = large.book.size / small.book.size
+    changed = f"{large.watch.updated:,} vs {small.watch.updated:,} changed loans"
+    against = f"{small.book.size:,} loans ({changed})"
+    for name, a, b in (
+        ("wall time", large.watch.wall, small.watch.wall),
+        ("requests", sum(large.watch.requests.values()), sum(small.watch.requests.values())),
+        ("read units", large.watch.read_units, small.watch.read_units),
+    ):
+        summary.record(f"day-end, {large.book.size:,} loans: {name}", f"{a:,.1f}", a / b if b else None, against)
     print(f"\ngrowth {small.book.size:,} -> {large.book.size:,} loans (book x{factor:g}): ratio large/small")
     width = 38
     print(f"  {'figure':<{width}}{'watch':>12}{'scan':>12}")
@@ -564,17 +578,43 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="BatchWriteItem threads for generation")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--sizes", type=lambda v: [int(s) for s in v.split(",")], default=None, help="books to run, e.g. 10000,50000"
+    )
+    parser.add_argument(
+        "--held",
+        type=int,
+        default=None,
+        help="loans past this many are current and paid on time: every book has the same delinquent loans",
+    )
+    parser.add_argument(
+        "--no-reminders",
+        action="store_true",
+        help="the REMINDERS_ENABLED switch off: the delinquency work alone (bench.reminders measures reminders)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=None, help="override the job's segment threads (default: the job's own)"
     )
     args = parser.parse_args()
     meter = DynamoMeter()
     install_meter(meter)
-    sizes = sorted({s for s in (args.also, args.loans) if s > 0})
+    sizes = sorted(set(args.sizes or ()) or {s for s in (args.also, args.loans) if s > 0})
     results = []
     overall = time.perf_counter()
     for size in sizes:
         print(f"book of {size:,} loans ...", flush=True)
-        results.append(measure_size(size, args.date, args.bounce, args.threads, args.seed, meter, args.workers))
+        results.append(
+            measure_size(
+                size,
+                args.date,
+                args.bounce,
+                args.threads,
+                args.seed,
+                meter,
+                args.workers,
+                args.held,
+                AllOn(FlagName.REMINDERS_ENABLED) if args.no_reminders else None,
+            )
+        )
     ops = _operations(results)
     workers = args.workers or SEGMENT_WORKERS
     print(
@@ -583,8 +623,8 @@ def main() -> None:
     )
     for result in results:
         report(result, ops)
-    if len(results) == 2:
-        growth(results[0], results[1], ops)
+    for larger in results[1:]:
+        growth(results[0], larger, ops)
     print(f"\ntotal bench time {time.perf_counter() - overall:.0f} s (DynamoDB Local on this machine; not AWS)")
 
 

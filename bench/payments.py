@@ -28,6 +28,7 @@ import boto3
 from chalice.test import Client
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
 from bench.floor import Priced, WritePricer
 from chalicelib import clock, wiring
@@ -228,6 +229,9 @@ def main() -> None:
             f"{statistics.median(timings) / bare_median:>8.2f}{sum(timings) / in_calls:>12.2f}"
             f"{sum(requests.values()) / args.payments:>9.2f}{capacity / args.payments:>8.2f}  {per}"
         )
+        if label in priced or label == REVERSAL:
+            value = f"{statistics.median(timings) * 1000:.1f} ms, {sum(requests.values()) / args.payments:.2f} requests"
+            summary.record(f"`{label}`", value, sum(timings) / in_calls, "the time inside its own DynamoDB requests")
     print(f"\nwrite units priced from the items (bench.floor), {args.priced} per case: priced / floor per request")
     for label, result in priced.items():
         total, floor = result.total("priced"), result.total("floor")
@@ -236,6 +240,8 @@ def main() -> None:
             for target, units in sorted(result.priced.items(), key=lambda kv: -kv[1])
         )
         print(f"{label:<38}{total / args.priced:>8.2f} / {floor / args.priced:.2f} = {total / floor:.3f}   {parts}")
+        per_request = f"{total / args.priced:.2f}"
+        summary.record(f"`{label}`, write units", per_request, total / floor, "the floor for its items")
 
 
 def wiring_app() -> Any:

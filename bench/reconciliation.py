@@ -42,6 +42,7 @@ from typing import Any
 import boto3
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
 from bench.dpd import (
     MIX,
     PRINCIPALS_PAISE,
@@ -50,12 +51,12 @@ from bench.dpd import (
     BookBuilder,
     _cpu_model,
     _due,
-    _item_bytes,
     _month,
     bench_borrower,
     write_items,
 )
 from bench.dynamo import READ_OPERATIONS, DynamoMeter, NoSsm, dynamodb_local, install_meter
+from bench.floor import item_size
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb.aggregates import SHARDS, collections_key, counters_key
 from chalicelib.adapters.dynamodb.mapping import loan_to_item, payment_to_item
@@ -392,10 +393,6 @@ class Stored:
     body: dict[str, Any]
 
 
-def stored_bytes(item: dict[str, Any]) -> int:
-    return sum(len(name.encode()) + len(v["B"]) if "B" in v else _item_bytes({name: v}) for name, v in item.items())
-
-
 def run_items(endpoint: str, stage: str, run_id: str) -> list[Stored]:
     client = boto3.client("dynamodb", endpoint_url=endpoint)
     found = []
@@ -408,7 +405,7 @@ def run_items(endpoint: str, stage: str, run_id: str) -> list[Stored]:
     for page in pages:
         for item in page["Items"]:
             body = item["body"]["B"]
-            found.append(Stored(item["part"]["S"], len(body), stored_bytes(item), json.loads(zlib.decompress(body))))
+            found.append(Stored(item["part"]["S"], len(body), item_size(item), json.loads(zlib.decompress(body))))
     return found
 
 
@@ -492,6 +489,11 @@ def report(book: LedgerBook, m: RunMeasurement, parts: list[Stored], collectors:
         print(f"    {op:<22}{m.requests[op]:>8,}{m.requests[op] / loans:>10.3f} per loan")
     print(f"  read units  {m.read_units:>10,.1f} ({m.read_units / loans:.3f} per loan checked)")
     print(f"  write units {m.write_units:>10,.1f} ({m.write_units / loans:.3f} per loan checked)")
+    summary.record(
+        f"reconciliation, {loans:,} loans",
+        f"{m.wall:.0f} s, {requests / loans:.3f} requests, {m.read_units / loans:.2f} read and "
+        f"{m.write_units / loans:.3f} write units per loan checked; mismatches {run.mismatch_count}",
+    )
     for target, units in sorted(m.by_target.items(), key=lambda kv: (kv[0][0], -kv[1])):
         if units:
             print(f"    {target:<34}{units:>10,.1f}{units / loans:>10.3f} per loan")

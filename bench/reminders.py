@@ -37,6 +37,7 @@ from typing import Any
 import boto3
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
 from bench.dpd import AllOn, BookBuilder, Measurement, run_day_end, seed_previous_run, write_items
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter
 from chalicelib import clock, wiring
@@ -178,6 +179,10 @@ def report(result: SizeResult) -> None:
     print("  extra requests: " + ", ".join(f"{op} {n:,}" for op, n in sorted(extra_requests.items())))
     print(f"  queueing, per loan in the book:      {_per(d_read, result.size)} RRU, {_per(d_write, result.size)} WRU")
     print(f"  queueing, per reminder queued:       {_per(d_read, queued)} RRU, {_per(d_write, queued)} WRU")
+    summary.record(
+        f"reminders queued by the day-end run, {result.size:,} loans",
+        f"{queued:,} queued; {_per(d_read, queued)} read and {_per(d_write, queued)} write units per reminder",
+    )
     print("  units by table/index, on - off:")
     for target in sorted(set(on.by_target) | set(off.by_target)):
         delta = on.by_target[target] - off.by_target[target]
