@@ -4,6 +4,7 @@ names and the endpoint are bound at run time by :func:`bind` from settings, neve
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import botocore.loaders
@@ -49,6 +50,41 @@ def _session() -> botocore.session.Session:
 # PynamoDB takes its sessions from this module-level name; it offers no setting for it.
 pynamodb.connection.base.get_session = _session  # type: ignore[attr-defined]
 
+_own_client = pynamodb.connection.base.Connection.client
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _shared_client(connection: pynamodb.connection.base.Connection) -> Any:
+    """One botocore client per endpoint and settings for the whole process, not one per table.
+
+    PynamoDB gives every model's connection (and every transaction) a client of its own. Creating one
+    costs about 25 ms of CPU, and each opens its own connection pool, so a cold container's first
+    request, which reads three tables, paid that three times over (docs/architecture.md, "Cold
+    start"). A botocore client is safe to share between threads once made; making it is not, hence
+    the lock. A client that came up without credentials (a metadata-service hiccup) is replaced, as
+    PynamoDB itself does; a forked child starts with none, so it never shares its parent's sockets."""
+    key = (
+        connection.region,
+        connection.host,
+        connection._connect_timeout_seconds,
+        connection._read_timeout_seconds,
+        connection._max_retry_attempts_exception,
+        connection._max_pool_connections,
+        str(connection._retry_configuration),
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None or (client._request_signer and not client._request_signer._credentials):
+            connection._client = None
+            client = _clients[key] = _own_client.fget(connection)  # type: ignore[attr-defined]
+        connection._client = client
+        return client
+
+
+pynamodb.connection.base.Connection.client = property(_shared_client)  # type: ignore[method-assign,assignment]
+os.register_at_fork(after_in_child=_clients.clear)
+
 
 class _Meta:
     table_name = "unbound"
@@ -58,6 +94,9 @@ class _Meta:
     connect_timeout_seconds = 3
     read_timeout_seconds = 5
     max_retry_attempts = 3
+    # Every table shares one client and so one connection pool (``_shared_client``): room for the
+    # day-end run's segment threads and the reconciliation's, each with a request in flight.
+    max_pool_connections = 32
 
 
 class BorrowerMap(MapAttribute[str, Any]):
