@@ -36,8 +36,28 @@ MERGE_TEMPLATE = ROOT / "infra" / "template.json"
 CODE_ZIP = "deployment.zip"
 
 
+AWS_SERVICES = frozenset({"dynamodb", "lambda", "sns", "ssm", "sts"})
+"""The AWS services the functions call: DynamoDB (PynamoDB), SSM (the flags and secrets), SNS (alerts and
+reminders), Lambda (starting the jobs) and STS (kept for the credential chain). botocore ships a model for
+every AWS service, about 22 MB of the package; the build keeps these only. A client for any other service
+fails with ``UnknownServiceError`` in the deployed function, so ``tests/unit/test_package.py`` checks
+every client the code makes against this list."""
+
+
 class PackageError(Exception):
     pass
+
+
+def drop_unused_service_models(tree: Path) -> None:
+    """Remove every botocore service model the functions never load (see :data:`AWS_SERVICES`): less to
+    download and unzip into a cold container, and fewer directories for botocore to list when it makes
+    its first client."""
+    data = tree / "botocore" / "data"
+    if not data.is_dir():
+        return
+    for service in data.iterdir():
+        if service.is_dir() and service.name not in AWS_SERVICES:
+            shutil.rmtree(service)
 
 
 @dataclass(frozen=True)
@@ -69,14 +89,16 @@ def check_runtime(sam_template: Path, version: tuple[int, int] = sys.version_inf
 
 
 def compile_zip(code_zip: Path) -> Sizes:
-    """Rewrite ``code_zip`` in place: every ``__pycache__`` it holds dropped, every ``.py`` compiled next
-    to its source as unchecked-hash bytecode for this Python."""
+    """Rewrite ``code_zip`` in place: every ``__pycache__`` it holds dropped, the service models of
+    botocore the functions do not use dropped, every ``.py`` compiled next to its source as
+    unchecked-hash bytecode for this Python."""
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
         with zipfile.ZipFile(code_zip) as source:
             source.extractall(tree)
         for cache in sorted(tree.rglob("__pycache__"), reverse=True):
             shutil.rmtree(cache)
+        drop_unused_service_models(tree)
         ok = compileall.compile_dir(
             tree,
             quiet=2,

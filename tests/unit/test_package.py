@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.package import PackageError, check_runtime, compile_zip
+from infra.package import AWS_SERVICES, PackageError, check_runtime, compile_zip
 
 FLAGS_UNCHECKED_HASH = 0b01  # PEP 552: hash-based, check_source off
 
@@ -76,3 +77,32 @@ def test_the_build_python_must_be_the_runtime(tmp_path: Path) -> None:
     check_runtime(sam, (3, 11))
     with pytest.raises(PackageError, match=r"python3\.12"):
         check_runtime(sam, (3, 12))
+
+
+def test_only_the_service_models_the_functions_use_are_kept(tmp_path: Path) -> None:
+    code = tmp_path / "deployment.zip"
+    _zip(
+        code,
+        {
+            "botocore/data/endpoints.json": "{}",
+            "botocore/data/dynamodb/2012-08-10/service-2.json": "{}",
+            "botocore/data/ec2/2016-11-15/service-2.json": "{}",
+            "app.py": "",
+        },
+    )
+    compile_zip(code)
+    with zipfile.ZipFile(code) as z:
+        names = set(z.namelist())
+    assert "botocore/data/endpoints.json" in names
+    assert "botocore/data/dynamodb/2012-08-10/service-2.json" in names
+    assert not any(name.startswith("botocore/data/ec2/") for name in names)
+
+
+def test_every_client_the_code_makes_is_for_a_service_the_package_keeps() -> None:
+    # A client for a service whose model the build dropped works in tests and fails only when deployed.
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"""\bclient\(\s*["']([a-z0-9-]+)["']""")
+    sources = [root / "app.py", *(root / "chalicelib").rglob("*.py")]
+    used = {name for path in sources for name in pattern.findall(path.read_text(encoding="utf-8"))}
+    assert used, "the pattern no longer finds the code's clients"
+    assert used | {"dynamodb"} <= AWS_SERVICES, sorted(used - AWS_SERVICES)
