@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
@@ -58,6 +59,40 @@ with tempfile.TemporaryDirectory() as empty, Client(app.app, project_dir=empty) 
         reply = client.http.get("/api/v1/loans?limit=20", headers=headers)
         times.append(time.perf_counter() - t)
         assert reply.status_code == 200, reply.body
+print(json.dumps({"import": imported - started, "first": times[0], "tenth": times[-1]}))
+"""
+
+
+PACKAGED_REQUEST = """
+import json, sys, time
+sys.path.insert(0, TREE)
+started = time.perf_counter()
+import app
+imported = time.perf_counter()
+
+class Context:
+    aws_request_id = "bench"
+    function_name = "api_handler"
+    def get_remaining_time_in_millis(self):
+        return 30_000
+
+def event():
+    return {
+        "resource": "/api/v1/loans", "path": "/api/v1/loans", "httpMethod": "GET",
+        "headers": {"Authorization": "Bearer " + TOKEN, "Host": "bench"},
+        "multiValueHeaders": {"Authorization": ["Bearer " + TOKEN], "Host": ["bench"]},
+        "queryStringParameters": {"limit": "20"}, "multiValueQueryStringParameters": {"limit": ["20"]},
+        "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
+        "requestContext": {"resourcePath": "/api/v1/loans", "httpMethod": "GET", "requestId": "bench",
+                           "stage": "api", "identity": {"sourceIp": "127.0.0.1"}},
+    }
+
+times = []
+for _ in range(10):
+    t = time.perf_counter()
+    reply = app.app(event(), Context())
+    times.append(time.perf_counter() - t)
+    assert reply["statusCode"] == 200, reply
 print(json.dumps({"import": imported - started, "first": times[0], "tenth": times[-1]}))
 """
 
@@ -102,25 +137,24 @@ def _import_from(code_dir: Path) -> float:
     return float(out.stdout.split()[-1])
 
 
-def packaged(runs: int) -> None:
+def packaged(runs: int, work: Path) -> Path:
+    """Build the package into ``work`` and time ``import app`` from it as Lambda does; the compiled tree."""
     import shutil
-    import tempfile
     import zipfile
 
     from infra.package import package
 
-    with tempfile.TemporaryDirectory() as work:
-        sizes = package("dev", Path(work) / "build")
-        compiled, sources = Path(work) / "compiled", Path(work) / "sources"
-        with zipfile.ZipFile(Path(work) / "build" / "deployment.zip") as code:
-            code.extractall(compiled)
-        shutil.copytree(compiled, sources)
-        for cache in list(sources.rglob("__pycache__")):
-            shutil.rmtree(cache)
-        medians = {}
-        for label, tree in (("sources only", sources), ("with bytecode (infra.package)", compiled)):
-            _import_from(tree)
-            medians[label] = statistics.median(_import_from(tree) for _ in range(runs))
+    sizes = package("dev", work / "build")
+    compiled, sources = work / "compiled", work / "sources"
+    with zipfile.ZipFile(work / "build" / "deployment.zip") as code:
+        code.extractall(compiled)
+    shutil.copytree(compiled, sources)
+    for cache in list(sources.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    medians = {}
+    for label, tree in (("sources only", sources), ("with bytecode (infra.package)", compiled)):
+        _import_from(tree)
+        medians[label] = statistics.median(_import_from(tree) for _ in range(runs))
     print()
     print(sizes.report())
     print(f"{'import app from the package':<36}{'median ms':>10}{'x bytecode':>11}")
@@ -130,9 +164,13 @@ def packaged(runs: int) -> None:
     compiled_ms = medians["with bytecode (infra.package)"] * 1000
     summary.record("`import app` from the package, as Lambda runs it", f"{compiled_ms:.0f} ms")
     summary.record("package", f"{sizes.zipped / 2**20:.1f} MB zipped, {sizes.unzipped / 2**20:.1f} MB unzipped")
+    return compiled
 
 
-def first_requests(runs: int) -> None:
+def first_requests(runs: int, tree: Path) -> None:
+    """A fresh interpreter's first ``GET /api/v1/loans`` against its tenth: through ``chalice.test`` in the
+    development environment, and as Lambda runs the package (``python -S -B``, the handler called with
+    an API Gateway event)."""
     import boto3
 
     from bench.dynamo import NoSsm, dynamodb_local
@@ -149,22 +187,33 @@ def first_requests(runs: int) -> None:
         wiring.services().auth.add_user("bench-manager", "bench-manager-password", Role.MANAGER)
         create_loans(50)
         token = issue_token("bench-manager", "manager", os.environ["JWT_SECRET"], 3600).access_token
-        code = f"TOKEN = {token!r}\n" + FIRST_REQUEST
-        found = []
-        for _ in range(runs + 1):
-            out = subprocess.run(
-                [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True, check=True
-            )
-            found.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        found = found[1:]  # the first warms the OS page cache
-    median = {k: statistics.median(f[k] for f in found) for k in ("import", "first", "tenth")}
+        probes = {
+            "development environment": ([sys.executable, "-c", f"TOKEN = {token!r}\n" + FIRST_REQUEST], ROOT),
+            "the package, as Lambda": (
+                [sys.executable, "-S", "-B", "-c", f"TOKEN = {token!r}\nTREE = {str(tree)!r}\n" + PACKAGED_REQUEST],
+                tree,
+            ),
+        }
+        medians: dict[str, dict[str, float]] = {}
+        for label, (command, cwd) in probes.items():
+            found = []
+            for _ in range(runs + 1):
+                out = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, check=True)
+                found.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            found = found[1:]  # the first warms the OS page cache
+            medians[label] = {k: statistics.median(f[k] for f in found) for k in ("import", "first", "tenth")}
     print()
-    print(f"{'fresh interpreter, DynamoDB Local':<36}{'median ms':>10}{'x tenth':>9}")
-    print(f"{'import app + chalice.test':<36}{median['import'] * 1000:>10.1f}")
-    for key, label in (("first", "first GET /loans?limit=20"), ("tenth", "tenth GET /loans?limit=20")):
-        print(f"{label:<36}{median[key] * 1000:>10.1f}{median[key] / median['tenth']:>9.2f}")
-    first = median["first"] / median["tenth"]
-    summary.record("first request of a fresh interpreter", f"{median['first'] * 1000:.0f} ms", first, "its tenth")
+    print(f"{'fresh interpreter, DynamoDB Local':<44}{'median ms':>10}{'x tenth':>9}")
+    for label, median in medians.items():
+        print(f"{label}:")
+        print(f"{'  import app':<44}{median['import'] * 1000:>10.1f}")
+        for key in ("first", "tenth"):
+            name = f"  {key} GET /api/v1/loans?limit=20"
+            print(f"{name:<44}{median[key] * 1000:>10.1f}{median[key] / median['tenth']:>9.2f}")
+        first = median["first"] / median["tenth"]
+        summary.record(f"first request, {label}", f"{median['first'] * 1000:.0f} ms", first, "its tenth")
+        total = (median["import"] + median["first"]) * 1000
+        summary.record(f"import and first request, {label}", f"{total:.0f} ms")
 
 
 def main() -> None:
@@ -172,8 +221,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     imports(args.runs)
-    packaged(args.runs)
-    first_requests(args.runs)
+    with tempfile.TemporaryDirectory() as work:
+        tree = packaged(args.runs, Path(work))
+        first_requests(args.runs, tree)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def _shared_client(connection: pynamodb.connection.base.Connection) -> Any:
     """One botocore client per endpoint and settings for the whole process, not one per table.
 
     PynamoDB gives every model's connection (and every transaction) a client of its own. Creating one
-    costs about 25 ms of CPU, and each opens its own connection pool, so a cold container's first
+    costs 35-55 ms of CPU, and each opens its own connection pool, so a cold container's first
     request, which reads three tables, paid that three times over (docs/architecture.md, "Cold
     start"). A botocore client is safe to share between threads once made; making it is not, hence
     the lock. A client that came up without credentials (a metadata-service hiccup) is replaced, as
