@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.expressions.condition import Condition
@@ -78,32 +79,22 @@ class DynamoLoanRepository:
         results: Iterator[LoanModel]
         # Filters apply after DynamoDB reads a page, so read pages a bit larger than asked for.
         page_size = min(1000, limit + 1) if not (filters.classification or filters.status) else 500
+        index: Any = None
         if filters.collector_id:
             if filters.bucket:
                 conditions.append(LoanModel.bucket == filters.bucket)
-            key_names = _COLLECTOR_KEY
-            results = _whole_loans(
-                LoanModel.collector_index.query(
-                    filters.collector_id,
-                    filter_condition=paging.all_of(conditions),
-                    last_evaluated_key=paging.decode(cursor, key_names, {"collector_id": filters.collector_id}),
-                    page_size=page_size,
-                ),
-                filters,
-                min(page_size, limit + 1),
-            )
+            index, key_names, pinned = LoanModel.collector_index, _COLLECTOR_KEY, ("collector_id", filters.collector_id)
         elif filters.bucket:
-            key_names = _BUCKET_KEY
-            results = _whole_loans(
-                LoanModel.bucket_index.query(
-                    filters.bucket,
-                    filter_condition=paging.all_of(conditions),
-                    last_evaluated_key=paging.decode(cursor, key_names, {"bucket": filters.bucket}),
-                    page_size=page_size,
-                ),
-                filters,
-                min(page_size, limit + 1),
+            index, key_names, pinned = LoanModel.bucket_index, _BUCKET_KEY, ("bucket", filters.bucket)
+        if index is not None:
+            name, value = pinned
+            entries = index.query(
+                value,
+                filter_condition=paging.all_of(conditions),
+                last_evaluated_key=paging.decode(cursor, key_names, {name: value}),
+                page_size=page_size,
             )
+            results = _whole_loans(entries, filters, min(page_size, limit + 1))
         else:
             key_names = _TABLE_KEY
             results = LoanModel.scan(

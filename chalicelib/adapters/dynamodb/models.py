@@ -591,11 +591,13 @@ ALL_MODELS: tuple[type[Model], ...] = (
 
 
 def bind(settings: Settings, host: str | None = None) -> None:
-    """Point every model at this stage's tables and endpoint, dropping cached connections.
+    """Point every model at this stage's tables and endpoint, dropping cached connections and clients.
 
     ``host`` defaults to ``AWS_ENDPOINT_URL_DYNAMODB`` (DynamoDB Local); None means real AWS.
     """
     endpoint = host if host is not None else os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None
+    with _clients_lock:
+        _clients.clear()  # a rebinding starts from fresh clients, as it starts from fresh connections
     bound: tuple[type[Model], ...] = (*ALL_MODELS, IdempotencyRecordModel)
     for model in bound:
         meta: Any = model.Meta
