@@ -29,7 +29,7 @@ import dataclasses
 import datetime as dt
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from chalicelib.domain.flags import FlagName, FlagSource, FlagValue
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan, PendingEscalation, watch_date
 from chalicelib.domain.portfolio import loan_change
-from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentBusy, SegmentState
 from tests.fakes import InMemoryLoanRepository
 
 
@@ -59,6 +59,8 @@ class InMemoryRunStore:
         self.checkpoints = 0
         self.before_checkpoint: Callable[[Segment], None] | None = None
         """Called with the segment before each checkpoint is applied (fault injection)."""
+        self.claims: dict[dt.date, dict[Segment, tuple[str, int]]] = {}
+        """Per date, segment -> (worker, until): the fanned-out workers' claims (``claims`` in DynamoDB)."""
 
     def _free(self, record: RunRecord | None, now: int) -> bool:
         return (
@@ -102,6 +104,7 @@ class InMemoryRunStore:
             if not continuation:
                 current.continuations = 0
             self.records[business_date] = current
+            self.claims[business_date] = {}
             return _copy(current)
 
     def _owned(self, business_date: dt.date, run_id: str) -> RunRecord | None:
@@ -117,7 +120,12 @@ class InMemoryRunStore:
             record.segments = copy.deepcopy(segments)
 
     def checkpoint(
-        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
+        self,
+        business_date: dt.date,
+        run_id: str,
+        states: Mapping[Segment, SegmentState],
+        lease_until: int,
+        worker: str | None = None,
     ) -> None:
         if self.before_checkpoint is not None:
             for segment in states:
@@ -126,9 +134,45 @@ class InMemoryRunStore:
             record = self._owned(business_date, run_id)
             if record is None or record.status is not RunStatus.RUNNING:
                 raise LostLease(business_date.isoformat())
+            if worker is not None:
+                claims = self.claims.setdefault(business_date, {})
+                if any(claims.get(segment, ("", 0))[0] != worker for segment in states):
+                    raise LostLease(business_date.isoformat())
+                claims.update({segment: (worker, lease_until) for segment in states})
             record.segments.update(copy.deepcopy(dict(states)))
             record.lease_until = lease_until
             self.checkpoints += 1
+
+    def claim(
+        self,
+        business_date: dt.date,
+        run_id: str,
+        segments: Sequence[Segment],
+        worker: str,
+        now: int,
+        lease_seconds: int,
+    ) -> RunRecord:
+        with self.lock:
+            record = self._owned(business_date, run_id)
+            if record is None or record.status is not RunStatus.RUNNING:
+                raise LostLease(business_date.isoformat())
+            claims = self.claims.setdefault(business_date, {})
+            for segment in segments:
+                owner, until = claims.get(segment, (worker, 0))
+                if owner != worker and until >= now:
+                    raise SegmentBusy(business_date.isoformat())
+            claims.update({segment: (worker, now + lease_seconds) for segment in segments})
+            record.lease_until = now + lease_seconds
+            return _copy(record)
+
+    def release_claims(self, business_date: dt.date, run_id: str, segments: Sequence[Segment], worker: str) -> None:
+        with self.lock:
+            record = self._owned(business_date, run_id)
+            claims = self.claims.setdefault(business_date, {})
+            if record is None or record.status is not RunStatus.RUNNING:
+                return
+            if all(claims.get(segment, ("", 0))[0] == worker for segment in segments):
+                claims.update({segment: (worker, 0) for segment in segments})
 
     def finish(
         self, business_date: dt.date, run_id: str, status: RunStatus, now_iso: str, error: str | None = None

@@ -1,5 +1,6 @@
 """Starting day-end invocations on AWS Lambda: the ``JobDispatcher`` of ``chalicelib.services.ports``
-(docs/day-end.md, "Time budget and continuation").
+(docs/day-end.md, "Time budget and continuation" and "Fan-out"), and the events its invocations and the
+day-end state machine's steps carry.
 
 Whether there is a Lambda to start is read from the environment at each call, not once: ``chalice
 local`` and ``chalice.test.Client`` run the same code in one process, where there is none, and the
@@ -8,6 +9,8 @@ service then does the work itself.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping
@@ -16,10 +19,17 @@ from typing import Any
 
 import boto3
 
-from chalicelib.domain.runs import RunRequest
+from chalicelib.domain.runs import FanOut, RunRequest, Segment, WorkItem, WorkOutcome
 
 JOB_FUNCTION_ENV = "DPD_JOB_FUNCTION"
 """Set (by the merge template) on the API function to the job Lambda's name, for manual runs."""
+STATE_MACHINE_ENV = "DAY_END_STATE_MACHINE"
+"""Set (by the merge template) on the job's function to the day-end state machine's ARN: where a planned
+run's segments go to be worked by parallel invocations."""
+PHASE_KEYS = ("loans", "pending_escalation", "reminders")
+"""The execution input's phases, in the order the state machine's Map states read them (infra/template.json)."""
+WORK_STEP = "work"
+SETTLE_STEP = "settle"
 LAMBDA_RUNTIME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
 """Set by the AWS Lambda runtime in every function, to the function's own name, and by nothing else
 this project runs under. Chalice sets ``AWS_EXECUTION_ENV`` even locally, so that one cannot tell."""
@@ -44,6 +54,47 @@ def job_event(request: RunRequest) -> dict[str, Any]:
     return event
 
 
+def execution_name(plan: FanOut) -> str:
+    """One name per attempt at a date's run: Step Functions refuses a second execution of that name, so a
+    repeated start of one attempt (a retried call, a retried coordinator) starts nothing more."""
+    return f"day-end-{plan.business_date.isoformat()}-{plan.run_id}"
+
+
+def execution_input(plan: FanOut) -> dict[str, Any]:
+    """What the state machine is started with: the run's date and attempt, and per phase the workers'
+    shares, each a list of segment ids."""
+    return {
+        "business_date": plan.business_date.isoformat(),
+        "run_id": plan.run_id,
+        "phases": {
+            key: [[str(segment) for segment in share] for share in phase]
+            for key, phase in zip(PHASE_KEYS, plan.phases, strict=True)
+        },
+    }
+
+
+def work_item_from_event(event: dict[str, Any]) -> WorkItem:
+    """A Map iteration's input (the Map's ItemSelector, or the worker's own previous answer)."""
+    return WorkItem(
+        business_date=dt.date.fromisoformat(str(event["business_date"])),
+        run_id=str(event["run_id"]),
+        segments=tuple(Segment.parse(str(segment)) for segment in event["segments"]),
+        continuations=int(event.get("continuations") or 0),
+    )
+
+
+def work_answer(item: WorkItem, outcome: WorkOutcome) -> dict[str, Any]:
+    """The worker's answer, which is also its next input when the state machine invokes it again."""
+    return {
+        "step": WORK_STEP,
+        "business_date": item.business_date.isoformat(),
+        "run_id": item.run_id,
+        "segments": [str(segment) for segment in item.segments],
+        "continuations": item.continuations + 1,
+        "outcome": outcome.value,
+    }
+
+
 @dataclass
 class LambdaJobDispatcher:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
@@ -66,6 +117,22 @@ class LambdaJobDispatcher:
         if not own_name:
             return False
         _invoke_async(own_name, job_event(request))
+        return True
+
+    def fan_out(self, plan: FanOut) -> bool:
+        """Start the state machine's execution for this attempt; only from inside AWS Lambda, and only
+        where the template configured one (as :meth:`start`)."""
+        state_machine = self.environ.get(STATE_MACHINE_ENV)
+        if not (state_machine and self.on_aws_lambda()):
+            return False
+        client = boto3.client("stepfunctions")
+        # This attempt's execution started already: Step Functions refused the duplicate, nothing to do.
+        with contextlib.suppress(client.exceptions.ExecutionAlreadyExists):
+            client.start_execution(
+                stateMachineArn=state_machine,
+                name=execution_name(plan),
+                input=json.dumps(execution_input(plan), separators=(",", ":")),
+            )
         return True
 
 

@@ -26,6 +26,9 @@ class RunOutcome(StrEnum):
     FAILED = "FAILED"
     CONTINUING = "CONTINUING"
     """Stopped before the Lambda time limit; a fresh invocation continues from the checkpoints."""
+    FANNED_OUT = "FANNED_OUT"
+    """Planned and handed to parallel segment workers (the day-end state machine); the history shows its
+    progress, and the state machine's last step completes it."""
 
 
 MAX_CONTINUATIONS = 50
@@ -54,6 +57,11 @@ class RunRequest:
 
 class LostLease(Exception):
     """Another invocation owns the run now (ours let its lease lapse): stop without writing more."""
+
+
+class SegmentBusy(Exception):
+    """A segment worker asked for a segment that another live worker of the same run holds (a retry of a
+    worker whose first attempt is still alive): it must not advance it too."""
 
 
 class SegmentKind(StrEnum):
@@ -204,3 +212,38 @@ class RunRecord:
     @property
     def reminders_queued(self) -> int:
         return sum(s.reminders for s in self.segments.values())
+
+
+class WorkOutcome(StrEnum):
+    """What one segment worker's invocation did with its share of a fanned-out run (docs/day-end.md,
+    "Fan-out"). The state machine reads it to decide whether to invoke the worker again."""
+
+    DONE = "DONE"
+    """Every segment of its share is done."""
+    MORE = "MORE"
+    """Stopped for time with work left: invoke it again, it carries on from the checkpoints."""
+    BUSY = "BUSY"
+    """Another live worker holds a segment of its share: wait, then try again."""
+    STOPPED = "STOPPED"
+    """The run is no longer this attempt's to advance (taken over, failed, or the kill switch is off)."""
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One segment worker's share of a fanned-out run: a few segments of one phase, worked together."""
+
+    business_date: dt.date
+    run_id: str
+    """The attempt the worker joins: its claims and checkpoints hold only while the run is still this one."""
+    segments: tuple[Segment, ...]
+    continuations: int = 0
+    """Invocations of this share so far; bounded by ``MAX_CONTINUATIONS`` like a chain of hand-overs."""
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """A planned run handed to parallel workers: per phase, in order, the shares its workers take."""
+
+    business_date: dt.date
+    run_id: str
+    phases: tuple[tuple[tuple[Segment, ...], ...], ...]

@@ -7,7 +7,9 @@ and by itself (``"continuation": true``) to continue a run that reached the time
 Lambda the continuation runs in this process instead (docs/day-end.md, "Time budget and continuation").
 Every 15 minutes the same function is invoked with ``{"check": "completed", ...}`` and only reports
 whether the book is closed through the last date due by then (docs/day-end.md, "The watchdog"), so the
-"did not complete by 06:00" alarm needs no clock-aware metric maths.
+"did not complete by 06:00" alarm needs no clock-aware metric maths. On AWS, where the template sets up
+the day-end state machine, the same function is also its segment worker (``{"step": "work", ...}``) and
+its last step (``{"step": "settle", ...}``) (docs/day-end.md, "Fan-out").
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 from chalice.app import Blueprint
 
 from chalicelib import clock
+from chalicelib.adapters.lambda_dispatch import SETTLE_STEP, WORK_STEP, work_answer, work_item_from_event
 from chalicelib.adapters.logging import app_logger, log_context
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.domain.runs import RunOutcome, RunRequest
+from chalicelib.services.budget import failure_message
 from chalicelib.services.views import reconciliation_dict, run_dict
 from chalicelib.wiring import services
 
@@ -86,6 +90,10 @@ def dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def _dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
     day_end = services().dpd_job
+    if event.get("step") == WORK_STEP:
+        return _work(event, context)
+    if event.get("step") == SETTLE_STEP:
+        return _settle(event["execution"])
     business_date = business_date_from_event(event)
     if event.get("check") == "completed":
         # Without a firing time (ops asking by hand) the check is as of now.
@@ -103,6 +111,41 @@ def _dpd_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 class DpdRunFailedError(Exception):
     """The run for the date failed and is recorded FAILED; raised so the invocation is retried."""
+
+
+class DpdSegmentFailedError(Exception):
+    """A segment worker failed; its message is safe for the run's history (``failure_message``). Raised
+    so the state machine retries the worker, which carries its share on from the checkpoints."""
+
+
+def _work(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    item = work_item_from_event(event)
+    try:
+        outcome = services().dpd_job.work(item, context.get_remaining_time_in_millis)
+    except Exception as exc:  # logged with its traceback by the service
+        raise DpdSegmentFailedError(failure_message(exc, item.run_id)) from exc
+    return work_answer(item, outcome)
+
+
+def worker_failure(failure: dict[str, Any] | None, run_id: str) -> str | None:
+    """What the history says about a worker that failed after the state machine's retries: its own safe
+    message, or the kind of error Step Functions saw (a timeout, a throttled invoke), never its cause."""
+    if not failure:
+        return None
+    error = str(failure.get("Error") or "unknown")
+    if error == DpdSegmentFailedError.__name__:
+        try:
+            return str(json.loads(str(failure.get("Cause")))["errorMessage"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return f"internal error (a segment worker failed: {error}); see the job's logs for run {run_id}"
+
+
+def _settle(execution: dict[str, Any]) -> dict[str, Any]:
+    business_date = dt.date.fromisoformat(str(execution["business_date"]))
+    run_id = str(execution["run_id"])
+    result = services().dpd_job.settle(business_date, run_id, worker_failure(execution.get("failure"), run_id))
+    return {"outcome": result.outcome.value, "run": run_dict(result.record) if result.record else None}
 
 
 @bp.lambda_function(name="reconciliation_job")

@@ -52,6 +52,7 @@ from chalicelib.domain.portfolio import BOOK, bucket_loans
 from chalicelib.domain.reminders import OVERDUE_AT_DPD, PRE_DUE_DAYS_AHEAD, reminders_due
 from chalicelib.domain.runs import (
     MAX_CONTINUATIONS,
+    FanOut,
     LostLease,
     ReminderAnchor,
     RunOutcome,
@@ -59,8 +60,11 @@ from chalicelib.domain.runs import (
     RunRequest,
     RunStatus,
     Segment,
+    SegmentBusy,
     SegmentKind,
     SegmentState,
+    WorkItem,
+    WorkOutcome,
 )
 from chalicelib.retry import OPTIMISTIC_WRITE, retry
 from chalicelib.services.budget import Budget, failure_message, fresh_budget
@@ -106,6 +110,10 @@ payment landing during the run has the longest time to do so as well (docs/day-e
 escalation"). Reminders last, once every loan the run writes is written (docs/reminders.md)."""
 PHASE_NAMES = ("loans", "pending escalation", "reminders")
 """How the log lines name the :data:`PHASES`, in the same order."""
+SHARE_SIZES = (1, 1, 8)
+"""Segments per worker share of a fanned-out run, by phase (docs/day-end.md, "Fan-out"): a date or scan
+segment, or a pending one, can hold a night's work and gets a worker of its own; a reminder segment is
+about one query, so eight make one worker's share."""
 
 
 def reminder_segments(business_date: dt.date, shards: int) -> list[Segment]:
@@ -131,6 +139,13 @@ class Dispatched:
     record: RunRecord | None
 
 
+def unfinished_message(left: int, total: int) -> str:
+    return (
+        f"the segment workers stopped with {left} of {total} segments still to do; "
+        "run the date again to carry on from its checkpoints"
+    )
+
+
 def bound_message(left: int, total: int) -> str:
     return (
         f"the run was handed over {MAX_CONTINUATIONS} times and still had {left} of {total} segments to do; "
@@ -147,6 +162,19 @@ class RunHere:
     def hand_on(self, request: RunRequest) -> bool:
         return False
 
+    def fan_out(self, plan: FanOut) -> bool:
+        return False
+
+
+def shares(business_date: dt.date, run_id: str, segments: list[Segment]) -> FanOut:
+    """The unfinished ``segments`` of a run as its workers' shares, phase by phase in :data:`PHASES`
+    order (each phase's shares of :data:`SHARE_SIZES` segments, in segment order)."""
+    phases: list[tuple[tuple[Segment, ...], ...]] = []
+    for kinds, size in zip(PHASES, SHARE_SIZES, strict=True):
+        todo = sorted(segment for segment in segments if segment.kind in kinds)
+        phases.append(tuple(tuple(todo[i : i + size]) for i in range(0, len(todo), size)))
+    return FanOut(business_date, run_id, tuple(phases))
+
 
 @dataclass
 class _Invocation:
@@ -158,6 +186,8 @@ class _Invocation:
     escalation_enabled: bool
     budget: Budget
     reminders_enabled: bool = False
+    worker: str | None = None
+    """A segment worker of a fanned-out run: its checkpoints hold only while it holds their segments."""
     done_in_one_page: dict[Segment, SegmentState] = field(default_factory=dict)
     """Segments finished in their first page and not checkpointed yet (see ``_work``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -279,6 +309,127 @@ class DayEndService:
         )
         return completed
 
+    def work(self, item: WorkItem, time_left_ms: Callable[[], int] | None = None) -> WorkOutcome:
+        """One segment worker's invocation in a fanned-out run: claim its share, work it with the same
+        code as a run in one process until done or the budget is spent, and let go of the claims.
+
+        The kill switches are read here, fresh, as every invocation of a run reads them. A share that
+        another live worker holds (Step Functions retrying a worker whose first attempt still runs) is
+        left alone: ``BUSY``, and the state machine tries again later. An error is raised after the
+        claims are let go, so the state machine's retry carries the share on from its checkpoints."""
+        if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
+            return self._worked(item, WorkOutcome.STOPPED, None, "CRON_ENABLED is off")
+        escalation_enabled = self.flags.read(FlagName.ESCALATION_ENABLED, fresh=True).enabled
+        reminders_enabled = (
+            self.reminders is not None and self.flags.read(FlagName.REMINDERS_ENABLED, fresh=True).enabled
+        )
+        worker = new_id()
+        try:
+            record = self.runs.claim(
+                item.business_date, item.run_id, item.segments, worker, clock.now_epoch(), LEASE_SECONDS
+            )
+        except LostLease:
+            return self._worked(item, WorkOutcome.STOPPED, None, "the run is no longer this attempt's")
+        except SegmentBusy:
+            return self._again(item, WorkOutcome.BUSY, None)
+        invocation = _Invocation(
+            item.business_date,
+            item.run_id,
+            record,
+            escalation_enabled,
+            Budget.start(time_left_ms),
+            reminders_enabled=reminders_enabled,
+            worker=worker,
+        )
+        try:
+            self._work(invocation, [segment for segment in item.segments if not record.segments[segment].done])
+        except LostLease:
+            return self._worked(item, WorkOutcome.STOPPED, invocation, "the run or a segment was taken over")
+        except Exception:
+            logger.exception(
+                "day-end segment worker failed",
+                extra={"business_date": str(item.business_date), "run_id": item.run_id, "worker": worker},
+            )
+            self.runs.release_claims(item.business_date, item.run_id, item.segments, worker)
+            raise
+        self.runs.release_claims(item.business_date, item.run_id, item.segments, worker)
+        if all(record.segments[segment].done for segment in item.segments):
+            return self._worked(item, WorkOutcome.DONE, invocation)
+        return self._again(item, WorkOutcome.MORE, invocation)
+
+    def _again(self, item: WorkItem, outcome: WorkOutcome, invocation: _Invocation | None) -> WorkOutcome:
+        """Invoke the share again, within the bound a chain of hand-overs has; past it the run fails."""
+        if item.continuations < MAX_CONTINUATIONS:
+            return self._worked(item, outcome, invocation)
+        record = invocation.record if invocation is not None else self.runs.get(item.business_date)
+        left = len([s for s in record.segments.values() if not s.done]) if record is not None else len(item.segments)
+        total = len(record.segments) if record is not None else len(item.segments)
+        self._fail(item.business_date, item.run_id, bound_message(left, total))
+        return self._worked(item, WorkOutcome.STOPPED, invocation, "the bound on continuations")
+
+    def settle(self, business_date: dt.date, run_id: str, failure: str | None = None) -> RunResult:
+        """The last step of a fanned-out run, once every phase's workers have stopped: complete the run,
+        or record why not. ``failure``: a worker kept failing after the state machine's retries (a
+        message safe for the history). Settling a run that is no longer this attempt's changes nothing."""
+        started = time.monotonic()
+        result = self._settle(business_date, run_id, failure)
+        if result.outcome is RunOutcome.COMPLETED and result.record is not None:
+            for name, kinds in zip(PHASE_NAMES, PHASES, strict=True):
+                _log_phase_totals(result.record, name, kinds, None)
+        trigger = result.record.trigger if result.record is not None else "unknown"
+        _log_finished(business_date, trigger, run_id, result.outcome.value, result.record, started)
+        return result
+
+    def _settle(self, business_date: dt.date, run_id: str, failure: str | None) -> RunResult:
+        record = self.runs.get(business_date)
+        if record is None or record.run_id != run_id:
+            return RunResult(RunOutcome.IN_PROGRESS, record)  # another attempt has the run: it settles it
+        if record.status is not RunStatus.RUNNING:
+            # A worker already recorded its end (the bound), or this step is retried after it completed.
+            already = {RunStatus.COMPLETED: RunOutcome.ALREADY_COMPLETED, RunStatus.SKIPPED: RunOutcome.SKIPPED}
+            return RunResult(already.get(record.status, RunOutcome.FAILED), record)
+        if failure is not None:
+            return self._fail(business_date, run_id, failure)
+        if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
+            # Turned off mid-run: the workers stopped; the checkpoints are kept for the next attempt.
+            logger.info("day-end run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
+            try:
+                return RunResult(
+                    RunOutcome.SKIPPED, self.runs.finish(business_date, run_id, RunStatus.SKIPPED, clock.now_iso())
+                )
+            except LostLease:
+                return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+        left = [segment for segment, state in record.segments.items() if not state.done]
+        if left:
+            return self._fail(business_date, run_id, unfinished_message(len(left), len(record.segments)))
+        try:
+            final = self.runs.finish(business_date, run_id, RunStatus.COMPLETED, clock.now_iso())
+        except LostLease:
+            return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
+        return self._completed(business_date, final)
+
+    def _worked(
+        self, item: WorkItem, outcome: WorkOutcome, invocation: _Invocation | None, why: str | None = None
+    ) -> WorkOutcome:
+        """The worker's step line (docs/logging.md): one per invocation, with what its share did so far."""
+        states = [invocation.record.segments[s] for s in item.segments] if invocation is not None else []
+        logger.info(
+            "day-end segments worked",
+            extra={
+                "run_id": item.run_id,
+                "business_date": item.business_date.isoformat(),
+                "segments": [str(segment) for segment in item.segments],
+                "outcome": outcome.value,
+                "why": why,
+                "invocation": item.continuations + 1,
+                "loans_scanned": sum(s.scanned for s in states),
+                "loans_updated": sum(s.updated for s in states),
+                "escalations": sum(s.escalated for s in states),
+                "reminders_queued": sum(s.reminders for s in states),
+            },
+        )
+        return outcome
+
     def run(
         self,
         business_date: dt.date,
@@ -344,6 +495,13 @@ class DayEndService:
         try:
             self._plan_once(invocation, full_scan)
             _log_started(invocation)
+            left = invocation.unfinished()
+            if left and self.dispatcher.fan_out(shares(business_date, run_id, left)):
+                logger.info(
+                    "day-end run fanned out",
+                    extra={"run_id": run_id, "business_date": business_date.isoformat(), "segments_left": len(left)},
+                )
+                return RunResult(RunOutcome.FANNED_OUT, self.runs.get(business_date))
             self._work_by_phase(invocation)
             left = invocation.unfinished()
             if not left:
@@ -522,7 +680,7 @@ class DayEndService:
 
     def _checkpoint(self, invocation: _Invocation, states: dict[Segment, SegmentState]) -> None:
         lease_until = clock.now_epoch() + LEASE_SECONDS
-        self.runs.checkpoint(invocation.business_date, invocation.run_id, states, lease_until)
+        self.runs.checkpoint(invocation.business_date, invocation.run_id, states, lease_until, invocation.worker)
 
     # --- one loan -------------------------------------------------------------------------------------
 
@@ -653,20 +811,25 @@ def _log_started(invocation: _Invocation) -> None:
 
 
 def _log_phase(invocation: _Invocation, name: str, kinds: frozenset[SegmentKind], started: float) -> None:
-    """A phase's totals over all its segments, so a resumed run reports what the whole phase did."""
-    states = [state for segment, state in invocation.record.segments.items() if segment.kind in kinds]
+    _log_phase_totals(invocation.record, name, kinds, started)
+
+
+def _log_phase_totals(record: RunRecord, name: str, kinds: frozenset[SegmentKind], started: float | None) -> None:
+    """A phase's totals over all its segments, so a resumed (or fanned-out) run reports what the whole
+    phase did. A fanned-out run's phases are worked by many invocations: no one duration to report."""
+    states = [state for segment, state in record.segments.items() if segment.kind in kinds]
     logger.info(
         "day-end phase finished",
         extra={
-            "run_id": invocation.run_id,
-            "business_date": invocation.business_date.isoformat(),
+            "run_id": record.run_id,
+            "business_date": record.business_date.isoformat(),
             "phase": name,
             "segments": len(states),
             "loans_scanned": sum(s.scanned for s in states),
             "loans_updated": sum(s.updated for s in states),
             "escalations": sum(s.escalated for s in states),
             "reminders_queued": sum(s.reminders for s in states),
-            "duration_ms": _elapsed_ms(started),
+            "duration_ms": _elapsed_ms(started) if started is not None else None,
         },
     )
 

@@ -18,6 +18,7 @@ from chalicelib.domain.portfolio import CounterKey, CounterTotals, MonthCollecti
 from chalicelib.domain.reconciliation import ReconciliationRun, SegmentProgress
 from chalicelib.domain.reminders import Reminder
 from chalicelib.domain.runs import (
+    FanOut,
     ReminderAnchor,
     RunOutcome,
     RunRecord,
@@ -308,9 +309,33 @@ class RunStore(Protocol):
     def plan(self, business_date: dt.date, run_id: str, mode: str, segments: dict[Segment, SegmentState]) -> None: ...
 
     def checkpoint(
-        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
+        self,
+        business_date: dt.date,
+        run_id: str,
+        states: Mapping[Segment, SegmentState],
+        lease_until: int,
+        worker: str | None = None,
     ) -> None:
-        """Store these segments' progress and renew the lease; ``LostLease`` if the run is not ours."""
+        """Store these segments' progress and renew the lease; ``LostLease`` if the run is not ours. A
+        segment worker (``worker``) must also still hold each segment's claim, which it renews."""
+        ...
+
+    def claim(
+        self,
+        business_date: dt.date,
+        run_id: str,
+        segments: Sequence[Segment],
+        worker: str,
+        now: int,
+        lease_seconds: int,
+    ) -> RunRecord:
+        """Claim these segments of a fanned-out run for one worker, all or none, and renew the run's lease:
+        each is free if unclaimed, its claim ran out, or this worker holds it. ``LostLease`` if the run is
+        no longer the attempt ``run_id`` or not running; ``SegmentBusy`` if another live worker holds one."""
+        ...
+
+    def release_claims(self, business_date: dt.date, run_id: str, segments: Sequence[Segment], worker: str) -> None:
+        """Let the worker's claims lapse at once, so that a retry need not wait them out."""
         ...
 
     def finish(
@@ -397,6 +422,11 @@ class JobDispatcher(Protocol):
     def hand_on(self, request: RunRequest) -> bool:
         """Start the continuation of a run that stopped for time, asynchronously; False: there is no
         function to start it in."""
+        ...
+
+    def fan_out(self, plan: FanOut) -> bool:
+        """Hand a planned run's segments to parallel workers (the day-end state machine); False: there is
+        none here, and the caller works them itself."""
         ...
 
 

@@ -14,7 +14,7 @@ import pytest
 from chalicelib.adapters import lambda_dispatch
 from chalicelib.adapters.lambda_dispatch import LambdaJobDispatcher, job_event
 from chalicelib.clock import FixedClock, use_clock
-from chalicelib.domain.runs import RunOutcome, RunRequest, RunStatus
+from chalicelib.domain.runs import FanOut, RunOutcome, RunRequest, RunStatus
 from chalicelib.jobs.lambda_handlers import business_date_from_event, run_request_from_event
 from chalicelib.services.day_end import Dispatched, RunResult
 from tests.unit.test_dpd_job import TODAY, YESTERDAY, World, at, counts, small_book, twin_books
@@ -36,6 +36,9 @@ class FakeDispatcher:
     def hand_on(self, request: RunRequest) -> bool:
         self.handed_on.append(request)
         return self.hands_on
+
+    def fan_out(self, plan: FanOut) -> bool:
+        return False
 
 
 @pytest.fixture

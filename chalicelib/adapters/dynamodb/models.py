@@ -303,6 +303,9 @@ class DpdRunModel(Model):
     last_error = UnicodeAttribute(null=True)
     continuations = IntegerAttribute(null=True)
     """Hand-overs to a continuation in the current attempt (``domain.runs.MAX_CONTINUATIONS``)."""
+    claims = MapAttribute[str, Any](null=True)
+    """Segment id -> ``{"owner": <worker id>, "until": <epoch seconds>}``: which worker of a fanned-out
+    attempt holds each segment (docs/day-end.md, "Fan-out"). Emptied whenever an attempt takes the run."""
 
     status_index = RunStatusIndex()
 

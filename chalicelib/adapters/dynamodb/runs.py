@@ -6,14 +6,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import DpdRunModel
-from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentState
+from chalicelib.domain.runs import LostLease, RunOutcome, RunRecord, RunStatus, Segment, SegmentBusy, SegmentState
 
 CHECKPOINT_BATCH = 50
 """Segments set by one update: each is a short path and a value of about 100 bytes, so 50 keep the
@@ -48,6 +48,16 @@ def _item_to_record(item: DpdRunModel) -> RunRecord:
         last_error=item.last_error,
         continuations=item.continuations or 0,
     )
+
+
+def _running(run_id: str) -> Any:
+    """The run is still the attempt ``run_id`` and still running."""
+    return (DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value)
+
+
+def _claim(segment: Segment) -> Any:
+    claims: Any = DpdRunModel.claims
+    return claims[str(segment)]
 
 
 def _free(now: int) -> Any:
@@ -89,6 +99,8 @@ class DynamoRunStore:
             DpdRunModel.lease_until.set(now + lease_seconds),
             DpdRunModel.started_at.set(DpdRunModel.started_at | now_iso),
             DpdRunModel.finished_at.remove(),
+            # Claims belong to one attempt's workers; a worker of an earlier attempt is refused by run_id.
+            DpdRunModel.claims.set({}),
         ]
         if not continuation:
             actions.append(DpdRunModel.continuations.set(0))
@@ -106,23 +118,80 @@ class DynamoRunStore:
 
     @storage_call
     def checkpoint(
-        self, business_date: dt.date, run_id: str, states: Mapping[Segment, SegmentState], lease_until: int
+        self,
+        business_date: dt.date,
+        run_id: str,
+        states: Mapping[Segment, SegmentState],
+        lease_until: int,
+        worker: str | None = None,
     ) -> None:
         """One conditional update per ``CHECKPOINT_BATCH`` segments: usually one segment, or the many of a
-        phase that finished in one page (docs/day-end.md, "Checkpoints" in §4)."""
+        phase that finished in one page (docs/day-end.md, "Checkpoints" in §4). A segment worker's update
+        also holds only while it still holds each segment's claim, and renews it."""
         segments: Any = DpdRunModel.segments
         batch = list(states.items())
         for start in range(0, len(batch), CHECKPOINT_BATCH):
             chunk = batch[start : start + CHECKPOINT_BATCH]
             actions = [segments[str(segment)].set(_state_to_item(state)) for segment, state in chunk]
+            condition = _running(run_id)
+            if worker is not None:
+                for segment, _state in chunk:
+                    claim = _claim(segment)
+                    condition &= claim["owner"] == worker
+                    actions.append(claim["until"].set(lease_until))
             try:
                 DpdRunModel(business_date.isoformat()).update(
-                    actions=[*actions, DpdRunModel.lease_until.set(lease_until)],
-                    condition=(DpdRunModel.run_id == run_id) & (DpdRunModel.status == RunStatus.RUNNING.value),
+                    actions=[*actions, DpdRunModel.lease_until.set(lease_until)], condition=condition
                 )
             except UpdateError as exc:
                 if conditional_check_failed(exc):
                     raise LostLease(business_date.isoformat()) from None
+                raise
+
+    @storage_call
+    def claim(
+        self,
+        business_date: dt.date,
+        run_id: str,
+        segments: Sequence[Segment],
+        worker: str,
+        now: int,
+        lease_seconds: int,
+    ) -> RunRecord:
+        """All the segments or none, in one conditional update that also renews the run's lease: a segment
+        is free if it was never claimed in this attempt, its claim ran out, or ``worker`` holds it."""
+        until = now + lease_seconds
+        condition = _running(run_id)
+        actions: list[Any] = [DpdRunModel.lease_until.set(until)]
+        for segment in segments:
+            claim = _claim(segment)
+            condition &= claim.does_not_exist() | (claim["until"] < now) | (claim["owner"] == worker)
+            actions.append(claim.set({"owner": worker, "until": until}))
+        item = DpdRunModel(business_date.isoformat())
+        try:
+            item.update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if not conditional_check_failed(exc):
+                raise
+            current = self.get(business_date)
+            if current is None or current.run_id != run_id or current.status is not RunStatus.RUNNING:
+                raise LostLease(business_date.isoformat()) from None
+            raise SegmentBusy(business_date.isoformat()) from None
+        return _item_to_record(item)
+
+    @storage_call
+    def release_claims(self, business_date: dt.date, run_id: str, segments: Sequence[Segment], worker: str) -> None:
+        """In one update, if ``worker`` still holds them all; otherwise nothing (a claim that ran out and was
+        taken is the taker's, and the others run out by themselves: releasing only saves a retry's wait)."""
+        condition = _running(run_id)
+        for segment in segments:
+            condition &= _claim(segment)["owner"] == worker
+        try:
+            DpdRunModel(business_date.isoformat()).update(
+                actions=[_claim(segment)["until"].set(0) for segment in segments], condition=condition
+            )
+        except UpdateError as exc:
+            if not conditional_check_failed(exc):
                 raise
 
     @storage_call

@@ -53,7 +53,7 @@ def list_runs(call: Call) -> list[dict[str, Any]]:
 def start_run(call: Call) -> Response:
     """`business_date` defaults to the last completed one (yesterday, IST). Exactly once per date: 200
     when the run has finished (COMPLETED, SKIPPED, ALREADY_COMPLETED), 202 while it continues
-    (IN_PROGRESS, CONTINUING) or when it was handed to the job's own function (DISPATCHED, on AWS; the
+    (IN_PROGRESS, CONTINUING, FANNED_OUT) or when it was handed to the job's own function (DISPATCHED, on AWS; the
     history shows its progress)."""
     body = call.parse(RunDpdIn)
     business_date = body.business_date or clock.last_completed_business_date()
@@ -61,7 +61,7 @@ def start_run(call: Call) -> Response:
     result = services().dpd_job.request_run(request)
     if isinstance(result, Dispatched):
         return json_response(202, {"outcome": "DISPATCHED", "run": run_dict(result.record) if result.record else None})
-    status = 202 if result.outcome in (RunOutcome.IN_PROGRESS, RunOutcome.CONTINUING) else 200
+    status = 202 if result.outcome in (RunOutcome.IN_PROGRESS, RunOutcome.CONTINUING, RunOutcome.FANNED_OUT) else 200
     run = run_dict(result.record) if result.record else None
     return json_response(status, {"outcome": result.outcome.value, "run": run})
 
