@@ -201,6 +201,11 @@ def functions(config: dict[str, Any], stage: str = DEPLOYED_STAGE) -> list[Funct
     return found
 
 
+def state_machines(template: dict[str, Any]) -> list[str]:
+    """The logical ids of the template's Step Functions state machines."""
+    return [k for k, v in template["Resources"].items() if v.get("Type") == "AWS::StepFunctions::StateMachine"]
+
+
 def load_config() -> dict[str, Any]:
     config: dict[str, Any] = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
     return config
@@ -533,9 +538,38 @@ def api_alarms() -> list[Alarm]:
     ]
 
 
+def state_machine_alarms(template: dict[str, Any]) -> list[Alarm]:
+    """An execution that ends any way but success: failed (a worker kept failing, or the run recorded
+    FAILED), timed out, or aborted by hand."""
+    alarms = []
+    for logical_id in state_machines(template):
+        arn = (("StateMachineArn", {"Ref": logical_id}),)
+        ended = tuple(
+            (metric_id, Metric("AWS/States", name, arn))
+            for metric_id, name in (
+                ("failed", "ExecutionsFailed"),
+                ("timedout", "ExecutionsTimedOut"),
+                ("aborted", "ExecutionsAborted"),
+            )
+        )
+        alarms.append(
+            Alarm(
+                f"{logical_id}FailedAlarm",
+                "day-end-execution-failed",
+                "day-end-execution-failed.md",
+                "An execution of the day-end state machine (the run's parallel segment workers) did not succeed.",
+                "Any one: there is one execution a night, each worker already had two retries, and the run it "
+                "carried is left FAILED or unfinished until someone runs the date again.",
+                Expression("failed + timedout + aborted", "Executions not succeeded", ended),
+            )
+        )
+    return alarms
+
+
 def all_alarms(template: dict[str, Any], config: dict[str, Any]) -> list[Alarm]:
     return [
         *business_alarms(template),
+        *state_machine_alarms(template),
         *backup_alarms(),
         *table_alarms(template),
         *function_alarms(config),

@@ -1,6 +1,6 @@
-"""Write the generated parts of infra/template.json (every alarm, the dashboard, the functions' log
-groups and each function's ``LoggingConfig`` pointing at its group) and the threshold table of
-docs/runbook/alarms.md, from ``infra.alarms`` and ``infra.dashboard``.
+"""Write the generated parts of infra/template.json (every alarm, the dashboard, the functions' and state
+machines' log groups and each one's logging configuration pointing at its group) and the threshold table
+of docs/runbook/alarms.md, from ``infra.alarms`` and ``infra.dashboard``.
 
     python -m infra.generate          # rewrite both files
     python -m infra.generate --check  # exit 1 if either is out of date (the test suite runs this)
@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from infra import dashboard
-from infra.alarms import APP_NAME, ROOT, Alarm, all_alarms, functions, load_config, number
+from infra.alarms import APP_NAME, ROOT, Alarm, all_alarms, functions, load_config, number, state_machines
 from infra.provision import TEMPLATE_PATH, load_template
 
 GENERATED_TYPES = frozenset({"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::Logs::LogGroup"})
@@ -52,6 +52,36 @@ def log_groups(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def state_machine_log_groups(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One per state machine, under ``/aws/vendedlogs/``: Step Functions writes there through a log
+    delivery, and that prefix keeps CloudWatch's resource policy for the deliveries small."""
+    return {
+        f"{logical_id}LogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "LogGroupName": {"Fn::Sub": f"/aws/vendedlogs/states/{APP_NAME}-${{Stage}}-{logical_id}"},
+                "RetentionInDays": LOG_RETENTION_DAYS,
+            },
+        }
+        for logical_id in state_machines(template)
+    }
+
+
+def state_machine_logging(resources: dict[str, Any], template: dict[str, Any]) -> None:
+    """Errors only, without the executions' data: each failed step is logged with its error, and the
+    run's own step lines (docs/logging.md) are in the job's group."""
+    for logical_id in state_machines(template):
+        resources[logical_id]["Properties"]["LoggingConfiguration"] = {
+            "Level": "ERROR",
+            "IncludeExecutionData": False,
+            "Destinations": [
+                {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [f"{logical_id}LogGroup", "Arn"]}}}
+            ],
+        }
+
+
 def logging_configs(resources: dict[str, Any], config: dict[str, Any]) -> None:
     """Point each function (its merge-template entry, made if missing) at its group."""
     for function in functions(config):
@@ -67,7 +97,9 @@ def generated(template: dict[str, Any], config: dict[str, Any]) -> dict[str, Any
         resources[alarm.logical_id] = alarm.resource()
     resources["Dashboard"] = dashboard.resource(template, config)
     resources.update(log_groups(config))
+    resources.update(state_machine_log_groups(template))
     logging_configs(resources, config)
+    state_machine_logging(resources, template)
     return {**template, "Resources": resources}
 
 

@@ -213,15 +213,32 @@ def test_the_dashboard_is_valid_and_shows_what_the_on_call_engineer_needs(packag
     )
 
 
-def test_every_function_logs_to_its_own_group_with_a_retention(packaged: dict[str, Any]) -> None:
+def test_every_function_and_state_machine_logs_to_its_own_group_with_a_retention(packaged: dict[str, Any]) -> None:
     groups = _of_type(packaged, "AWS::Logs::LogGroup")
     functions = _of_type(packaged, "AWS::Serverless::Function")
-    assert {f"{name}LogGroup" for name in functions} == set(groups)
+    machines = _of_type(packaged, "AWS::StepFunctions::StateMachine")
+    assert machines, "the day-end state machine"
+    assert {f"{name}LogGroup" for name in [*functions, *machines]} == set(groups)
     for name, function in functions.items():
         assert function["Properties"]["LoggingConfig"] == {"LogGroup": {"Ref": f"{name}LogGroup"}}, name
-    for group in groups.values():
         # Not Lambda's default /aws/lambda/<function>: a function deployed before the stack made groups
         # already has that one, and creating it again would fail the deploy.
-        assert group["Properties"]["LogGroupName"]["Fn::Sub"].startswith("/aws/lambda/loan-crm-${Stage}/")
+        name_of_group = groups[f"{name}LogGroup"]["Properties"]["LogGroupName"]["Fn::Sub"]
+        assert name_of_group.startswith("/aws/lambda/loan-crm-${Stage}/"), name
+    for name, machine in machines.items():
+        logging = machine["Properties"]["LoggingConfiguration"]
+        assert logging["Level"] == "ERROR" and logging["IncludeExecutionData"] is False, name
+        [destination] = logging["Destinations"]
+        assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": [f"{name}LogGroup", "Arn"]}
+        name_of_group = groups[f"{name}LogGroup"]["Properties"]["LogGroupName"]["Fn::Sub"]
+        assert name_of_group.startswith("/aws/vendedlogs/states/loan-crm-${Stage}-"), name
+    for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == generate.LOG_RETENTION_DAYS
         assert group["DeletionPolicy"] == "Retain"
+
+
+def test_a_day_end_execution_that_does_not_succeed_alarms(packaged: dict[str, Any]) -> None:
+    props = _alarms(packaged)["DayEndStateMachineFailedAlarm"]
+    watched = {metric["MetricName"]: _dims(metric) for metric in _watched(props)}
+    arn = {"StateMachineArn": {"Ref": "DayEndStateMachine"}}
+    assert watched == {"ExecutionsFailed": arn, "ExecutionsTimedOut": arn, "ExecutionsAborted": arn}
