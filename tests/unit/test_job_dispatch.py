@@ -193,3 +193,83 @@ def test_the_invocation_is_asynchronous_with_the_event_as_json(monkeypatch: pyte
 def test_the_handler_reads_back_the_request_the_adapter_sent(request_: RunRequest) -> None:
     event = job_event(request_)
     assert run_request_from_event(event, business_date_from_event(event)) == request_
+
+
+# --- fan-out: the day-end state machine ------------------------------------------------------------------
+
+
+class FakeStepFunctions:
+    """The Step Functions client as far as fan-out uses it: a name starts one execution, once."""
+
+    class exceptions:
+        class ExecutionAlreadyExists(Exception):
+            pass
+
+    def __init__(self) -> None:
+        self.executions: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def start_execution(self, stateMachineArn: str, name: str, input: str) -> dict[str, Any]:
+        if name in self.executions:
+            raise self.exceptions.ExecutionAlreadyExists(name)
+        self.executions[name] = (stateMachineArn, json.loads(input))
+        return {"executionArn": f"{stateMachineArn}:{name}"}
+
+
+MACHINE = "arn:aws:states:ap-south-1:123456789012:stateMachine:loan-crm-test-day-end"
+
+
+def _plan() -> FanOut:
+    from chalicelib.domain.runs import Segment
+
+    return FanOut(YESTERDAY, "01RUN", (((Segment.scan(0, 1),),), (), ()))
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},  # chalice local, the test client, a script
+        {"DAY_END_STATE_MACHINE": MACHINE},  # a stray ARN in a developer's shell
+        {"AWS_LAMBDA_FUNCTION_NAME": "loan-crm-test-DpdJob-1"},  # on AWS, no state machine configured
+    ],
+)
+def test_without_a_state_machine_on_aws_lambda_the_run_is_not_fanned_out(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeStepFunctions()
+    monkeypatch.setattr(lambda_dispatch.boto3, "client", lambda _name: client)
+    assert LambdaJobDispatcher(environ).fan_out(_plan()) is False
+    assert client.executions == {}
+
+
+def test_on_aws_lambda_the_run_starts_one_execution_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = FakeStepFunctions()
+    monkeypatch.setattr(lambda_dispatch.boto3, "client", lambda name: client if name == "stepfunctions" else None)
+    dispatcher = LambdaJobDispatcher(
+        {"AWS_LAMBDA_FUNCTION_NAME": "loan-crm-test-DpdJob-1", "DAY_END_STATE_MACHINE": MACHINE}
+    )
+    assert dispatcher.fan_out(_plan()) is True
+    # The same attempt started again (a retried call): Step Functions refuses the name, nothing more runs.
+    assert dispatcher.fan_out(_plan()) is True
+    assert client.executions == {
+        f"day-end-{YESTERDAY.isoformat()}-01RUN": (
+            MACHINE,
+            {
+                "business_date": YESTERDAY.isoformat(),
+                "run_id": "01RUN",
+                "phases": {"loans": [["s:000:1"]], "pending_escalation": [], "reminders": []},
+            },
+        )
+    }
+
+
+def test_a_worker_failure_reaches_the_history_in_safe_words() -> None:
+    from chalicelib.jobs.lambda_handlers import DpdSegmentFailedError, worker_failure
+
+    assert worker_failure(None, "r1") is None
+    ours = {"Error": DpdSegmentFailedError.__name__, "Cause": json.dumps({"errorMessage": "UNAVAILABLE: try again"})}
+    assert worker_failure(ours, "r1") == "UNAVAILABLE: try again"
+    # Step Functions' own errors carry no detail worth showing (and a cause may name ARNs): their kind only.
+    timeout = {"Error": "States.Timeout", "Cause": "arn:aws:lambda:ap-south-1:123:function:x timed out"}
+    assert worker_failure(timeout, "r1") == (
+        "internal error (a segment worker failed: States.Timeout); see the job's logs for run r1"
+    )
