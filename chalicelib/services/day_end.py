@@ -390,16 +390,16 @@ class DayEndService:
             return RunResult(already.get(record.status, RunOutcome.FAILED), record)
         if failure is not None:
             return self._fail(business_date, run_id, failure)
-        if not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
-            # Turned off mid-run: the workers stopped; the checkpoints are kept for the next attempt.
+        left = [segment for segment, state in record.segments.items() if not state.done]
+        if left and not self.flags.read(FlagName.CRON_ENABLED, fresh=True).enabled:
+            # Turned off mid-run: the workers stopped; the checkpoints are kept for the next attempt. (A
+            # run whose work is all done completes whatever the switch says now: there is nothing to stop.)
             logger.info("day-end run skipped by CRON_ENABLED", extra={"business_date": str(business_date)})
             try:
-                return RunResult(
-                    RunOutcome.SKIPPED, self.runs.finish(business_date, run_id, RunStatus.SKIPPED, clock.now_iso())
-                )
+                skipped = self.runs.finish(business_date, run_id, RunStatus.SKIPPED, clock.now_iso())
             except LostLease:
                 return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
-        left = [segment for segment, state in record.segments.items() if not state.done]
+            return RunResult(RunOutcome.SKIPPED, skipped)
         if left:
             return self._fail(business_date, run_id, unfinished_message(len(left), len(record.segments)))
         try:

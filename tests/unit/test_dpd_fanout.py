@@ -294,3 +294,15 @@ def test_settling_with_segments_left_fails_the_run(clk: FixedClock) -> None:
     assert settled.outcome is RunOutcome.FAILED
     assert settled.record is not None and settled.record.last_error is not None
     assert "segments still to do" in settled.record.last_error
+
+
+def test_a_run_whose_work_is_all_done_completes_even_if_the_switch_went_off_at_the_end(clk: FixedClock) -> None:
+    fanned, clean, double = watch_worlds(clk)
+    fanned.run(LATER)
+    plan = double.started[0]
+    for phase in plan.phases:
+        for share in phase:
+            assert fanned.job.work(WorkItem(LATER, plan.run_id, share), lambda: 900_000) is WorkOutcome.DONE
+    fanned.flags.set(FlagName.CRON_ENABLED.value, False)
+    assert fanned.job.settle(LATER, plan.run_id).outcome is RunOutcome.COMPLETED
+    assert_same_as_clean(fanned, clean, LATER)
