@@ -110,10 +110,11 @@ payment landing during the run has the longest time to do so as well (docs/day-e
 escalation"). Reminders last, once every loan the run writes is written (docs/reminders.md)."""
 PHASE_NAMES = ("loans", "pending escalation", "reminders")
 """How the log lines name the :data:`PHASES`, in the same order."""
-SHARE_SIZES = (1, 1, 8)
-"""Segments per worker share of a fanned-out run, by phase (docs/day-end.md, "Fan-out"): a date or scan
-segment, or a pending one, can hold a night's work and gets a worker of its own; a reminder segment is
-about one query, so eight make one worker's share."""
+SHARE_SIZES = (1, 1, 1)
+"""Segments per worker share of a fanned-out run, by phase (docs/day-end.md, "Fan-out"). One each: any
+phase can hold a night's heaviest segments (the date partitions of a peak EMI date, and in the reminder
+phase the arrears partitions of that date, which hold every loan that bounced). Most reminder segments
+are a single query, but batching them would put heavy ones behind each other in one worker."""
 
 
 def reminder_segments(business_date: dt.date, shards: int) -> list[Segment]:
