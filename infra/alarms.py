@@ -538,6 +538,10 @@ def api_alarms() -> list[Alarm]:
     ]
 
 
+STATE_MACHINE_PAGES = {"DayEndStateMachine": "day-end", "ReconciliationStateMachine": "reconciliation"}
+"""Each state machine's name in its alarm and its runbook page (``<name>-execution-failed``)."""
+
+
 def state_machine_alarms(template: dict[str, Any]) -> list[Alarm]:
     """An execution that ends any way but success: failed (a worker kept failing, or the run recorded
     FAILED), timed out, or aborted by hand."""
@@ -552,14 +556,15 @@ def state_machine_alarms(template: dict[str, Any]) -> list[Alarm]:
                 ("aborted", "ExecutionsAborted"),
             )
         )
+        name = STATE_MACHINE_PAGES[logical_id]
         alarms.append(
             Alarm(
                 f"{logical_id}FailedAlarm",
-                "day-end-execution-failed",
-                "day-end-execution-failed.md",
-                "An execution of the day-end state machine (the run's parallel segment workers) did not succeed.",
-                "Any one: there is one execution a night, each worker already had two retries, and the run it "
-                "carried is left FAILED or unfinished until someone runs the date again.",
+                f"{name}-execution-failed",
+                f"{name}-execution-failed.md",
+                f"An execution of the {name} state machine (the run's parallel segment workers) did not succeed.",
+                "Any one: there is one execution a run, each worker already had two retries, and the run it "
+                "carried is left FAILED or unfinished until someone runs it again.",
                 Expression("failed + timedout + aborted", "Executions not succeeded", ended),
             )
         )

@@ -125,20 +125,25 @@ class LambdaJobDispatcher:
         state_machine = self.environ.get(STATE_MACHINE_ENV)
         if not (state_machine and self.on_aws_lambda()):
             return False
-        client = boto3.client("stepfunctions")
-        # This attempt's execution started already: Step Functions refused the duplicate, nothing to do.
-        with contextlib.suppress(client.exceptions.ExecutionAlreadyExists):
-            client.start_execution(
-                stateMachineArn=state_machine,
-                name=execution_name(plan),
-                input=json.dumps(execution_input(plan), separators=(",", ":")),
-            )
+        _start_execution(state_machine, execution_name(plan), execution_input(plan))
         return True
 
 
 RECONCILIATION_FUNCTION_ENV = "RECONCILIATION_JOB_FUNCTION"
 """Set (by the merge template) on the API's and the day-end job's functions to the reconciliation
 job's name: a manual run and the run after each day-end go there."""
+RECONCILIATION_STATE_MACHINE_ENV = "RECONCILIATION_STATE_MACHINE"
+"""Set (by the merge template) on the reconciliation job's function to its state machine's ARN: where a
+run's segments go to be worked by parallel invocations (docs/reconciliation.md, "Fan-out")."""
+
+
+def _start_execution(state_machine: str, name: str, execution: dict[str, Any]) -> None:
+    client = boto3.client("stepfunctions")
+    # This execution started already: Step Functions refused the duplicate, nothing to do.
+    with contextlib.suppress(client.exceptions.ExecutionAlreadyExists):
+        client.start_execution(
+            stateMachineArn=state_machine, name=name, input=json.dumps(execution, separators=(",", ":"))
+        )
 
 
 @dataclass
@@ -160,4 +165,12 @@ class LambdaReconciliationDispatcher:
         if not own_name:
             return False
         _invoke_async(own_name, {"run_id": run_id})
+        return True
+
+    def fan_out(self, run_id: str, segments: list[str]) -> bool:
+        """One execution per run (its id names it), each segment a Map iteration."""
+        state_machine = self.environ.get(RECONCILIATION_STATE_MACHINE_ENV)
+        if not (state_machine and self.environ.get(LAMBDA_RUNTIME_ENV)):
+            return False
+        _start_execution(state_machine, f"reconciliation-{run_id}", {"run_id": run_id, "segments": segments})
         return True

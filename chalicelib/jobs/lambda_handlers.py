@@ -113,9 +113,10 @@ class DpdRunFailedError(Exception):
     """The run for the date failed and is recorded FAILED; raised so the invocation is retried."""
 
 
-class DpdSegmentFailedError(Exception):
-    """A segment worker failed; its message is safe for the run's history (``failure_message``). Raised
-    so the state machine retries the worker, which carries its share on from the checkpoints."""
+class SegmentFailedError(Exception):
+    """A segment worker (the day-end's or the reconciliation's) failed; its message is safe for the run's
+    history (``failure_message``). Raised so the state machine retries the worker, which carries its
+    segments on from the checkpoints."""
 
 
 def _work(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _work(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         outcome = services().dpd_job.work(item, context.get_remaining_time_in_millis)
     except Exception as exc:  # logged with its traceback by the service
-        raise DpdSegmentFailedError(failure_message(exc, item.run_id)) from exc
+        raise SegmentFailedError(failure_message(exc, item.run_id)) from exc
     return work_answer(item, outcome)
 
 
@@ -133,7 +134,7 @@ def worker_failure(failure: dict[str, Any] | None, run_id: str) -> str | None:
     if not failure:
         return None
     error = str(failure.get("Error") or "unknown")
-    if error == DpdSegmentFailedError.__name__:
+    if error == SegmentFailedError.__name__:
         try:
             return str(json.loads(str(failure.get("Cause")))["errorMessage"])
         except (ValueError, KeyError, TypeError):
@@ -151,9 +152,19 @@ def _settle(execution: dict[str, Any]) -> dict[str, Any]:
 @bp.lambda_function(name="reconciliation_job")
 def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """``{"run_id": ...}`` continues a run (the API's, the day-end's, or its own hand-over);
-    ``{"trigger": ...}`` or ``{}`` (ops) starts one. Answers with the run as it stands."""
+    ``{"trigger": ...}`` or ``{}`` (ops) starts one. Answers with the run as it stands. On AWS with its
+    state machine, the function is also the segment worker (``{"step": "work", ...}``) and the last
+    step (``{"step": "settle", ...}``) of a fanned-out run (docs/reconciliation.md, "Fan-out")."""
     with _invocation("reconciliation_job", context):
         reconciliation = services().reconciliation
+        if event.get("step") == WORK_STEP:
+            return _reconcile_segment(event, context)
+        if event.get("step") == SETTLE_STEP:
+            execution = event["execution"]
+            settled = str(execution["run_id"])
+            return reconciliation_dict(
+                reconciliation.settle(settled, worker_failure(execution.get("failure"), settled))
+            )
         run_id = event.get("run_id")
         if run_id:
             run = reconciliation.run_invocation(str(run_id), context.get_remaining_time_in_millis)
@@ -162,6 +173,16 @@ def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
             started = reconciliation.begin(trigger, clock.last_completed_business_date())
             run = reconciliation.run_invocation(started.run_id, context.get_remaining_time_in_millis)
         return reconciliation_dict(run)
+
+
+def _reconcile_segment(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    run_id, segment = str(event["run_id"]), str(event["segment"])
+    continuations = int(event.get("continuations") or 0)
+    try:
+        outcome = services().reconciliation.work(run_id, segment, continuations, context.get_remaining_time_in_millis)
+    except Exception as exc:  # logged with its traceback by the service
+        raise SegmentFailedError(failure_message(exc, run_id)) from exc
+    return {**event, "continuations": continuations + 1, "outcome": outcome.value}
 
 
 @bp.lambda_function(name="reminders_job")

@@ -505,6 +505,10 @@ class RunDispatcher(Protocol):
 
     def hand_on(self, run_id: str) -> bool: ...
 
+    def fan_out(self, run_id: str, segments: list[str]) -> bool:
+        """Hand the run's unfinished segments (by name) to parallel workers; False: none here."""
+        ...
+
 
 # --- collector scoring (docs/scoring.md) ------------------------------------------------------------------
 

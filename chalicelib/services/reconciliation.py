@@ -3,7 +3,10 @@ report what does not hold. It never changes the ledger; people repair, then rebu
 
 A run is split like the day-end run: parallel scan segments of the loans, the payments and the UTR
 claims, each checkpointed after every page, so that any time budget makes progress and a run can be
-continued by another invocation. Each page's findings and its share of the recount go into the
+continued by another invocation. On AWS with its state machine configured, a run's segments are worked
+by parallel invocations instead, one segment each, as the day-end run's are (docs/reconciliation.md,
+"Fan-out"); a segment needs no claim of its own, because its checkpoint already refuses a worker that
+is behind. Each page's findings and its share of the recount go into the
 segment's checkpoint; the run finishes by summing the shares and comparing them with the counters.
 
 Writes go on while a run reads, so two precautions keep a clean book reported clean:
@@ -54,7 +57,7 @@ from chalicelib.domain.reconciliation import (
     months_checked,
 )
 from chalicelib.domain.roles import ADMIN_ONLY
-from chalicelib.domain.runs import MAX_CONTINUATIONS
+from chalicelib.domain.runs import MAX_CONTINUATIONS, WorkOutcome
 from chalicelib.domain.scoring import (
     COLLECTED,
     FAILED_LABEL,
@@ -105,6 +108,9 @@ class RunHere:
         return False
 
     def hand_on(self, run_id: str) -> bool:
+        return False
+
+    def fan_out(self, run_id: str, segments: list[str]) -> bool:
         return False
 
 
@@ -188,6 +194,9 @@ class ReconciliationService:
         """One invocation's share of a run; while it stops for time and no other invocation can be
         started, carry on here with a fresh budget of the same size (as the day-end run does)."""
         budget_ms = int(time_left_ms()) if time_left_ms is not None else None
+        fanned = self._fan_out(run_id)
+        if fanned is not None:
+            return fanned
         run, continuing = self._logged_invoke(run_id, time_left_ms)
         while continuing:
             if self.dispatcher.hand_on(run_id):
@@ -195,10 +204,72 @@ class ReconciliationService:
             run, continuing = self._logged_invoke(run_id, fresh_budget(budget_ms) if budget_ms is not None else None)
         return run
 
+    def _fan_out(self, run_id: str) -> ReconciliationRun | None:
+        """Hand the run's unfinished segments to parallel workers if the dispatcher can (AWS with the
+        state machine); the run as it stands then, else None (the caller works it here)."""
+        run = self.runs.get(run_id)
+        if run is None or run.status is not ReconciliationStatus.RUNNING:
+            return None
+        todo = [segment.name for segment in self.runs.segments(run_id) if not segment.done]
+        if not todo or not self.dispatcher.fan_out(run_id, todo):
+            return None
+        logger.info("reconciliation run fanned out", extra={"run_id": run_id, "segments_left": len(todo)})
+        return run
+
+    def work(
+        self, run_id: str, segment_name: str, continuations: int, time_left_ms: Callable[[], int] | None
+    ) -> WorkOutcome:
+        """One worker's invocation in a fanned-out run: its one segment, page after page, until done or
+        the budget is spent. ``STOPPED`` when the run is over or another invocation is ahead on the
+        segment (its checkpoint refused this one's); an error is raised, and the state machine retries.
+        ``continuations``: this segment's invocations so far, bounded like a chain of hand-overs."""
+        run = self.runs.get(run_id)
+        if run is None or run.status is not ReconciliationStatus.RUNNING:
+            return WorkOutcome.STOPPED
+        [segment] = [s for s in self.runs.segments(run_id) if s.name == segment_name]
+        try:
+            ahead = not self._segment(run, segment, Budget.start(time_left_ms), self._reassignments(run))
+        except Exception:
+            logger.exception("reconciliation segment worker failed", extra={"run_id": run_id, "segment": segment_name})
+            raise
+        if ahead:
+            return WorkOutcome.STOPPED
+        if segment.done:
+            return WorkOutcome.DONE
+        if continuations >= MAX_CONTINUATIONS:
+            self._fail(
+                run, f"segment {segment_name} was invoked {MAX_CONTINUATIONS} times and is not done; start a new run"
+            )
+            return WorkOutcome.STOPPED
+        return WorkOutcome.MORE
+
+    def settle(self, run_id: str, failure: str | None = None) -> ReconciliationRun:
+        """The last step of a fanned-out run: sum the segments and finish it, or record why not.
+        ``failure``: a worker kept failing after the state machine's retries (safe to show)."""
+        started = time.monotonic()
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFound(f"reconciliation run {run_id} not found")
+        if run.status is ReconciliationStatus.RUNNING:
+            stored = self.runs.segments(run_id)
+            left = [s for s in stored if not s.done]
+            if failure is not None:
+                run = self._fail(run, failure)
+            elif left:
+                run = self._fail(run, f"the workers stopped with {len(left)} of {len(stored)} segments still to do")
+            else:
+                run = self._finish(run, stored)
+        self._log(run, False, started)
+        return run
+
     def _logged_invoke(self, run_id: str, time_left_ms: Callable[[], int] | None) -> tuple[ReconciliationRun, bool]:
         """:meth:`_invoke`, with the one line it is worth to on-call: what the run stands at after it."""
         started = time.monotonic()
         run, continuing = self._invoke(run_id, time_left_ms)
+        self._log(run, continuing, started)
+        return run, continuing
+
+    def _log(self, run: ReconciliationRun, continuing: bool, started: float) -> None:
         outcome = "CONTINUING" if continuing else run.status.value
         logger.log(
             logging.WARNING if run.status is ReconciliationStatus.FAILED else logging.INFO,
@@ -216,7 +287,6 @@ class ReconciliationService:
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
             },
         )
-        return run, continuing
 
     # --- a run ----------------------------------------------------------------------------------------
 
@@ -301,9 +371,9 @@ class ReconciliationService:
 
     def _segment(
         self, run: ReconciliationRun, segment: SegmentProgress, budget: Budget, reassignments: Reassignments
-    ) -> None:
+    ) -> bool:
         """Page after page until done or out of time; stop at once if another invocation of the run is
-        ahead on this segment (its checkpoint wins)."""
+        ahead on this segment (its checkpoint wins): False then."""
         while not segment.done and not budget.spent():
             found, checked, partial, cursor = self._page(run, segment, reassignments)
             segment.cursor, segment.done = cursor, cursor is None
@@ -316,8 +386,9 @@ class ReconciliationService:
             _merge(merged, partial)
             segment.partial = merged
             if not self.runs.checkpoint(run.run_id, segment):
-                return
+                return False
             budget.progressed.set()
+        return True
 
     def _page(
         self, run: ReconciliationRun, segment: SegmentProgress, reassignments: Reassignments

@@ -237,8 +237,9 @@ def test_every_function_and_state_machine_logs_to_its_own_group_with_a_retention
         assert group["DeletionPolicy"] == "Retain"
 
 
-def test_a_day_end_execution_that_does_not_succeed_alarms(packaged: dict[str, Any]) -> None:
-    props = _alarms(packaged)["DayEndStateMachineFailedAlarm"]
+@pytest.mark.parametrize("machine", ["DayEndStateMachine", "ReconciliationStateMachine"])
+def test_an_execution_that_does_not_succeed_alarms(packaged: dict[str, Any], machine: str) -> None:
+    props = _alarms(packaged)[f"{machine}FailedAlarm"]
     watched = {metric["MetricName"]: _dims(metric) for metric in _watched(props)}
-    arn = {"StateMachineArn": {"Ref": "DayEndStateMachine"}}
+    arn = {"StateMachineArn": {"Ref": machine}}
     assert watched == {"ExecutionsFailed": arn, "ExecutionsTimedOut": arn, "ExecutionsAborted": arn}

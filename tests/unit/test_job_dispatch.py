@@ -263,13 +263,32 @@ def test_on_aws_lambda_the_run_starts_one_execution_per_attempt(monkeypatch: pyt
 
 
 def test_a_worker_failure_reaches_the_history_in_safe_words() -> None:
-    from chalicelib.jobs.lambda_handlers import DpdSegmentFailedError, worker_failure
+    from chalicelib.jobs.lambda_handlers import SegmentFailedError, worker_failure
 
     assert worker_failure(None, "r1") is None
-    ours = {"Error": DpdSegmentFailedError.__name__, "Cause": json.dumps({"errorMessage": "UNAVAILABLE: try again"})}
+    ours = {"Error": SegmentFailedError.__name__, "Cause": json.dumps({"errorMessage": "UNAVAILABLE: try again"})}
     assert worker_failure(ours, "r1") == "UNAVAILABLE: try again"
     # Step Functions' own errors carry no detail worth showing (and a cause may name ARNs): their kind only.
     timeout = {"Error": "States.Timeout", "Cause": "arn:aws:lambda:ap-south-1:123:function:x timed out"}
     assert worker_failure(timeout, "r1") == (
         "internal error (a segment worker failed: States.Timeout); see the job's logs for run r1"
     )
+
+
+def test_a_reconciliation_fans_out_only_on_aws_lambda_with_its_state_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.adapters.lambda_dispatch import LambdaReconciliationDispatcher
+
+    client = FakeStepFunctions()
+    monkeypatch.setattr(lambda_dispatch.boto3, "client", lambda _name: client)
+    machine = MACHINE.replace("day-end", "reconciliation")
+    assert (
+        LambdaReconciliationDispatcher({"RECONCILIATION_STATE_MACHINE": machine}).fan_out("01R", ["loans:0:8"]) is False
+    )
+    on_lambda = {
+        "AWS_LAMBDA_FUNCTION_NAME": "loan-crm-test-ReconciliationJob-1",
+        "RECONCILIATION_STATE_MACHINE": machine,
+    }
+    dispatcher = LambdaReconciliationDispatcher(on_lambda)
+    assert dispatcher.fan_out("01R", ["loans:0:8"]) is True
+    assert dispatcher.fan_out("01R", ["loans:0:8"]) is True  # the same run again: refused by its name
+    assert client.executions == {"reconciliation-01R": (machine, {"run_id": "01R", "segments": ["loans:0:8"]})}

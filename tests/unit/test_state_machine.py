@@ -120,7 +120,10 @@ def test_the_machine_invokes_only_the_job_and_the_job_may_start_only_the_machine
     for stage in ("dev", "prod"):
         policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text(encoding="utf-8"))
         [start] = [s for s in policy["Statement"] if "states:StartExecution" in s["Action"]]
-        assert start["Resource"] == [f"arn:aws:states:*:*:stateMachine:loan-crm-{stage}-day-end"]
+        assert start["Resource"] == [
+            f"arn:aws:states:*:*:stateMachine:loan-crm-{stage}-day-end",
+            f"arn:aws:states:*:*:stateMachine:loan-crm-{stage}-reconciliation",
+        ]
 
 
 def test_the_execution_input_is_what_the_maps_read_and_its_name_is_one_per_attempt() -> None:
@@ -153,3 +156,41 @@ def test_the_execution_input_is_what_the_maps_read_and_its_name_is_one_per_attem
     answer = lambda_dispatch.work_answer(item, WorkOutcome.MORE)
     assert lambda_dispatch.work_item_from_event(answer) == WorkItem(day, "01RUN", (Segment.pending(0),), 1)
     assert answer["outcome"] == "MORE"
+
+
+def test_the_reconciliation_machine_works_every_segment_in_parallel_then_settles(resources: dict[str, Any]) -> None:
+    from chalicelib.domain.reconciliation import ReconciliationStatus
+
+    machine = resources["ReconciliationStateMachine"]["Properties"]
+    definition = json.loads(json.dumps(machine["Definition"]))
+    assert _main_path(definition) == ["Segments", "Settle", "RunOutcome"]
+    segments = definition["States"]["Segments"]
+    assert segments["Type"] == "Map" and segments["ItemsPath"] == "$.segments" and segments["ResultPath"] is None
+    assert segments["ItemSelector"] == {
+        "step": lambda_dispatch.WORK_STEP,
+        "run_id.$": "$.run_id",
+        "segment.$": "$$.Map.Item.Value",
+        "continuations": 0,
+    }
+    assert segments["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Settle"}]
+    states = segments["ItemProcessor"]["States"]
+    choice = states[states["Work"]["Next"]]
+    # No claim, so no BUSY: a worker behind on its segment stops (its checkpoint is refused).
+    assert {c["StringEquals"]: c["Next"] for c in choice["Choices"]} == {WorkOutcome.MORE.value: "Work"}
+    settle = definition["States"]["Settle"]
+    assert settle["Parameters"] == {"step": lambda_dispatch.SETTLE_STEP, "execution.$": "$"}
+    [failed] = definition["States"]["RunOutcome"]["Choices"]
+    assert failed["Variable"] == "$.status" and failed["StringEquals"] == ReconciliationStatus.FAILED.value
+    worker = {"Fn::GetAtt": ["ReconciliationJob", "Arn"]}
+    assert machine["DefinitionSubstitutions"] == {"ReconciliationFunction": worker}
+    role = resources["ReconciliationStateMachineRole"]["Properties"]
+    invoke = [
+        s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if "lambda:InvokeFunction" in s["Action"]
+    ]
+    assert [s["Resource"] for s in invoke] == [[worker, {"Fn::Sub": "${ReconciliationJob.Arn}:*"}]]
+    arn = resources["ReconciliationJob"]["Properties"]["Environment"]["Variables"]["RECONCILIATION_STATE_MACHINE"]
+    assert arn["Fn::Sub"].endswith(":stateMachine:loan-crm-${Stage}-reconciliation")
+    for stage in ("dev", "prod"):
+        policy = json.loads((ROOT / ".chalice" / f"policy-{stage}.json").read_text(encoding="utf-8"))
+        [start] = [s for s in policy["Statement"] if "states:StartExecution" in s["Action"]]
+        assert f"arn:aws:states:*:*:stateMachine:loan-crm-{stage}-reconciliation" in start["Resource"]

@@ -1,0 +1,118 @@
+"""A reconciliation run fanned out (docs/reconciliation.md, "Fan-out") through its Lambda entry point, on
+moto: on AWS Lambda with its state machine configured the run goes to moto's Step Functions, and the
+template's own definition, run by a small interpreter (tests/asl.py), drives the reconciliation function
+through ``chalice.test.Client`` to the report a run in one process gives. Two workers on one segment:
+the one behind stops, and the segment is counted once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from chalicelib.adapters.lambda_dispatch import RECONCILIATION_STATE_MACHINE_ENV
+from chalicelib.domain.runs import WorkOutcome
+from chalicelib.jobs.lambda_handlers import reconciliation_job
+from chalicelib.services.budget import Budget
+from chalicelib.wiring import services
+from infra.provision import load_template
+from tests.asl import Interpreter
+from tests.integration.api_helpers import (
+    Api,
+    api_fixture,  # noqa: F401 - the `api` fixture
+)
+from tests.integration.test_reconciliation import PAID_EVERY, NoTimeLeft, counts, seed_book
+
+FUNCTION_ARN = "arn:aws:lambda:ap-south-1:123456789012:function:loan-crm-test-ReconciliationJob-1"
+BOOK = 40
+
+
+def _definition() -> dict[str, Any]:
+    machine = load_template()["Resources"]["ReconciliationStateMachine"]["Properties"]
+    definition: dict[str, Any] = json.loads(
+        json.dumps(machine["Definition"]).replace("${ReconciliationFunction}", FUNCTION_ARN)
+    )
+    return definition
+
+
+def _on_aws(api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    sfn = boto3.client("stepfunctions")
+    machine = sfn.create_state_machine(
+        name=f"loan-crm-{api.stage}-reconciliation",
+        definition=json.dumps(_definition()),
+        roleArn="arn:aws:iam::123456789012:role/loan-crm-test-reconciliation",
+    )["stateMachineArn"]
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "loan-crm-test-ReconciliationJob-1")
+    monkeypatch.setenv(RECONCILIATION_STATE_MACHINE_ENV, machine)
+    return sfn, machine
+
+
+def test_on_aws_the_template_s_state_machine_finishes_the_run_as_one_process_would(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_book(BOOK)
+    direct = services().reconciliation.start("direct")  # in this process: the reference
+    sfn, machine = _on_aws(api, monkeypatch)
+
+    started = reconciliation_job({"trigger": "ops"}, NoTimeLeft())
+    assert started["status"] == "RUNNING" and started["loans_checked"] == 0
+    [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+    assert execution["name"] == f"reconciliation-{started['run_id']}"
+    execution_input = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert execution_input["run_id"] == started["run_id"] and len(execution_input["segments"]) == 3 * 8
+    # The same run's event again (a retried delivery): Step Functions refuses a second execution.
+    assert reconciliation_job({"run_id": started["run_id"]}, NoTimeLeft())["status"] == "RUNNING"
+    assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
+
+    def invoke(resource: str, payload: Any) -> Any:
+        assert resource == FUNCTION_ARN
+        return api.client.lambda_.invoke("reconciliation_job", payload).payload
+
+    finished = Interpreter(invoke).execute(_definition(), execution_input)
+    assert finished.status == "SUCCEEDED", finished
+    report = finished.output
+    assert report["run_id"] == started["run_id"]
+    reference = {
+        "status": direct.status.value,
+        "loans_checked": direct.loans_checked,
+        "payments_checked": direct.payments_checked,
+        "claims_checked": direct.claims_checked,
+        "mismatch_count": direct.mismatch_count,
+        "mismatches": [m.as_dict() for m in direct.mismatches or []],
+    }
+    assert counts(report) == counts(reference) == ("COMPLETED", BOOK, BOOK // PAID_EVERY, BOOK // PAID_EVERY, 0, [])
+
+
+def test_a_second_worker_on_a_segment_stops_and_the_segment_counts_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state machine retrying a worker whose first attempt still runs: both read the same page, the
+    one that checkpoints second is refused (a segment's pages only grow) and stops."""
+    seed_book(BOOK)
+    _on_aws(api, monkeypatch)
+    started = reconciliation_job({"trigger": "ops"}, NoTimeLeft())
+    run_id = started["run_id"]
+    reconciliation = services().reconciliation
+    segment = reconciliation.runs.segments(run_id)[0]
+    stale = reconciliation.runs.segments(run_id)[0]  # the retry's copy, read before the first one's page
+    assert reconciliation.work(run_id, segment.name, 0, lambda: 900_000) is WorkOutcome.DONE
+    # The retry works from the same start: its checkpoint is refused, it stops.
+    assert not reconciliation._segment(reconciliation.runs.get(run_id), stale, Budget.start(None), {})
+    assert reconciliation.work(run_id, segment.name, 1, lambda: 0) is WorkOutcome.DONE
+    stored = next(s for s in reconciliation.runs.segments(run_id) if s.name == segment.name)
+    assert stored.checked == segment_size(reconciliation, run_id, segment.name)
+
+
+def segment_size(reconciliation: Any, run_id: str, name: str) -> int:
+    """What one clean pass over the segment checks."""
+    source, index, total = name.split(":")
+    ledger = reconciliation.ledger
+    reader = {"loans": ledger.loans_segment, "payments": ledger.payments_segment, "claims": ledger.claims_segment}
+    count, cursor = 0, None
+    while True:
+        items, cursor = reader[source](int(index), int(total), cursor)
+        count += len(items)
+        if cursor is None:
+            return count
