@@ -36,12 +36,12 @@ MERGE_TEMPLATE = ROOT / "infra" / "template.json"
 CODE_ZIP = "deployment.zip"
 
 
-AWS_SERVICES = frozenset({"dynamodb", "lambda", "sns", "ssm", "sts"})
+AWS_SERVICES = frozenset({"dynamodb", "lambda", "sns", "ssm", "stepfunctions", "sts"})
 """The AWS services the functions call: DynamoDB (PynamoDB), SSM (the flags and secrets), SNS (alerts and
-reminders), Lambda (starting the jobs) and STS (kept for the credential chain). botocore ships a model for
-every AWS service, about 22 MB of the package; the build keeps these only. A client for any other service
-fails with ``UnknownServiceError`` in the deployed function, so ``tests/unit/test_package.py`` checks
-every client the code makes against this list."""
+reminders), Lambda (starting the jobs), Step Functions (fanning a run out) and STS (kept for the
+credential chain). botocore ships a model for every AWS service, about 22 MB of the package; the build
+keeps these only. A client for any other service fails with ``UnknownServiceError`` in the deployed
+function, so ``tests/unit/test_package.py`` checks every client the code makes against this list."""
 
 
 class PackageError(Exception):
