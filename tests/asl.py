@@ -17,6 +17,22 @@ from typing import Any
 Invoke = Callable[[str, Any], Any]
 
 
+def state_machine_on_aws(
+    monkeypatch: Any, name: str, definition: Any, env_name: str, function_name: str
+) -> tuple[Any, str]:
+    """The state machine created in moto and named to the job's function, which runs as on AWS Lambda:
+    the Step Functions client and the machine's ARN."""
+    import boto3
+
+    sfn = boto3.client("stepfunctions")
+    machine: str = sfn.create_state_machine(
+        name=name, definition=json.dumps(definition), roleArn=f"arn:aws:iam::123456789012:role/{name}"
+    )["stateMachineArn"]
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", function_name)
+    monkeypatch.setenv(env_name, machine)
+    return sfn, machine
+
+
 @dataclass
 class Execution:
     status: str

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.adapters.lambda_dispatch import STATE_MACHINE_ENV
@@ -20,7 +19,7 @@ from chalicelib.domain.runs import RunStatus
 from chalicelib.jobs.lambda_handlers import dpd_job
 from chalicelib.wiring import services
 from infra.provision import load_template
-from tests.asl import Interpreter
+from tests.asl import Interpreter, state_machine_on_aws
 from tests.integration.api_helpers import (
     YESTERDAY,
     Api,
@@ -64,19 +63,17 @@ def test_under_the_test_client_the_run_is_worked_here_even_with_a_state_machine_
     assert (run["loans_scanned"], run["loans_updated"], run["escalated"]) == expected
 
 
+def _on_aws(api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    name = f"loan-crm-{api.stage}-day-end"
+    return state_machine_on_aws(monkeypatch, name, _definition(), STATE_MACHINE_ENV, "loan-crm-test-DpdJob-1")
+
+
 def test_on_aws_the_template_s_state_machine_drives_the_job_function_to_a_completed_run(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = _expected(40)
     one_segment_at_a_time(monkeypatch)
-    sfn = boto3.client("stepfunctions")
-    machine = sfn.create_state_machine(
-        name=f"loan-crm-{api.stage}-day-end",
-        definition=json.dumps(_definition()),
-        roleArn="arn:aws:iam::123456789012:role/loan-crm-test-day-end",
-    )["stateMachineArn"]
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "loan-crm-test-DpdJob-1")
-    monkeypatch.setenv(STATE_MACHINE_ENV, machine)
+    sfn, machine = _on_aws(api, monkeypatch)
 
     # The coordinator: the scheduler's event, on AWS Lambda.
     first = dpd_job({"scheduled_time": "2026-03-14T19:00:00Z"}, LambdaContext())
@@ -117,14 +114,7 @@ def test_a_worker_that_keeps_failing_fails_the_execution_and_records_why(
 ) -> None:
     seed_book(20)
     one_segment_at_a_time(monkeypatch)
-    sfn = boto3.client("stepfunctions")
-    machine = sfn.create_state_machine(
-        name=f"loan-crm-{api.stage}-day-end",
-        definition=json.dumps(_definition()),
-        roleArn="arn:aws:iam::123456789012:role/loan-crm-test-day-end",
-    )["stateMachineArn"]
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "loan-crm-test-DpdJob-1")
-    monkeypatch.setenv(STATE_MACHINE_ENV, machine)
+    sfn, machine = _on_aws(api, monkeypatch)
     assert dpd_job({"business_date": YESTERDAY}, LambdaContext())["outcome"] == "FANNED_OUT"
     [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
     execution_input = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import pytest
 
 from chalicelib.adapters.lambda_dispatch import RECONCILIATION_STATE_MACHINE_ENV
@@ -18,7 +17,7 @@ from chalicelib.jobs.lambda_handlers import reconciliation_job
 from chalicelib.services.budget import Budget
 from chalicelib.wiring import services
 from infra.provision import load_template
-from tests.asl import Interpreter
+from tests.asl import Interpreter, state_machine_on_aws
 from tests.integration.api_helpers import (
     Api,
     api_fixture,  # noqa: F401 - the `api` fixture
@@ -38,15 +37,9 @@ def _definition() -> dict[str, Any]:
 
 
 def _on_aws(api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
-    sfn = boto3.client("stepfunctions")
-    machine = sfn.create_state_machine(
-        name=f"loan-crm-{api.stage}-reconciliation",
-        definition=json.dumps(_definition()),
-        roleArn="arn:aws:iam::123456789012:role/loan-crm-test-reconciliation",
-    )["stateMachineArn"]
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "loan-crm-test-ReconciliationJob-1")
-    monkeypatch.setenv(RECONCILIATION_STATE_MACHINE_ENV, machine)
-    return sfn, machine
+    name = f"loan-crm-{api.stage}-reconciliation"
+    function = "loan-crm-test-ReconciliationJob-1"
+    return state_machine_on_aws(monkeypatch, name, _definition(), RECONCILIATION_STATE_MACHINE_ENV, function)
 
 
 def test_on_aws_the_template_s_state_machine_finishes_the_run_as_one_process_would(
