@@ -9,7 +9,7 @@ standing payments are replayed without it (``domain.ledger``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chalicelib.domain.schedule import Instalment
 
@@ -62,13 +62,7 @@ def apply_payment(schedule: Sequence[Instalment], amount_paise: int) -> tuple[tu
         principal = min(remaining, inst.principal_paise - inst.paid_principal_paise)
         remaining -= principal
         lines.append(AllocationLine(inst.seq, interest, principal))
-        updated.append(
-            replace(
-                inst,
-                paid_interest_paise=inst.paid_interest_paise + interest,
-                paid_principal_paise=inst.paid_principal_paise + principal,
-            )
-        )
+        updated.append(inst.with_paid(inst.paid_principal_paise + principal, inst.paid_interest_paise + interest))
     updated.sort(key=lambda i: i.seq)
     return tuple(updated), Allocation(tuple(lines))
 

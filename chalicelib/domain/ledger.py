@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chalicelib.domain.allocation import Allocation, apply_payment
 from chalicelib.domain.delinquency import Delinquency, assess_after
@@ -100,4 +100,4 @@ def allocate(
 
 
 def _unpaid(schedule: Sequence[Instalment]) -> tuple[Instalment, ...]:
-    return tuple(replace(i, paid_principal_paise=0, paid_interest_paise=0) for i in schedule)
+    return tuple(i.with_paid(0, 0) for i in schedule)

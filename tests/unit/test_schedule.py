@@ -458,3 +458,21 @@ def test_instalment_refuses_impossible_amounts(
 ) -> None:
     with pytest.raises(ValueError):
         Instalment(1, FIRST_DUE, *amounts)
+
+
+def test_with_paid_is_replace_of_the_paid_amounts() -> None:
+    # with_paid builds the copy field by field for speed; a field added to Instalment must be carried.
+    assert [f.name for f in dataclasses.fields(Instalment)] == [
+        "seq",
+        "due_date",
+        "principal_paise",
+        "interest_paise",
+        "paid_principal_paise",
+        "paid_interest_paise",
+    ]
+    inst = Instalment(3, dt.date(2026, 5, 5), 10_000, 2_500, 4_000, 2_500)
+    assert inst.with_paid(7_000, 1_000) == dataclasses.replace(
+        inst, paid_principal_paise=7_000, paid_interest_paise=1_000
+    )
+    with pytest.raises(ValueError):
+        inst.with_paid(10_001, 0)  # still validated
