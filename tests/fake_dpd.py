@@ -179,7 +179,7 @@ class InMemoryRunStore:
     ) -> RunRecord:
         with self.lock:
             record = self._owned(business_date, run_id)
-            if record is None:
+            if record is None or record.status is not RunStatus.RUNNING:  # as the store: only a running run
                 raise LostLease(business_date.isoformat())
             record.status = status
             record.finished_at = now_iso

@@ -162,9 +162,10 @@ def reconciliation_job(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if event.get("step") == SETTLE_STEP:
             execution = event["execution"]
             settled = str(execution["run_id"])
-            return reconciliation_dict(
-                reconciliation.settle(settled, worker_failure(execution.get("failure"), settled))
-            )
+            run = reconciliation.settle(settled, worker_failure(execution.get("failure"), settled))
+            # Only what the state machine reads: the whole run carries up to 500 mismatches, which could
+            # pass Step Functions' 256 KB limit on a state's output and fail the execution for it.
+            return {"run_id": run.run_id, "status": run.status.value}
         run_id = event.get("run_id")
         if run_id:
             run = reconciliation.run_invocation(str(run_id), context.get_remaining_time_in_millis)

@@ -333,6 +333,13 @@ class DayEndService:
             return self._worked(item, WorkOutcome.STOPPED, None, "the run is no longer this attempt's")
         except SegmentBusy:
             return self._again(item, WorkOutcome.BUSY, None)
+        if _earlier_phase_unfinished(record, item.segments):
+            # The state machine runs the phases in order, but a phase's workers that all stopped (the switch
+            # turned off and on again) still let it move to the next. Pending escalation and reminders must
+            # never run before the date segments are done (docs/day-end.md, "Fan-out"): stop, and the settle
+            # step records the run as not finished; a rerun resumes it in order.
+            self.runs.release_claims(item.business_date, item.run_id, item.segments, worker)
+            return self._worked(item, WorkOutcome.STOPPED, None, "an earlier phase is not finished")
         invocation = _Invocation(
             item.business_date,
             item.run_id,
@@ -404,7 +411,7 @@ class DayEndService:
         if left:
             return self._fail(business_date, run_id, unfinished_message(len(left), len(record.segments)))
         try:
-            final = self.runs.finish(business_date, run_id, RunStatus.COMPLETED, clock.now_iso())
+            final = self._finish_completed(business_date, run_id)
         except LostLease:
             return RunResult(RunOutcome.IN_PROGRESS, self.runs.get(business_date))
         return self._completed(business_date, final)
@@ -506,7 +513,7 @@ class DayEndService:
             self._work_by_phase(invocation)
             left = invocation.unfinished()
             if not left:
-                final = self.runs.finish(business_date, run_id, RunStatus.COMPLETED, clock.now_iso())
+                final = self._finish_completed(business_date, run_id)
             elif invocation.record.continuations < MAX_CONTINUATIONS:
                 return self._hand_over(invocation)
         except LostLease:
@@ -533,6 +540,24 @@ class DayEndService:
                 self._work(invocation, todo)
                 if not any(segment.kind in kinds for segment in invocation.unfinished()):
                     _log_phase(invocation, name, kinds, started)
+
+    def _finish_completed(self, business_date: dt.date, run_id: str) -> RunRecord:
+        """Record the run COMPLETED. Only a running run can be finished, once, so a write whose answer was
+        lost after it applied (or whose retry then found the run finished) would otherwise look like a
+        failure. It is recognised by its own finishing time on the record: this invocation completed the
+        run, and the completed run's metrics and follow-ups are this invocation's to do."""
+        now = clock.now_iso()
+        try:
+            return self.runs.finish(business_date, run_id, RunStatus.COMPLETED, now)
+        except Exception:
+            record = self.runs.get(business_date)
+            if record is not None and (record.run_id, record.status, record.finished_at) == (
+                run_id,
+                RunStatus.COMPLETED,
+                now,
+            ):
+                return record
+            raise
 
     def _hand_over(self, invocation: _Invocation) -> RunResult:
         self.runs.release(invocation.business_date, invocation.run_id)
@@ -862,6 +887,16 @@ def _log_finished(
             fields["run_seconds"] = _run_seconds(record)
     log = logger.warning if outcome in (RunOutcome.FAILED, "ERROR") else logger.info
     log("day-end run finished", extra=fields)
+
+
+def _phase(segment: Segment) -> int:
+    return next(n for n, kinds in enumerate(PHASES) if segment.kind in kinds)
+
+
+def _earlier_phase_unfinished(record: RunRecord, share: tuple[Segment, ...]) -> bool:
+    """Whether a segment of a phase before the share's own is still to do."""
+    first = min(_phase(segment) for segment in share)
+    return any(not state.done and _phase(segment) < first for segment, state in record.segments.items())
 
 
 def _refuse_a_date_not_ended(business_date: dt.date) -> None:

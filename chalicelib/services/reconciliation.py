@@ -233,9 +233,22 @@ class ReconciliationService:
             logger.exception("reconciliation segment worker failed", extra={"run_id": run_id, "segment": segment_name})
             raise
         if ahead:
-            return WorkOutcome.STOPPED
+            # Another invocation of this segment checkpointed first (Step Functions retried this worker while
+            # the first attempt lived). The first one's answer reaches nobody, so this one must not end the
+            # segment's iteration: ask to be invoked again, and carry on from the stored checkpoint.
+            current = self.runs.get(run_id)
+            if current is None or current.status is not ReconciliationStatus.RUNNING:
+                return WorkOutcome.STOPPED
+            [stored] = [s for s in self.runs.segments(run_id) if s.name == segment_name]
+            if stored.done:
+                return WorkOutcome.DONE
+            return self._bounded(run, segment_name, continuations)
         if segment.done:
             return WorkOutcome.DONE
+        return self._bounded(run, segment_name, continuations)
+
+    def _bounded(self, run: ReconciliationRun, segment_name: str, continuations: int) -> WorkOutcome:
+        """Invoke the segment again (``MORE``) within the bound a chain of hand-overs has; past it the run fails."""
         if continuations >= MAX_CONTINUATIONS:
             self._fail(
                 run, f"segment {segment_name} was invoked {MAX_CONTINUATIONS} times and is not done; start a new run"

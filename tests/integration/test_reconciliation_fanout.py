@@ -15,6 +15,7 @@ from chalicelib.adapters.lambda_dispatch import RECONCILIATION_STATE_MACHINE_ENV
 from chalicelib.domain.runs import WorkOutcome
 from chalicelib.jobs.lambda_handlers import reconciliation_job
 from chalicelib.services.budget import Budget
+from chalicelib.services.views import reconciliation_dict
 from chalicelib.wiring import services
 from infra.provision import load_template
 from tests.asl import Interpreter, state_machine_on_aws
@@ -65,8 +66,10 @@ def test_on_aws_the_template_s_state_machine_finishes_the_run_as_one_process_wou
 
     finished = Interpreter(invoke).execute(_definition(), execution_input)
     assert finished.status == "SUCCEEDED", finished
-    report = finished.output
-    assert report["run_id"] == started["run_id"]
+    assert finished.output == {"run_id": started["run_id"], "status": "COMPLETED"}  # only what the machine reads
+    settled = services().reconciliation.runs.get(started["run_id"])
+    assert settled is not None
+    report = reconciliation_dict(settled)
     reference = {
         "status": direct.status.value,
         "loans_checked": direct.loans_checked,
@@ -109,3 +112,34 @@ def segment_size(reconciliation: Any, run_id: str, name: str) -> int:
         count += len(items)
         if cursor is None:
             return count
+
+
+def test_a_retry_refused_by_a_live_first_attempt_asks_to_be_invoked_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt's answer reaches nobody once Step Functions has retried it: the retry, refused
+    because the first one checkpointed first, must keep the segment's iteration going (MORE), not end it
+    with the segment unfinished (the run would then be recorded FAILED for nothing)."""
+    from chalicelib.adapters.dynamodb import reconciliation as stored_pages
+
+    monkeypatch.setattr(stored_pages, "PAGE_SIZE", 2)  # several pages a segment
+    seed_book(BOOK)
+    _on_aws(api, monkeypatch)
+    run_id = reconciliation_job({"trigger": "ops"}, NoTimeLeft())["run_id"]
+    reconciliation = services().reconciliation
+    name = max(
+        (s.name for s in reconciliation.runs.segments(run_id)),
+        key=lambda n: segment_size(reconciliation, run_id, n),
+    )
+    stale = reconciliation.runs.segments(run_id)  # what the retry read before the first attempt's page
+    assert reconciliation.work(run_id, name, 0, lambda: 0) is WorkOutcome.MORE  # the first: one page
+    fresh = reconciliation.runs.segments
+    reads = iter([stale])
+    monkeypatch.setattr(reconciliation.runs, "segments", lambda rid: next(reads, None) or fresh(rid))
+    assert reconciliation.work(run_id, name, 1, lambda: 0) is WorkOutcome.MORE  # refused, not done: again
+    invocations = 2
+    while reconciliation.work(run_id, name, invocations, lambda: 900_000) is not WorkOutcome.DONE:
+        invocations += 1
+        assert invocations < 10
+    stored = next(s for s in reconciliation.runs.segments(run_id) if s.name == name)
+    assert stored.checked == segment_size(reconciliation, run_id, name)

@@ -306,3 +306,37 @@ def test_a_run_whose_work_is_all_done_completes_even_if_the_switch_went_off_at_t
     fanned.flags.set(FlagName.CRON_ENABLED.value, False)
     assert fanned.job.settle(LATER, plan.run_id).outcome is RunOutcome.COMPLETED
     assert_same_as_clean(fanned, clean, LATER)
+
+
+def test_a_later_phase_never_runs_before_an_earlier_one_is_done(clk: FixedClock) -> None:
+    # The state machine moves to the next phase once every worker of one has stopped, done or not (the
+    # switch turned off and on again): a later phase's worker must then refuse to work.
+    fanned, clean, double = watch_worlds(clk)
+    fanned.run(LATER)
+    plan = double.started[0]
+    before = book(fanned)
+    for later_phase in plan.phases[1:]:
+        for share in later_phase:
+            assert fanned.job.work(WorkItem(LATER, plan.run_id, share), no_time_left) is WorkOutcome.STOPPED
+    assert book(fanned) == before
+    record = fanned.runs.get(LATER)
+    assert record is not None and not any(state.done for state in record.segments.values())
+    # Its claims were let go: the phases, in order, finish the run as one process would.
+    assert execute(fanned, plan).outcome is RunOutcome.COMPLETED
+    assert_same_as_clean(fanned, clean, LATER)
+
+
+def test_a_run_is_finished_once_however_many_settle_steps_race(clk: FixedClock) -> None:
+    fanned, _clean, double = watch_worlds(clk)
+    fanned.run(LATER)
+    plan = double.started[0]
+    succeeded = fanned.metrics.counted("DpdRunSucceeded")
+    assert execute(fanned, plan).outcome is RunOutcome.COMPLETED
+    # A second settle step that read the run while it was still RUNNING gets to finish it only now.
+    with pytest.raises(LostLease):
+        fanned.runs.finish(LATER, plan.run_id, RunStatus.COMPLETED, "later")
+    with pytest.raises(LostLease):
+        fanned.runs.finish(LATER, plan.run_id, RunStatus.FAILED, "later", error="a late worker's bound")
+    record = fanned.runs.get(LATER)
+    assert record is not None and record.status is RunStatus.COMPLETED and record.last_error is None
+    assert fanned.metrics.counted("DpdRunSucceeded") == succeeded + 1

@@ -205,7 +205,9 @@ class DynamoRunStore:
         if error is not None:
             actions += [DpdRunModel.errors.add(1), DpdRunModel.last_error.set(error[:1000])]
         try:
-            item.update(actions=actions, condition=DpdRunModel.run_id == run_id)
+            # Still running: a second settle step (Step Functions retrying one that is alive) or a late worker
+            # must not finish a run twice, nor turn a completed run into a failed one.
+            item.update(actions=actions, condition=_running(run_id))
         except UpdateError as exc:
             if conditional_check_failed(exc):
                 raise LostLease(business_date.isoformat()) from None
