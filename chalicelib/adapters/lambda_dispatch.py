@@ -9,7 +9,6 @@ service then does the work itself.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -125,8 +124,7 @@ class LambdaJobDispatcher:
         state_machine = self.environ.get(STATE_MACHINE_ENV)
         if not (state_machine and self.on_aws_lambda()):
             return False
-        _start_execution(state_machine, execution_name(plan), execution_input(plan))
-        return True
+        return _start_execution(state_machine, execution_name(plan), execution_input(plan))
 
 
 RECONCILIATION_FUNCTION_ENV = "RECONCILIATION_JOB_FUNCTION"
@@ -137,13 +135,20 @@ RECONCILIATION_STATE_MACHINE_ENV = "RECONCILIATION_STATE_MACHINE"
 run's segments go to be worked by parallel invocations (docs/reconciliation.md, "Fan-out")."""
 
 
-def _start_execution(state_machine: str, name: str, execution: dict[str, Any]) -> None:
+def _start_execution(state_machine: str, name: str, execution: dict[str, Any]) -> bool:
+    """Start the execution ``name``; whether it is now running. Step Functions refuses a second execution
+    of a name, so a retried start changes nothing. If the one of that name has already ended (stopped by
+    hand, or its last step kept failing) while the run it was for is still running, False: the caller
+    works the run in its own process rather than leave it running for good with no one working it."""
     client = boto3.client("stepfunctions")
-    # This execution started already: Step Functions refused the duplicate, nothing to do.
-    with contextlib.suppress(client.exceptions.ExecutionAlreadyExists):
+    try:
         client.start_execution(
             stateMachineArn=state_machine, name=name, input=json.dumps(execution, separators=(",", ":"))
         )
+    except client.exceptions.ExecutionAlreadyExists:
+        arn = state_machine.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+        return bool(client.describe_execution(executionArn=arn)["status"] == "RUNNING")
+    return True
 
 
 @dataclass
@@ -172,5 +177,4 @@ class LambdaReconciliationDispatcher:
         state_machine = self.environ.get(RECONCILIATION_STATE_MACHINE_ENV)
         if not (state_machine and self.environ.get(LAMBDA_RUNTIME_ENV)):
             return False
-        _start_execution(state_machine, f"reconciliation-{run_id}", {"run_id": run_id, "segments": segments})
-        return True
+        return _start_execution(state_machine, f"reconciliation-{run_id}", {"run_id": run_id, "segments": segments})

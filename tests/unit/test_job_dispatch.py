@@ -214,6 +214,9 @@ class FakeStepFunctions:
         self.executions[name] = (stateMachineArn, json.loads(input))
         return {"executionArn": f"{stateMachineArn}:{name}"}
 
+    def describe_execution(self, executionArn: str) -> dict[str, Any]:
+        return {"status": "RUNNING"}
+
 
 MACHINE = "arn:aws:states:ap-south-1:123456789012:stateMachine:loan-crm-test-day-end"
 
@@ -292,3 +295,34 @@ def test_a_reconciliation_fans_out_only_on_aws_lambda_with_its_state_machine(mon
     assert dispatcher.fan_out("01R", ["loans:0:8"]) is True
     assert dispatcher.fan_out("01R", ["loans:0:8"]) is True  # the same run again: refused by its name
     assert client.executions == {"reconciliation-01R": (machine, {"run_id": "01R", "segments": ["loans:0:8"]})}
+
+
+def test_a_run_whose_execution_has_ended_is_worked_here_rather_than_left_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On moto's Step Functions: the execution of the attempt was stopped by hand while the run is RUNNING.
+    # Starting it again is refused by its name; the dispatcher must say so, and the caller works the run.
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib.adapters.lambda_dispatch import LambdaReconciliationDispatcher
+
+    with mock_aws():
+        sfn = boto3.client("stepfunctions", region_name="ap-south-1")
+        machine = sfn.create_state_machine(
+            name="loan-crm-test-reconciliation",
+            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+            roleArn="arn:aws:iam::123456789012:role/loan-crm-test-reconciliation",
+        )["stateMachineArn"]
+        monkeypatch.setattr(lambda_dispatch.boto3, "client", lambda name: sfn)
+        on_lambda = {
+            "AWS_LAMBDA_FUNCTION_NAME": "loan-crm-test-ReconciliationJob-1",
+            "RECONCILIATION_STATE_MACHINE": machine,
+        }
+        dispatcher = LambdaReconciliationDispatcher(on_lambda)
+        assert dispatcher.fan_out("01R", ["loans:0:8"]) is True
+        assert dispatcher.fan_out("01R", ["loans:0:8"]) is True  # running: the same run again starts nothing
+        [execution] = sfn.list_executions(stateMachineArn=machine)["executions"]
+        sfn.stop_execution(executionArn=execution["executionArn"])
+        assert dispatcher.fan_out("01R", ["loans:0:8"]) is False
+        assert len(sfn.list_executions(stateMachineArn=machine)["executions"]) == 1
