@@ -113,8 +113,8 @@ def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) 
     projections"), so each batch of entries is one consistent ``BatchGetItem``. An index lags its table
     for a moment after a write: a loan that has since left the listing's partition (reassigned to
     another collector, moved to another bucket) or stopped matching a filter is skipped rather than
-    shown, so a collector never sees a loan that is no longer theirs. Its entry still moves the
-    cursor on, as it would have had it been shown."""
+    shown, so a collector never sees a loan that is no longer theirs. The page's cursor is the last
+    loan shown, so a skipped entry after it is read, and skipped, again by the next page."""
     wanted = {name: value for name, value in dataclasses.asdict(filters).items() if value is not None}
     entries = iter(entries)
     while chunk := list(islice(entries, batch)):

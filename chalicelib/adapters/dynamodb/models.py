@@ -53,6 +53,21 @@ pynamodb.connection.base.get_session = _session  # type: ignore[attr-defined]
 _own_client = pynamodb.connection.base.Connection.client
 _clients: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
+_generation = [0]
+"""Moves on whenever the shared clients are dropped (a rebinding, a fork): a connection's own reference
+to a client of an older generation is not used again."""
+
+
+def _drop_clients() -> None:
+    with _clients_lock:
+        _clients.clear()
+        _generation[0] += 1
+
+
+def _usable(client: Any) -> bool:
+    """False for a client that came up without credentials (a metadata-service hiccup): PynamoDB itself
+    replaces such a client, and so does this."""
+    return client is not None and not (client._request_signer and not client._request_signer._credentials)
 
 
 def _shared_client(connection: pynamodb.connection.base.Connection) -> Any:
@@ -62,8 +77,12 @@ def _shared_client(connection: pynamodb.connection.base.Connection) -> Any:
     costs 35-55 ms of CPU, and each opens its own connection pool, so a cold container's first
     request, which reads three tables, paid that three times over (docs/architecture.md, "Cold
     start"). A botocore client is safe to share between threads once made; making it is not, hence
-    the lock. A client that came up without credentials (a metadata-service hiccup) is replaced, as
-    PynamoDB itself does; a forked child starts with none, so it never shares its parent's sockets."""
+    the lock, taken only when a connection has no client of the current generation yet: PynamoDB asks
+    for the client on every request, and the day-end run's segment threads make many. A forked child
+    starts a new generation, so it never shares its parent's sockets."""
+    mine = connection._client
+    if getattr(connection, "_client_generation", None) == _generation[0] and _usable(mine):
+        return mine
     key = (
         connection.region,
         connection.host,
@@ -75,15 +94,16 @@ def _shared_client(connection: pynamodb.connection.base.Connection) -> Any:
     )
     with _clients_lock:
         client = _clients.get(key)
-        if client is None or (client._request_signer and not client._request_signer._credentials):
+        if not _usable(client):
             connection._client = None
             client = _clients[key] = _own_client.fget(connection)  # type: ignore[attr-defined]
         connection._client = client
+        connection._client_generation = _generation[0]  # type: ignore[attr-defined]
         return client
 
 
 pynamodb.connection.base.Connection.client = property(_shared_client)  # type: ignore[method-assign,assignment]
-os.register_at_fork(after_in_child=_clients.clear)
+os.register_at_fork(after_in_child=_drop_clients)
 
 
 class _Meta:
@@ -599,8 +619,7 @@ def bind(settings: Settings, host: str | None = None) -> None:
     ``host`` defaults to ``AWS_ENDPOINT_URL_DYNAMODB`` (DynamoDB Local); None means real AWS.
     """
     endpoint = host if host is not None else os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or None
-    with _clients_lock:
-        _clients.clear()  # a rebinding starts from fresh clients, as it starts from fresh connections
+    _drop_clients()  # a rebinding starts from fresh clients, as it starts from fresh connections
     bound: tuple[type[Model], ...] = (*ALL_MODELS, IdempotencyRecordModel)
     for model in bound:
         meta: Any = model.Meta
