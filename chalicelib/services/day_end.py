@@ -97,6 +97,10 @@ the day from its DPDs (docs/day-end.md, "The watchdog")."""
 SCAN_SEGMENTS = 16
 SEGMENT_WORKERS = 4
 """Segments processed at once in one invocation (threads: the work is waiting on DynamoDB)."""
+PAGE_WORKERS = 4
+"""Loans of one page worked at once, within each segment (threads, for the same reason). They are
+independent (each write is conditioned on its own loan's version), and a fanned-out worker has one
+segment, so this is its only parallelism (docs/day-end.md, "Within a page")."""
 SUPERSEDED = "superseded"
 """The mode of a run for a date older than a completed run: it has nothing left to do (docs/day-end.md,
 "A run for an older date")."""
@@ -248,6 +252,7 @@ class DayEndService:
     on_completed: Callable[[dt.date], None] = lambda _date: None
     scan_segments: int = SCAN_SEGMENTS
     workers: int = SEGMENT_WORKERS
+    page_workers: int = PAGE_WORKERS
     dispatcher: JobDispatcher = field(default_factory=RunHere)
     reminders: ReminderStore | None = None
     """Where the run queues borrower reminders; None: this service queues none (docs/reminders.md)."""
@@ -666,28 +671,43 @@ class DayEndService:
     def _segment(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
         """Page after page until the segment is done or the budget is spent. A page's counts and the
         cursor after it are checkpointed in one write, so the run's totals are the sums of finished pages."""
-        while not state.done and not invocation.budget.spent():
-            loans: list[Loan]
-            if segment.anchor is not None and not invocation.reminders_enabled:
-                loans, cursor = [], None  # the switch is off (or no store): nothing to read for
-            else:
-                loans, cursor = self._next_page(invocation, segment, state)
-            page = dataclasses.replace(state, page=None)
-            for loan in loans:
-                if segment.anchor is not None:
-                    self._queue_reminders(invocation, loan, page, strict=True)
+        with ThreadPoolExecutor(max_workers=self.page_workers) as pool:
+            while not state.done and not invocation.budget.spent():
+                loans: list[Loan]
+                if segment.anchor is not None and not invocation.reminders_enabled:
+                    loans, cursor = [], None  # the switch is off (or no store): nothing to read for
                 else:
-                    self._bring_to_date(loan, invocation, page)
-            page.cursor = cursor
-            page.done = cursor is None
-            if page.done and state == SegmentState() and (not loans or segment.anchor is not None):
-                # Finished in its first page, and harmless to do again: it found nothing, or it only
-                # queued reminders (conditional puts). Written with the phase's others (see _work).
-                self._note_done(invocation, segment, page)
-            else:
-                self._checkpoint(invocation, {segment: page})
-            state.__dict__.update(page.__dict__)
-            invocation.budget.progressed.set()
+                    loans, cursor = self._next_page(invocation, segment, state)
+                page = dataclasses.replace(state, page=None)
+                if segment.anchor is not None:
+                    self._queue_page_reminders(invocation, loans, page, pool)
+                else:
+                    self._bring_page_to_date(invocation, loans, page, pool)
+                page.cursor = cursor
+                page.done = cursor is None
+                if page.done and state == SegmentState() and (not loans or segment.anchor is not None):
+                    # Finished in its first page, and harmless to do again: it found nothing, or it only
+                    # queued reminders (conditional puts). Written with the phase's others (see _work).
+                    self._note_done(invocation, segment, page)
+                else:
+                    self._checkpoint(invocation, {segment: page})
+                state.__dict__.update(page.__dict__)
+                invocation.budget.progressed.set()
+
+    def _bring_page_to_date(
+        self, invocation: _Invocation, loans: list[Loan], page: SegmentState, pool: ThreadPoolExecutor
+    ) -> None:
+        """Every loan of the page, ``page_workers`` at a time, each counted on its own and added to the
+        page only once all succeeded: a page that fails is not checkpointed, and the run that resumes it
+        re-reads the page and counts the loans this one wrote (``_count_done``)."""
+
+        def one(loan: Loan) -> SegmentState:
+            counts = SegmentState()
+            self._bring_to_date(loan, invocation, counts)
+            return counts
+
+        for counts in list(pool.map(one, loans)):
+            _add_counts(page, counts)
 
     def _next_page(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> LoansPage:
         if state.page is not None:  # a watch page an earlier invocation stopped in the middle of
@@ -731,14 +751,12 @@ class DayEndService:
         for current in brought:
             self._queue_reminders(invocation, current, state)
 
-    def _queue_reminders(self, invocation: _Invocation, loan: Loan, state: SegmentState, strict: bool = False) -> None:
-        """Queue what ``loan`` is owed for the run's date. Each reminder is stored once per loan, kind and
-        instalment, so a re-read loan (a resumed run, two segments finding it) adds nothing.
-
-        Queued while a date segment has the loan in hand, a failure only counts (``RemindersFailed``): the
+    def _queue_reminders(self, invocation: _Invocation, loan: Loan, state: SegmentState) -> None:
+        """Queue what ``loan`` is owed for the run's date, while a date segment has it in hand. Each
+        reminder is stored once per loan, kind and instalment, so a re-read loan (a resumed run, two
+        segments finding it) adds nothing. A failure here only counts (``RemindersFailed``): the
         delinquency work matters more, and the reminder segments at the end of the run find the loan
-        again through its index. There (``strict``) a failure fails the run, once every loan is brought
-        to date, so that its resumption queues what is missing (docs/reminders.md, "Failures")."""
+        again through its index (``_queue_page_reminders``)."""
         if not invocation.reminders_enabled or self.reminders is None:
             return
         if loan.delinquency.as_of > invocation.business_date:
@@ -751,10 +769,44 @@ class DayEndService:
         except Exception:
             logger.exception("reminders could not be queued", extra={"loan_id": loan.loan_id})
             self.metrics.count("RemindersFailed")
-            if strict:
-                raise
             return
         state.reminders += queued
+        if queued:
+            self.metrics.count("RemindersQueued", times=queued)
+
+    def _queue_page_reminders(
+        self, invocation: _Invocation, loans: list[Loan], page: SegmentState, pool: ThreadPoolExecutor
+    ) -> None:
+        """A reminder partition's page: everything its loans are owed today that is not stored yet.
+
+        Most of what this phase finds was queued already, by the date segments as they wrote the loans
+        (every loan whose EMI bounced today is in the arrears partition of today). One batched read of
+        the page's owed reminders finds those, and only the missing ones are put, ``page_workers`` at a
+        time, each still on condition that it does not exist. A put refused for each would cost a
+        request per reminder (docs/reminders.md, "The reminder phase"). A failure fails the run once
+        every loan is brought to date, so that its resumption queues what is missing (docs/reminders.md,
+        "Failures")."""
+        if not invocation.reminders_enabled or self.reminders is None or not loans:
+            return
+        reminders = self.reminders
+        now = clock.now_ist()
+        owed = [
+            reminder
+            for loan in loans
+            if loan.delinquency.as_of <= invocation.business_date  # else a later date's run speaks for it
+            for reminder in reminders_due(loan, invocation.business_date, now)
+        ]
+        if not owed:
+            return
+        try:
+            stored = reminders.stored_keys(owed)
+            missing = [r for r in owed if (r.loan_id, r.key) not in stored]
+            queued = sum(pool.map(lambda reminder: reminders.queue([reminder]), missing))
+        except Exception:
+            logger.exception("reminders could not be queued", extra={"loans": len(loans)})
+            self.metrics.count("RemindersFailed")
+            raise
+        page.reminders += queued
         if queued:
             self.metrics.count("RemindersQueued", times=queued)
 
@@ -915,6 +967,14 @@ def _count_done(loan: Loan, business_date: dt.date, state: SegmentState) -> None
         state.escalated += 1
     elif loan.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated:
         state.pending += 1
+
+
+def _add_counts(page: SegmentState, loan: SegmentState) -> None:
+    page.scanned += loan.scanned
+    page.updated += loan.updated
+    page.escalated += loan.escalated
+    page.pending += loan.pending
+    page.reminders += loan.reminders
 
 
 def _count_written(evaluation: _Evaluation, state: SegmentState) -> None:

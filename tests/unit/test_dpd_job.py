@@ -512,6 +512,33 @@ def test_a_domain_error_is_recorded_in_its_own_words(world: World) -> None:
     assert result.record.last_error == "CONFLICT: loan E-dpd90 kept changing during the day-end run"
 
 
+def test_a_pages_loans_are_written_at_once_and_counted_as_one_after_another(world: World) -> None:
+    """docs/day-end.md, "Within a page": the loans of a page are worked ``page_workers`` at a time. Every
+    write of the page waits at a barrier for the others, so a job writing them one after another would
+    break it (and fail); the counts and the book are a sequential run's."""
+    parallel, sequential = twin_books(small_book, world.clock)
+    world.clock.advance(days=20)
+    for w in (parallel, sequential):
+        w.store.page_size = 6  # the whole book in one page of the first run's scan segment
+        w.job.scan_segments = 1
+    parallel.job.page_workers = 6
+    sequential.job.page_workers = 1
+    together = threading.Barrier(5, timeout=10)  # the five loans that change by LATER (A-current too)
+    met: list[str] = []
+
+    def wait_for_the_others(loan: Loan) -> None:
+        together.wait()
+        met.append(loan.loan_id)
+
+    parallel.store.before_save = wait_for_the_others
+    result = parallel.run(LATER)
+    assert result.outcome is RunOutcome.COMPLETED and result.record is not None
+    assert len(met) == 5 and not together.broken
+    assert sequential.run(LATER).outcome is RunOutcome.COMPLETED
+    assert book(parallel) == book(sequential)
+    assert counts(result.record) == counts(sequential.runs.get(LATER))
+
+
 def test_an_error_after_another_invocation_took_the_run_over_is_not_a_failure(world: World) -> None:
     """This invocation stalled past its lease, another took the run over, then a write failed here:
     the run is not FAILED (its owner carries on), no failure alarm, and the caller hears IN_PROGRESS."""

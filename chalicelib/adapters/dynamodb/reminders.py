@@ -99,6 +99,15 @@ class DynamoReminderStore:
         return sum(_conditional_put(_to_item(r), ReminderModel.loan_id.does_not_exist()) for r in reminders)
 
     @storage_call
+    def stored_keys(self, reminders: Sequence[Reminder]) -> set[tuple[str, str]]:
+        # Eventually consistent, keys only: a reminder is never deleted, so a lagging read can only miss
+        # one put a moment ago, and its conditional put is then refused as before (half the read units
+        # of a consistent read, for the reminder phase's bulk of already-queued reminders).
+        keys = list(dict.fromkeys((r.loan_id, r.key) for r in reminders))
+        found = ReminderModel.batch_get(keys, attributes_to_get=["loan_id", "reminder_key"]) if keys else ()
+        return {(item.loan_id, item.reminder_key) for item in found}
+
+    @storage_call
     def for_loan(self, loan_id: str) -> list[Reminder]:
         return [_from_item(i) for i in ReminderModel.query(loan_id, consistent_read=True)]
 
