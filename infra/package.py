@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import gzip
 import json
 import os
 import py_compile
@@ -58,6 +59,37 @@ def drop_unused_service_models(tree: Path) -> None:
     for service in data.iterdir():
         if service.is_dir() and service.name not in AWS_SERVICES:
             shutil.rmtree(service)
+    trim_endpoints(data)
+
+
+def trim_endpoints(data: Path) -> None:
+    """Keep, in botocore's ``endpoints.json``, only the services the package keeps.
+
+    botocore parses the whole file (about 1.2 MB of JSON, every service in every partition) when it
+    makes the first client of a process, which is most of that client's cost and so most of a cold
+    container's first request. The file is keyed by each service's endpoint prefix (``states`` for Step
+    Functions), which its model names. Regions, partitions and the kept services' entries are left as
+    they are, so a kept service resolves exactly as before; ``tests/unit/test_package.py`` checks it."""
+    endpoints = data / "endpoints.json"
+    if not endpoints.is_file():
+        return
+    prefixes = {_endpoint_prefix(service) for service in data.iterdir() if service.is_dir()}
+    document = json.loads(endpoints.read_text(encoding="utf-8"))
+    for partition in document.get("partitions", []):
+        partition["services"] = {k: v for k, v in partition.get("services", {}).items() if k in prefixes}
+    endpoints.write_text(json.dumps(document, separators=(",", ":")), encoding="utf-8")
+
+
+def _endpoint_prefix(service: Path) -> str:
+    """The endpoint prefix in the newest model of a botocore service directory (its name if none)."""
+    for version in sorted((v for v in service.iterdir() if v.is_dir()), reverse=True):
+        for name in ("service-2.json.gz", "service-2.json"):
+            model = version / name
+            if model.is_file():
+                raw = model.read_bytes()
+                text = gzip.decompress(raw) if name.endswith(".gz") else raw
+                return str(json.loads(text).get("metadata", {}).get("endpointPrefix", service.name))
+    return service.name
 
 
 @dataclass(frozen=True)

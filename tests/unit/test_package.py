@@ -7,14 +7,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import botocore
+import botocore.session
 import pytest
+from botocore.loaders import Loader
 
-from infra.package import AWS_SERVICES, PackageError, check_runtime, compile_zip
+from infra.package import AWS_SERVICES, PackageError, check_runtime, compile_zip, trim_endpoints
 
 FLAGS_UNCHECKED_HASH = 0b01  # PEP 552: hash-based, check_source off
 
@@ -106,3 +110,40 @@ def test_every_client_the_code_makes_is_for_a_service_the_package_keeps() -> Non
     used = {name for path in sources for name in pattern.findall(path.read_text(encoding="utf-8"))}
     assert used, "the pattern no longer finds the code's clients"
     assert used | {"dynamodb"} <= AWS_SERVICES, sorted(used - AWS_SERVICES)
+
+
+def test_endpoints_keep_only_the_kept_services_and_resolve_as_before(tmp_path: Path) -> None:
+    """The trimmed ``endpoints.json`` is a fraction of the file; every kept service is offered in the same
+    regions, and its client gets the endpoint and region it gets from botocore's own data, in every kind
+    of partition."""
+    shipped = Path(botocore.__file__).parent / "data"
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(shipped / "endpoints.json", data / "endpoints.json")
+    for name in ("partitions.json", "sdk-default-configuration.json", "_retry.json"):
+        shutil.copy(shipped / name, data / name)
+    for service in AWS_SERVICES:
+        shutil.copytree(shipped / service, data / service)
+
+    trim_endpoints(data)
+
+    trimmed = json.loads((data / "endpoints.json").read_text(encoding="utf-8"))
+    assert (data / "endpoints.json").stat().st_size < (shipped / "endpoints.json").stat().st_size / 10
+    kept = {name for partition in trimmed["partitions"] for name in partition["services"]}
+    assert kept == {"dynamodb", "lambda", "sns", "ssm", "states", "sts"}
+
+    def client_facts(session: botocore.session.Session, service: str, region: str) -> tuple[str, str]:
+        client = session.create_client(service, region_name=region, aws_access_key_id="x", aws_secret_access_key="y")
+        return client.meta.endpoint_url, client.meta.region_name
+
+    ours = botocore.session.Session()
+    ours.register_component("data_loader", Loader(extra_search_paths=[str(data)], include_default_search_paths=False))
+    theirs = botocore.session.Session()
+    for service in sorted(AWS_SERVICES):
+        # What botocore reads from this file itself: the regions a service is offered in.
+        for partition in ("aws", "aws-cn", "aws-us-gov"):
+            regions = ours.get_available_regions(service, partition)
+            assert regions == theirs.get_available_regions(service, partition), (service, partition)
+            assert regions or partition != "aws", service
+        for region in ("ap-south-1", "ap-south-2", "us-east-1", "cn-north-1", "us-gov-west-1", "eu-isoe-west-1"):
+            assert client_facts(ours, service, region) == client_facts(theirs, service, region), (service, region)
