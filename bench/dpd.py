@@ -64,7 +64,7 @@ from chalicelib.domain.loan import (
     watch_date,
 )
 from chalicelib.domain.schedule import Instalment, generate_schedule
-from chalicelib.services.day_end import SEGMENT_WORKERS
+from chalicelib.services.day_end import PAGE_WORKERS, SEGMENT_WORKERS
 from infra.provision import provision
 from local.dynamodb_local import jar as dynamodb_local_jar
 
@@ -323,6 +323,7 @@ def run_day_end(
     meter: DynamoMeter,
     workers: int | None,
     flags: AllOn | None = None,
+    page_workers: int | None = None,
 ) -> Measurement:
     """One metered day-end run for ``run_date`` in ``stage``, made at 00:30 IST the next day."""
     os.environ["STAGE"] = stage
@@ -332,6 +333,8 @@ def run_day_end(
     wiring.services().reminders.flags = job.flags  # the sender the completed run calls reads them too
     if workers:
         job.workers = workers
+    if page_workers:
+        job.page_workers = page_workers
     midnight = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(0, 30), tzinfo=clock.IST)
     # EMF metric lines go to stdout; keep them out of the report.
     with clock.use_clock(clock.FixedClock(midnight)), contextlib.redirect_stdout(io.StringIO()):
@@ -384,6 +387,7 @@ def measure_size(
     workers: int | None,
     held: int | None = None,
     flags: AllOn | None = None,
+    page_workers: int | None = None,
 ) -> SizeResult:
     book = BookBuilder(run_date, bounce, seed, held).build(size)
     previous = run_date - dt.timedelta(days=1)
@@ -405,14 +409,14 @@ def measure_size(
             flush=True,
         )
         book.items = []
-        watch = run_day_end(server, stages["watch"], run_date, False, meter, workers, flags)
+        watch = run_day_end(server, stages["watch"], run_date, False, meter, workers, flags, page_workers)
         print(f"  watch run: {watch.outcome} in {watch.wall:.1f} s", flush=True)
-        scan = run_day_end(server, stages["scan"], run_date, True, meter, workers, flags)
+        scan = run_day_end(server, stages["scan"], run_date, True, meter, workers, flags, page_workers)
         print(f"  scan run:  {scan.outcome} in {scan.wall:.1f} s", flush=True)
         pricer = WritePricer(unmetered_client(server.endpoint), f"loan-crm-{stages['priced']}-")
         meter.pricer = pricer
         try:
-            priced = run_day_end(server, stages["priced"], run_date, False, meter, workers, flags)
+            priced = run_day_end(server, stages["priced"], run_date, False, meter, workers, flags, page_workers)
         finally:
             meter.pricer = None
         print(f"  priced run: {priced.outcome} in {priced.wall:.1f} s", flush=True)
@@ -594,6 +598,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="override the job's segment threads (default: the job's own)"
     )
+    parser.add_argument(
+        "--page-workers",
+        type=int,
+        default=None,
+        help="override the loans of a page worked at once in each segment (default: the job's own)",
+    )
     args = parser.parse_args()
     meter = DynamoMeter()
     install_meter(meter)
@@ -613,13 +623,15 @@ def main() -> None:
                 args.workers,
                 args.held,
                 AllOn(FlagName.REMINDERS_ENABLED) if args.no_reminders else None,
+                args.page_workers,
             )
         )
     ops = _operations(results)
     workers = args.workers or SEGMENT_WORKERS
     print(
         f"\nmachine: {_cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-        f"DynamoDB Local {dynamodb_local_jar().parent.name}; job segment threads: {workers}"
+        f"DynamoDB Local {dynamodb_local_jar().parent.name}; job segment threads: {workers}, "
+        f"loans of a page at once: {args.page_workers or PAGE_WORKERS}"
     )
     for result in results:
         report(result, ops)
