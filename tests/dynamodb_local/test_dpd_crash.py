@@ -46,6 +46,7 @@ from pynamodb.models import Model
 from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb import delinquency as delinquency_adapter
 from chalicelib.adapters.dynamodb.models import DpdRunModel, LoanModel
+from chalicelib.adapters.dynamodb.sharding import logical_value
 from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower
@@ -213,9 +214,9 @@ def outcome(stage: str, later_clock: bool = False) -> Outcome:
     raw_cases = scan_table(stage, "legal-cases")
     audits: dict[tuple[str, str], list[str]] = defaultdict(list)
     for item in scan_table(stage, "audit").values():
-        if item["actor_sub"]["S"] != JOB_ACTOR:
+        if logical_value(item["actor_sub"]["S"]) != JOB_ACTOR:
             continue
-        loan_id, action = item["entity_id"]["S"], item["action"]["S"]
+        loan_id, action = item["entity_id"]["S"], logical_value(item["action"]["S"])
         after = json.loads(item["after"]["S"])
         if action == "LEGAL_ESCALATED":
             assert after.pop("case_id") == raw_cases[loan_id]["case_id"]["S"], f"{loan_id}: audit names another case"
@@ -371,7 +372,7 @@ def assert_audit_chains(stage: str) -> None:
     for loan_id, item in scan_table(stage, "loans").items():
         link: tuple[Any, ...] | None = None
         for _audit_id, entry in entries:
-            if entry["entity_id"]["S"] != loan_id or entry["action"]["S"] != "DELINQUENCY_CHANGED":
+            if entry["entity_id"]["S"] != loan_id or logical_value(entry["action"]["S"]) != "DELINQUENCY_CHANGED":
                 continue
             before, after = json.loads(entry["before"]["S"]), json.loads(entry["after"]["S"])
             assert link is None or tuple(before[f] for f in CHAIN_FIELDS) == link, (loan_id, before, link)

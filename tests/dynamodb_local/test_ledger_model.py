@@ -97,6 +97,7 @@ from chalicelib import clock, wiring
 from chalicelib.adapters.dynamodb import aggregates, mapping
 from chalicelib.adapters.dynamodb import delinquency as delinquency_adapter
 from chalicelib.adapters.dynamodb.models import DpdRunModel, LoanModel
+from chalicelib.adapters.dynamodb.sharding import logical_value
 from chalicelib.clock import FixedClock, use_clock
 from chalicelib.domain.portfolio import ScopeKind
 from chalicelib.wiring import services
@@ -1052,11 +1053,11 @@ class LedgerModel(RuleBasedStateMachine):
         found: Counter[tuple[str, str]] = Counter()
         link = self.links[loan_id]
         for entry in entries:
-            action, outcome = entry["action"]["S"], entry["outcome"]["S"]
+            action, outcome = logical_value(entry["action"]["S"]), entry["outcome"]["S"]
             if action != "DELINQUENCY_CHANGED":
                 found[(action, outcome)] += 1
                 continue
-            assert entry["actor_sub"]["S"] == JOB_ACTOR
+            assert logical_value(entry["actor_sub"]["S"]) == JOB_ACTOR
             before, after = json.loads(entry["before"]["S"]), json.loads(entry["after"]["S"])
             assert tuple(before[f] for f in CHAIN_FIELDS) == link, (loan_id, before, link)
             assert tuple(before[f] for f in CHAIN_FIELDS) != tuple(after[f] for f in CHAIN_FIELDS), entry

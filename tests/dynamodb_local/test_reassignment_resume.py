@@ -23,6 +23,7 @@ import boto3
 import pytest
 
 from chalicelib.adapters.dynamodb.mapping import loan_to_item
+from chalicelib.adapters.dynamodb.sharding import stored_values
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
 from chalicelib.domain.roles import Role
@@ -123,14 +124,15 @@ def _stored(stage: str) -> dict[str, tuple[str, str, int]]:
 def _assigned(stage: str) -> list[dict[str, Any]]:
     client = boto3.client("dynamodb")
     entries = []
-    for page in client.get_paginator("query").paginate(
-        TableName=f"loan-crm-{stage}-audit",
-        IndexName="action-index",
-        KeyConditionExpression="#a = :a",
-        ExpressionAttributeNames={"#a": "action"},
-        ExpressionAttributeValues={":a": {"S": "LOAN_ASSIGNED"}},
-    ):
-        entries += page["Items"]
+    for action in stored_values("LOAN_ASSIGNED"):
+        for page in client.get_paginator("query").paginate(
+            TableName=f"loan-crm-{stage}-audit",
+            IndexName="action-index",
+            KeyConditionExpression="#a = :a",
+            ExpressionAttributeNames={"#a": "action"},
+            ExpressionAttributeValues={":a": {"S": action}},
+        ):
+            entries += page["Items"]
     return entries
 
 

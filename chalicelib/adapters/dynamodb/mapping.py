@@ -7,6 +7,7 @@ import datetime as dt
 import zlib
 
 from chalicelib.adapters.dynamodb.models import AuditModel, BorrowerMap, LoanModel, PaymentModel, UserModel
+from chalicelib.adapters.dynamodb.sharding import logical_value, stored_value
 from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Bucket, Classification, Delinquency, oldest_unpaid_due_date
 from chalicelib.domain.loan import PENDING_ESCALATION, Borrower, Loan, LoanStatus, PendingEscalation, watch_date
@@ -133,15 +134,17 @@ def item_to_loan(item: LoanModel) -> Loan:
 
 
 def audit_to_item(entry: AuditEntry) -> AuditModel:
+    """The entry as stored: its actor, action and day (the hash keys of the audit indexes, which one
+    day-end run would give every entry alike) carry a shard suffix (``sharding``)."""
     return AuditModel(
         entry.audit_id,
         at=entry.at,
-        day=entry.day,
-        actor_sub=entry.actor.sub,
+        day=stored_value(entry.day, entry.audit_id),
+        actor_sub=stored_value(entry.actor.sub, entry.audit_id),
         actor_role=entry.actor.role,
         source_ip=entry.source_ip,
         request_id=entry.request_id,
-        action=entry.action.value,
+        action=stored_value(entry.action.value, entry.audit_id),
         entity_type=entry.entity_type,
         entity_id=entry.entity_id,
         before=entry.before,
@@ -152,13 +155,14 @@ def audit_to_item(entry: AuditEntry) -> AuditModel:
 
 
 def item_to_audit(item: AuditModel) -> AuditEntry:
+    """The entry, whether its keys were stored sharded or (before the sharding) bare."""
     return AuditEntry(
         audit_id=item.audit_id,
         at=item.at,
-        actor=Actor(sub=item.actor_sub, role=item.actor_role),
+        actor=Actor(sub=logical_value(item.actor_sub), role=item.actor_role),
         source_ip=item.source_ip,
         request_id=item.request_id,
-        action=Action(item.action),
+        action=Action(logical_value(item.action)),
         entity_type=item.entity_type,
         entity_id=item.entity_id,
         before=item.before,

@@ -16,6 +16,7 @@ from typing import Any
 
 from pynamodb.expressions.condition import Condition
 
+from chalicelib.adapters.dynamodb.sharding import logical_value
 from chalicelib.domain.errors import ValidationFailed
 
 Key = dict[str, dict[str, str]]
@@ -61,17 +62,22 @@ def decode(
     return key
 
 
-def key_of(item: Any, names: frozenset[str]) -> Key:
-    return {name: {"S": str(getattr(item, name))} for name in sorted(names)}
+def key_of(item: Any, names: frozenset[str], sharded: frozenset[str] = frozenset()) -> Key:
+    key = {name: str(getattr(item, name)) for name in sorted(names)}
+    return {name: {"S": logical_value(value) if name in sharded else value} for name, value in key.items()}
 
 
-def collect_page(items: Iterable[Any], limit: int, key_names: frozenset[str]) -> tuple[list[Any], str | None]:
-    """Take ``limit`` items and peek at one more, so ``next_cursor`` is null exactly on the last page."""
+def collect_page(
+    items: Iterable[Any], limit: int, key_names: frozenset[str], sharded: frozenset[str] = frozenset()
+) -> tuple[list[Any], str | None]:
+    """Take ``limit`` items and peek at one more, so ``next_cursor`` is null exactly on the last page.
+    The cursor holds the logical value of the ``sharded`` key names (``sharding``): a listing merged
+    over every shard resumes each of them from it."""
     taken = list(islice(items, limit + 1))
     if len(taken) <= limit:
         return taken, None
     page = taken[:limit]
-    return page, encode(key_of(page[-1], key_names))
+    return page, encode(key_of(page[-1], key_names, sharded))
 
 
 def all_of(conditions: list[Condition]) -> Condition | None:

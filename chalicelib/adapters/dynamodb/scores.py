@@ -17,6 +17,7 @@ from pynamodb.exceptions import DeleteError, PutError
 from chalicelib.adapters.dynamodb.aggregates import SHARDS, collections_key
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import AggregateModel, AuditModel, ScoreModel, UserModel
+from chalicelib.adapters.dynamodb.sharding import stored_values
 from chalicelib.domain.audit import Action, Outcome
 from chalicelib.domain.portfolio import MONTH_PAISE, Scope, ScopeKind
 from chalicelib.domain.roles import Role
@@ -94,9 +95,16 @@ class DynamoAssignmentLog:
     def reassignments_since(self, first_day: dt.date) -> dict[str, list[Reassignment]]:
         low, high = id_range_for_days(first_day.isoformat(), None)
         found: dict[str, list[Reassignment]] = {}
-        for item in AuditModel.action_index.query(
-            Action.LOAN_ASSIGNED.value, range_key_condition=AuditModel.audit_id.between(low, high)
-        ):
+        # Every shard of the action (``sharding``), one after the other: the holding rule takes a
+        # loan's reassignments in any order (``domain.scoring.holding_periods``).
+        items = (
+            item
+            for action in stored_values(Action.LOAN_ASSIGNED.value)
+            for item in AuditModel.action_index.query(
+                action, range_key_condition=AuditModel.audit_id.between(low, high)
+            )
+        )
+        for item in items:
             if item.outcome != Outcome.SUCCESS.value:
                 continue
             before = (item.before or {}).get("collector_id")
