@@ -1,6 +1,6 @@
 """Sharded hot keys on DynamoDB Local (``adapters.dynamodb.sharding``): the audit trail's actor, action and
-day are stored over 16 shards, and entries stored before that carry the bare value. Every reader must
-see both kinds alike.
+day, and the reminders' day, are stored over 16 shards, and entries stored before that carry the bare
+value. Every reader must see both kinds alike.
 
 A day-end-like trail (one actor, one action, one day, over every shard) is written together with
 entries written the old way (bare values, through the raw model), some of them interleaved in time.
@@ -20,14 +20,16 @@ import pytest
 
 from chalicelib.adapters.dynamodb import models, paging
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
-from chalicelib.adapters.dynamodb.models import AuditModel
+from chalicelib.adapters.dynamodb.models import AuditModel, ReminderModel
+from chalicelib.adapters.dynamodb.reminders import DynamoReminderStore
 from chalicelib.adapters.dynamodb.scores import DynamoAssignmentLog
-from chalicelib.adapters.dynamodb.sharding import KEY_SHARDS, shard_of
+from chalicelib.adapters.dynamodb.sharding import KEY_SHARDS, shard_of, stored_values
 from chalicelib.clock import IST, FixedClock, now_iso, use_clock
 from chalicelib.config import settings
 from chalicelib.domain.audit import DELINQUENCY_ACTOR, Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.errors import ValidationFailed
-from chalicelib.services.ids import new_id
+from chalicelib.domain.reminders import Reminder, ReminderKind
+from chalicelib.services.ids import new_id, new_loan_id
 from chalicelib.services.ports import AuditFilter
 from tests.dynamodb_local.faults import hooked
 
@@ -259,3 +261,39 @@ def test_scoring_reads_the_reassignments_of_every_shard(trail: list[AuditEntry],
     found = DynamoAssignmentLog().reassignments_since(dt.date(2025, 6, 1))
     assert sorted(r.audit_id for moves in found.values() for r in moves) == sorted(e.audit_id for e in assigned)
     assert {e.entity_id for e in assigned} == set(found)
+
+
+def _reminder(loan_id: str, seq: int, day: dt.date) -> Reminder:
+    return Reminder(
+        loan_id=loan_id,
+        kind=ReminderKind.PRE_DUE_3,
+        seq=seq,
+        due_date=day + dt.timedelta(days=3),
+        business_date=day - dt.timedelta(days=1),
+        send_after=dt.datetime.combine(day, dt.time(9, 0), tzinfo=IST),
+        queued_at="2025-06-13T23:00:00+05:30",
+    )
+
+
+def test_reminders_of_a_day_include_sharded_and_bare_ones(clock: FixedClock) -> None:
+    day = dt.date(2025, 6, 14)
+    store = DynamoReminderStore()
+    # Loan ids as the service makes them; enough reminders that every shard of the day holds some,
+    # and a few more stored the way they were before the sharding (the bare day).
+    sharded: list[Reminder] = []
+    while len(sharded) < 40 or len({shard_of(r.reminder_id) for r in sharded}) < KEY_SHARDS:
+        sharded.append(_reminder(new_loan_id(), 1 + len(sharded) % 2, day))
+    bare = [_reminder(new_loan_id(), 1, day) for _ in range(8)]
+    wanted = sharded + bare
+    other_day = [_reminder(r.loan_id, 3, day + dt.timedelta(days=1)) for r in wanted[:5]]
+    assert store.queue(wanted + other_day) == len(wanted) + 5
+    for reminder in bare:
+        item = ReminderModel.get(reminder.loan_id, reminder.key, consistent_read=True)
+        item.send_day = day.isoformat()
+        item.save()
+    stored = {ReminderModel.get(r.loan_id, r.key, consistent_read=True).send_day for r in wanted}
+    assert stored == set(stored_values(day.isoformat()))
+    listed = store.on_day(day)
+    assert sorted(r.reminder_id for r in listed) == sorted(r.reminder_id for r in wanted)
+    assert set(listed) == set(wanted)
+    assert store.on_day(day + dt.timedelta(days=2)) == []

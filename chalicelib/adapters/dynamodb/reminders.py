@@ -14,6 +14,7 @@ from pynamodb.exceptions import DoesNotExist, PutError
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import ReminderModel
+from chalicelib.adapters.dynamodb.sharding import stored_value, stored_values
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.clock import IST
 from chalicelib.domain.audit import AuditEntry
@@ -45,7 +46,8 @@ def _to_item(reminder: Reminder) -> ReminderModel:
         due_date=reminder.due_date.isoformat(),
         business_date=reminder.business_date.isoformat(),
         send_after=reminder.send_after.astimezone(IST).isoformat(timespec="seconds"),
-        send_day=reminder.send_after.astimezone(IST).date().isoformat(),
+        # Sharded (``sharding``): every reminder queued in the night would otherwise share one key.
+        send_day=stored_value(reminder.send_after.astimezone(IST).date().isoformat(), reminder.reminder_id),
         status=reminder.status.value,
         reason=reminder.reason,
         attempts=reminder.attempts,
@@ -133,7 +135,8 @@ class DynamoReminderStore:
 
     @storage_call
     def on_day(self, day: dt.date) -> list[Reminder]:
-        return [_from_item(i) for i in ReminderModel.day_index.query(day.isoformat())]
+        """The day's reminders in no particular order: every shard's, and those stored before the sharding."""
+        return [_from_item(i) for value in stored_values(day.isoformat()) for i in ReminderModel.day_index.query(value)]
 
     @storage_call
     def replace(self, before: Reminder, after: Reminder, audit: AuditEntry | None = None) -> bool:
