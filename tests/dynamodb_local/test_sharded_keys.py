@@ -20,6 +20,7 @@ import pytest
 
 from chalicelib.adapters.dynamodb import models, paging
 from chalicelib.adapters.dynamodb.audit import DynamoAuditLog
+from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import AuditModel, ReminderModel
 from chalicelib.adapters.dynamodb.reminders import DynamoReminderStore
 from chalicelib.adapters.dynamodb.scores import DynamoAssignmentLog
@@ -32,6 +33,7 @@ from chalicelib.domain.reminders import Reminder, ReminderKind
 from chalicelib.services.ids import new_id, new_loan_id
 from chalicelib.services.ports import AuditFilter
 from tests.dynamodb_local.faults import hooked
+from tests.integration.test_repository_contract import expected_for
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -69,19 +71,9 @@ def _entry(clock: FixedClock, entity_id: str, action: Action, actor: Actor) -> A
 
 def _store_before_sharding(entry: AuditEntry) -> None:
     """The entry as every writer stored it before the sharding: bare actor, action and day."""
-    AuditModel(
-        entry.audit_id,
-        at=entry.at,
-        day=entry.day,
-        actor_sub=entry.actor.sub,
-        actor_role=entry.actor.role,
-        action=entry.action.value,
-        entity_type=entry.entity_type,
-        entity_id=entry.entity_id,
-        before=entry.before,
-        after=entry.after,
-        outcome=entry.outcome.value,
-    ).save()
+    item = audit_to_item(entry)
+    item.actor_sub, item.action, item.day = entry.actor.sub, entry.action.value, entry.day
+    item.save()
 
 
 @pytest.fixture
@@ -117,19 +109,6 @@ def _shard(entry: AuditEntry) -> str | None:
     """The shard the entry is stored in (None: stored bare), read from the table."""
     stored = AuditModel.get(entry.audit_id, consistent_read=True).actor_sub
     return stored.rpartition("#")[2] if "#" in stored else None
-
-
-def _expected(trail: list[AuditEntry], f: AuditFilter) -> list[str]:
-    def wanted(e: AuditEntry) -> bool:
-        return (
-            (f.entity_id is None or e.entity_id == f.entity_id)
-            and (f.actor is None or e.actor.sub == f.actor)
-            and (f.action is None or e.action.value == f.action)
-            and (f.from_day is None or e.day >= f.from_day)
-            and (f.to_day is None or e.day <= f.to_day)
-        )
-
-    return [e.audit_id for e in sorted(trail, key=lambda e: e.audit_id, reverse=True) if wanted(e)]
 
 
 def _pages(f: AuditFilter, limit: int) -> list[list[AuditEntry]]:
@@ -170,7 +149,7 @@ def test_the_trail_is_in_every_shard_and_bare(trail: list[AuditEntry]) -> None:
 def test_listings_page_through_sharded_and_bare_entries_newest_first(trail: list[AuditEntry]) -> None:
     by_id = {e.audit_id: e for e in trail}
     for f in LISTINGS:
-        expected = _expected(trail, f)
+        expected = expected_for(trail, f)
         for limit in (3, 8, 100):
             pages = _pages(f, limit)
             listed = [e for page in pages for e in page]
@@ -179,7 +158,7 @@ def test_listings_page_through_sharded_and_bare_entries_newest_first(trail: list
             assert all(len(p) == limit for p in pages[:-1]), (f, limit)
             assert expected == [] or pages[-1], (f, limit)
     # Not vacuous: the listings select different, non-empty parts of the trail, old entries included.
-    sizes = [len(_expected(trail, f)) for f in LISTINGS]
+    sizes = [len(expected_for(trail, f)) for f in LISTINGS]
     assert all(sizes) and len(set(sizes)) > 5, sizes
 
 
@@ -194,7 +173,7 @@ def test_a_cursor_names_the_bare_value_and_resumes_where_the_page_ended(trail: l
         (AuditFilter(action="DELINQUENCY_CHANGED"), "action", "DELINQUENCY_CHANGED"),
         (AuditFilter(from_day=RUN_DAY, to_day=RUN_DAY), "day", RUN_DAY),
     ]:
-        expected = _expected(trail, f)
+        expected = expected_for(trail, f)
         first = DynamoAuditLog().list(f, 5, None)
         second = DynamoAuditLog().list(f, 5, first.next_cursor)
         assert second.next_cursor is not None
