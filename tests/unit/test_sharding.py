@@ -29,9 +29,9 @@ def test_a_value_is_stored_with_a_two_digit_shard_and_reads_back() -> None:
 
 def test_readers_query_the_bare_value_first_then_every_shard() -> None:
     assert stored_values("DELINQUENCY_CHANGED") == ["DELINQUENCY_CHANGED"] + [
-        f"DELINQUENCY_CHANGED#{n:02d}" for n in range(16)
+        f"DELINQUENCY_CHANGED#{n:02d}" for n in range(KEY_SHARDS)
     ]
-    assert KEY_SHARDS == 16
+    assert 8 <= KEY_SHARDS <= 99
 
 
 def test_many_ids_spread_over_every_shard() -> None:

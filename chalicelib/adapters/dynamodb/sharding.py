@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import zlib
 
-KEY_SHARDS = 16
-"""Shards per hot key value. It may only ever be raised: readers query shards 0..KEY_SHARDS-1, so
-lowering it would hide the entries already stored in the higher shards. At most 99, for the two-digit
-suffix and because a listing filters on all stored values with one ``IN`` (DynamoDB allows 100)."""
+KEY_SHARDS = 8
+"""Shards per hot key value. Eight partitions take about 8 000 writes a second, three times the peak
+date's planned rate with every worker fanned out (docs/dpd-at-scale.md §4); each one more is one more
+query for every listing by actor, action or day, so the count is no higher than that margin needs.
+It may only ever be raised: readers query shards 0..KEY_SHARDS-1, so lowering it would hide the
+entries already stored in the higher shards. At most 99, for the two-digit suffix and because a
+listing filters on all stored values with one ``IN`` (DynamoDB allows 100)."""
 
 SEPARATOR = "#"
 
