@@ -670,11 +670,16 @@ class DayEndService:
 
     def _segment(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> None:
         """Page after page until the segment is done or the budget is spent. A page's counts and the
-        cursor after it are checkpointed in one write, so the run's totals are the sums of finished pages."""
+        cursor after it are checkpointed in one write, so the run's totals are the sums of finished pages.
+        A watch segment reads its next page before that write and notes the next page's ids in it
+        (``_finish_page``)."""
+        ahead: LoansPage | None = None
         with ThreadPoolExecutor(max_workers=self.page_workers) as pool:
             while not state.done and not invocation.budget.spent():
                 loans: list[Loan]
-                if segment.anchor is not None and not invocation.reminders_enabled:
+                if ahead is not None:
+                    (loans, cursor), ahead = ahead, None
+                elif segment.anchor is not None and not invocation.reminders_enabled:
                     loans, cursor = [], None  # the switch is off (or no store): nothing to read for
                 else:
                     loans, cursor = self._next_page(invocation, segment, state)
@@ -685,14 +690,29 @@ class DayEndService:
                     self._bring_page_to_date(invocation, loans, page, pool)
                 page.cursor = cursor
                 page.done = cursor is None
+                invocation.budget.progressed.set()
                 if page.done and state == SegmentState() and (not loans or segment.anchor is not None):
                     # Finished in its first page, and harmless to do again: it found nothing, or it only
                     # queued reminders (conditional puts). Written with the phase's others (see _work).
                     self._note_done(invocation, segment, page)
                 else:
-                    self._checkpoint(invocation, {segment: page})
+                    ahead = self._finish_page(invocation, segment, page)
                 state.__dict__.update(page.__dict__)
-                invocation.budget.progressed.set()
+
+    def _finish_page(self, invocation: _Invocation, segment: Segment, page: SegmentState) -> LoansPage | None:
+        """Checkpoint a worked page. A watch segment with more to read and time to read it reads its next
+        page first and notes that page's ids in the same write (see ``_next_page``): one write of the run
+        record per page instead of two, which is what bounds a fanned-out night (docs/dpd-at-scale.md,
+        "The ceiling"). The next page, if read, is returned for the segment to work."""
+        if page.done or not segment.reads_watch_index or invocation.budget.spent():
+            self._checkpoint(invocation, {segment: page})
+            return None
+        loans, cursor = self._read_page(invocation, segment, page.cursor)
+        if loans:
+            self._checkpoint(invocation, {segment: dataclasses.replace(page, cursor=cursor, page=_ids(loans))})
+        else:
+            self._checkpoint(invocation, {segment: page})
+        return loans, cursor
 
     def _bring_page_to_date(
         self, invocation: _Invocation, loans: list[Loan], page: SegmentState, pool: ThreadPoolExecutor
@@ -712,17 +732,20 @@ class DayEndService:
     def _next_page(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> LoansPage:
         if state.page is not None:  # a watch page an earlier invocation stopped in the middle of
             return [loan for loan in map(self.store.get, state.page) if loan is not None], state.cursor
-        loans, cursor = self._fetch(segment, state.cursor)
+        loans, cursor = self._read_page(invocation, segment, state.cursor)
+        if loans and segment.reads_watch_index:
+            # A written loan leaves its watch partition: note the page before writing any of it, so that a
+            # run resumed after a crash midway finds (and counts) what this one wrote.
+            self._checkpoint(invocation, {segment: dataclasses.replace(state, cursor=cursor, page=_ids(loans))})
+        return loans, cursor
+
+    def _read_page(self, invocation: _Invocation, segment: Segment, cursor: dict[str, Any] | None) -> LoansPage:
+        loans, after = self._fetch(segment, cursor)
         if segment.kind is SegmentKind.PENDING:
             # Loans this run already wrote elsewhere (a date segment moved them here when they reached
             # dpd 90) are that segment's, counted there.
             loans = [loan for loan in loans if loan.last_job_date != invocation.business_date]
-        if loans and segment.reads_watch_index:
-            # A written loan leaves its watch partition: note the page before writing any of it, so that a
-            # run resumed after a crash midway finds (and counts) what this one wrote.
-            claim = dataclasses.replace(state, cursor=cursor, page=[loan.loan_id for loan in loans])
-            self._checkpoint(invocation, {segment: claim})
-        return loans, cursor
+        return loans, after
 
     def _checkpoint(self, invocation: _Invocation, states: dict[Segment, SegmentState]) -> None:
         lease_until = clock.now_epoch() + LEASE_SECONDS
@@ -967,6 +990,10 @@ def _count_done(loan: Loan, business_date: dt.date, state: SegmentState) -> None
         state.escalated += 1
     elif loan.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated:
         state.pending += 1
+
+
+def _ids(loans: list[Loan]) -> list[str]:
+    return [loan.loan_id for loan in loans]
 
 
 def _add_counts(page: SegmentState, loan: SegmentState) -> None:

@@ -33,7 +33,7 @@ from chalicelib.domain.loan import (
     reassess,
 )
 from chalicelib.domain.payment import post_to_loan
-from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, Segment
+from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, Segment, SegmentKind
 from chalicelib.domain.schedule import Instalment, generate_schedule
 from chalicelib.services.context import RequestContext
 from chalicelib.services.day_end import LEASE_SECONDS, DayEndService, RunResult
@@ -537,6 +537,39 @@ def test_a_pages_loans_are_written_at_once_and_counted_as_one_after_another(worl
     assert sequential.run(LATER).outcome is RunOutcome.COMPLETED
     assert book(parallel) == book(sequential)
     assert counts(result.record) == counts(sequential.runs.get(LATER))
+
+
+def test_a_watch_page_is_noted_before_its_loans_are_written_in_the_previous_pages_checkpoint(world: World) -> None:
+    """docs/day-end.md, "Checkpoints": a watch segment notes a page's loan ids in the run record before it
+    writes any of them (a written loan leaves the partition), and after the first page it does so in the
+    same write as the previous page's checkpoint: one write per page, plus the first page's note."""
+    w = World(world.clock, shards=1, page_size=2)
+    due = YESTERDAY + days(5)
+    for n in range(7):
+        w.add_monthly(f"L{n}", due)
+    assert w.run(YESTERDAY).outcome is RunOutcome.COMPLETED
+    w.clock.advance(days=7)
+    date = due + days(1)  # every loan reaches dpd 1: all seven are watched on this date, in 4 pages
+    writes: list[dict[Segment, Any]] = []
+    checkpoint = w.runs.checkpoint
+
+    def recorded(business_date: dt.date, run_id: str, states: Any, *args: Any, **kwargs: Any) -> None:
+        writes.append({segment: dataclasses.replace(state) for segment, state in states.items()})
+        checkpoint(business_date, run_id, states, *args, **kwargs)
+
+    def noted_first(loan: Loan) -> None:
+        noted = [states[segment].page for states in writes for segment in states if segment.kind is SegmentKind.WATCH]
+        assert noted and loan.loan_id in (noted[-1] or []), f"{loan.loan_id} written before its page was noted"
+
+    w.runs.checkpoint = recorded  # type: ignore[method-assign]
+    w.store.before_save = noted_first
+    result = w.run(date)
+    assert result.outcome is RunOutcome.COMPLETED and result.record is not None
+    assert result.record.loans_updated == 7
+    mine = [states[segment] for states in writes for segment in states if segment.kind is SegmentKind.WATCH]
+    mine = [state for state in mine if state.page or state.scanned]  # the gap's empty days found nothing
+    assert len(mine) == 1 + 4, [(s.page, s.done) for s in mine]
+    assert [len(s.page or []) for s in mine] == [2, 2, 2, 1, 0] and mine[-1].done
 
 
 def test_an_error_after_another_invocation_took_the_run_over_is_not_a_failure(world: World) -> None:
