@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -232,6 +234,24 @@ def test_a_page_reads_about_its_limit_not_a_limit_per_shard(clock: FixedClock) -
     assert len(read) >= partitions, "every partition is read"
     # A page size of limit + 1 in each partition would read about limit x partitions entries here.
     assert sum(read) <= limit + 4 * partitions, read
+
+
+def test_the_partitions_first_pages_are_read_at_once(trail: list[AuditEntry]) -> None:
+    """A listing by actor waits about one round trip for its partitions' first pages, not one per
+    partition: the first query of each is held until all of them have started, which a listing reading
+    them one after another could never get past."""
+    partitions = len(stored_values(JOB))
+    together = threading.Barrier(partitions, timeout=10)
+    calls = itertools.count()
+
+    def hold_the_first_ones(**_: Any) -> None:
+        if next(calls) < partitions:
+            together.wait()
+
+    with hooked(AuditModel, "before-call.dynamodb.Query", hold_the_first_ones):
+        page = DynamoAuditLog().list(AuditFilter(actor=JOB), 5, None)
+    assert not together.broken
+    assert [e.audit_id for e in page.items] == expected_for(trail, AuditFilter(actor=JOB))[:5]
 
 
 def test_scoring_reads_the_reassignments_of_every_shard(trail: list[AuditEntry], clock: FixedClock) -> None:
