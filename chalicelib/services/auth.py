@@ -189,7 +189,8 @@ def _actor(claims: dict[str, Any], now: int) -> Actor:
             raise Unauthenticated("token not yet valid")
     sub, role = claims["sub"], claims["role"]
     # isprintable() also refuses lone surrogates, which no stored username can hold.
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or not sub.isprintable():
+    # "#" is in no username or system actor, and the audit trail's stored keys use it as a separator.
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or not sub.isprintable() or "#" in sub:
         raise Unauthenticated("invalid token: sub must be a username")
     # A list or object role is unhashable: check the type before looking it up in a set.
     if not isinstance(role, str) or role not in ROLE_NAMES:

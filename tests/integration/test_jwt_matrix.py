@@ -525,6 +525,8 @@ def test_refusal_messages_name_the_problem(matrix: Matrix) -> None:
         good(now + LEEWAY_SECONDS + 60): "future",
         good(now) + "=": "malformed",
         good(now, sub="a" * 2100): "sub must be a username",
+        # Signed, but no user or system actor has a "#" (the audit trail's stored keys separate shards with it).
+        good(now, sub="meera#03"): "sub must be a username",
         "x" * (MAX_TOKEN_CHARS + 1): "too long",
         good(now, sub=LEAVER, role="collector"): "log in again",
     }
