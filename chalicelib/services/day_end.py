@@ -682,7 +682,7 @@ class DayEndService:
                 elif segment.anchor is not None and not invocation.reminders_enabled:
                     loans, cursor = [], None  # the switch is off (or no store): nothing to read for
                 else:
-                    loans, cursor = self._next_page(invocation, segment, state)
+                    loans, cursor = self._next_page(invocation, segment, state, pool)
                 page = dataclasses.replace(state, page=None)
                 if segment.anchor is not None:
                     self._queue_page_reminders(invocation, loans, page, pool)
@@ -697,6 +697,9 @@ class DayEndService:
                     self._note_done(invocation, segment, page)
                 else:
                     ahead = self._finish_page(invocation, segment, page)
+                # In memory the segment stands after this page; the record may already hold the next
+                # page's claim (``_finish_page``). Nothing is written back from memory, and the next
+                # checkpoint supersedes that claim.
                 state.__dict__.update(page.__dict__)
 
     def _finish_page(self, invocation: _Invocation, segment: Segment, page: SegmentState) -> LoansPage | None:
@@ -708,10 +711,12 @@ class DayEndService:
             self._checkpoint(invocation, {segment: page})
             return None
         loans, cursor = self._read_page(invocation, segment, page.cursor)
-        if loans:
-            self._checkpoint(invocation, {segment: dataclasses.replace(page, cursor=cursor, page=_ids(loans))})
-        else:
+        if not loans:
+            # Nothing to claim: the page read is already passed over, and its cursor is the segment's.
+            page.cursor, page.done = cursor, cursor is None
             self._checkpoint(invocation, {segment: page})
+            return None
+        self._checkpoint(invocation, {segment: dataclasses.replace(page, cursor=cursor, page=_ids(loans))})
         return loans, cursor
 
     def _bring_page_to_date(
@@ -729,9 +734,11 @@ class DayEndService:
         for counts in list(pool.map(one, loans)):
             _add_counts(page, counts)
 
-    def _next_page(self, invocation: _Invocation, segment: Segment, state: SegmentState) -> LoansPage:
+    def _next_page(
+        self, invocation: _Invocation, segment: Segment, state: SegmentState, pool: ThreadPoolExecutor
+    ) -> LoansPage:
         if state.page is not None:  # a watch page an earlier invocation stopped in the middle of
-            return [loan for loan in map(self.store.get, state.page) if loan is not None], state.cursor
+            return [loan for loan in pool.map(self.store.get, state.page) if loan is not None], state.cursor
         loans, cursor = self._read_page(invocation, segment, state.cursor)
         if loans and segment.reads_watch_index:
             # A written loan leaves its watch partition: note the page before writing any of it, so that a
@@ -790,7 +797,9 @@ class DayEndService:
         try:
             queued = self.reminders.queue(owed)
         except Exception:
-            logger.exception("reminders could not be queued", extra={"loan_id": loan.loan_id})
+            logger.exception(
+                "reminders could not be queued", extra={"loan_id": loan.loan_id, "run_id": invocation.run_id}
+            )
             self.metrics.count("RemindersFailed")
             return
         state.reminders += queued
@@ -802,13 +811,14 @@ class DayEndService:
     ) -> None:
         """A reminder partition's page: everything its loans are owed today that is not stored yet.
 
-        Most of what this phase finds was queued already, by the date segments as they wrote the loans
-        (every loan whose EMI bounced today is in the arrears partition of today). One batched read of
-        the page's owed reminders finds those, and only the missing ones are put, ``page_workers`` at a
-        time, each still on condition that it does not exist. A put refused for each would cost a
-        request per reminder (docs/reminders.md, "The reminder phase"). A failure fails the run once
-        every loan is brought to date, so that its resumption queues what is missing (docs/reminders.md,
-        "Failures")."""
+        Much of what this phase finds was queued already: by the date segments as they wrote the loans
+        (every loan whose EMI bounced today is in the arrears partition of today), or by another
+        partition holding the same loan (a loan at dpd 30 usually has its next instalment due within
+        days). Batched reads of the page's owed reminders find those, and only the missing ones are
+        put, ``page_workers`` at a time, each still on condition that it does not exist. A put refused
+        for each would cost a request per reminder; the read costs one per page (docs/reminders.md,
+        "The reminder phase"). A failure fails the run once every loan is brought to date, so that its
+        resumption queues what is missing (docs/reminders.md, "Failures")."""
         if not invocation.reminders_enabled or self.reminders is None or not loans:
             return
         reminders = self.reminders
@@ -826,7 +836,7 @@ class DayEndService:
             missing = [r for r in owed if (r.loan_id, r.key) not in stored]
             queued = sum(pool.map(lambda reminder: reminders.queue([reminder]), missing))
         except Exception:
-            logger.exception("reminders could not be queued", extra={"loans": len(loans)})
+            logger.exception("reminders could not be queued", extra={"loans": len(loans), "run_id": invocation.run_id})
             self.metrics.count("RemindersFailed")
             raise
         page.reminders += queued
