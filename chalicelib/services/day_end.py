@@ -716,7 +716,7 @@ class DayEndService:
             page.cursor, page.done = cursor, cursor is None
             self._checkpoint(invocation, {segment: page})
             return None
-        self._checkpoint(invocation, {segment: dataclasses.replace(page, cursor=cursor, page=_ids(loans))})
+        self._claim(invocation, segment, page, loans, cursor)
         return loans, cursor
 
     def _bring_page_to_date(
@@ -741,10 +741,22 @@ class DayEndService:
             return [loan for loan in pool.map(self.store.get, state.page) if loan is not None], state.cursor
         loans, cursor = self._read_page(invocation, segment, state.cursor)
         if loans and segment.reads_watch_index:
-            # A written loan leaves its watch partition: note the page before writing any of it, so that a
-            # run resumed after a crash midway finds (and counts) what this one wrote.
-            self._checkpoint(invocation, {segment: dataclasses.replace(state, cursor=cursor, page=_ids(loans))})
+            self._claim(invocation, segment, state, loans, cursor)
         return loans, cursor
+
+    def _claim(
+        self,
+        invocation: _Invocation,
+        segment: Segment,
+        state: SegmentState,
+        loans: list[Loan],
+        cursor: dict[str, Any] | None,
+    ) -> None:
+        """Checkpoint ``state`` with the page ``loans`` noted as the one being worked, ``cursor`` after it.
+        A written loan leaves its watch partition: the page is noted before any of it is written, so that
+        a run resumed after a crash midway finds (and counts) what this one wrote."""
+        claim = dataclasses.replace(state, cursor=cursor, page=[loan.loan_id for loan in loans])
+        self._checkpoint(invocation, {segment: claim})
 
     def _read_page(self, invocation: _Invocation, segment: Segment, cursor: dict[str, Any] | None) -> LoansPage:
         loans, after = self._fetch(segment, cursor)
@@ -802,9 +814,7 @@ class DayEndService:
             )
             self.metrics.count("RemindersFailed")
             return
-        state.reminders += queued
-        if queued:
-            self.metrics.count("RemindersQueued", times=queued)
+        self._count_queued(state, queued)
 
     def _queue_page_reminders(
         self, invocation: _Invocation, loans: list[Loan], page: SegmentState, pool: ThreadPoolExecutor
@@ -839,7 +849,10 @@ class DayEndService:
             logger.exception("reminders could not be queued", extra={"loans": len(loans), "run_id": invocation.run_id})
             self.metrics.count("RemindersFailed")
             raise
-        page.reminders += queued
+        self._count_queued(page, queued)
+
+    def _count_queued(self, state: SegmentState, queued: int) -> None:
+        state.reminders += queued
         if queued:
             self.metrics.count("RemindersQueued", times=queued)
 
@@ -1000,10 +1013,6 @@ def _count_done(loan: Loan, business_date: dt.date, state: SegmentState) -> None
         state.escalated += 1
     elif loan.delinquency.dpd >= ESCALATION_DPD and not loan.legal_escalated:
         state.pending += 1
-
-
-def _ids(loans: list[Loan]) -> list[str]:
-    return [loan.loan_id for loan in loans]
 
 
 def _add_counts(page: SegmentState, loan: SegmentState) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib import clock
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.errors import storage_call
-from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_audit
+from chalicelib.adapters.dynamodb.mapping import AUDIT_SHARDED, audit_to_item, item_to_audit
 from chalicelib.adapters.dynamodb.models import AuditModel
 from chalicelib.adapters.dynamodb.sharding import stored_values
 from chalicelib.domain.audit import AuditEntry
@@ -30,16 +30,13 @@ from chalicelib.services.ports import AuditFilter, Page
 UNFILTERED_DEFAULT_DAYS = 31
 """An unfiltered listing with no ``from`` looks back this many days; older entries need ``from``."""
 
-SHARDED = frozenset({"actor_sub", "action", "day"})
-"""The attributes stored with a shard suffix."""
-
 MAX_PAGE = 1000
 
 
 def _partitions(name: str, value: str) -> list[str]:
     """The stored values to read for ``value`` of the attribute ``name`` (none for a value that no entry
     can have)."""
-    return stored_values(value) if name in SHARDED else [value]
+    return stored_values(value) if name in AUDIT_SHARDED else [value]
 
 
 def _newest_first(
@@ -120,7 +117,7 @@ class DynamoAuditLog:
             range_key_condition=AuditModel.audit_id.between(low, high),
             filter_condition=paging.all_of([getattr(AuditModel, n).is_in(*v) for n, v in wanted.items()]),
         )
-        items, next_cursor = paging.collect_page(results, limit, names, SHARDED)
+        items, next_cursor = paging.collect_page(results, limit, names, AUDIT_SHARDED)
         return Page([item_to_audit(i) for i in items], next_cursor)
 
     def _list_by_day(self, filters: AuditFilter, limit: int, cursor: str | None) -> Page[AuditEntry]:
@@ -156,5 +153,5 @@ class DynamoAuditLog:
                 resume_after = None
                 day -= dt.timedelta(days=1)
 
-        items, next_cursor = paging.collect_page(walk(), limit, names, SHARDED)
+        items, next_cursor = paging.collect_page(walk(), limit, names, AUDIT_SHARDED)
         return Page([item_to_audit(i) for i in items], next_cursor)

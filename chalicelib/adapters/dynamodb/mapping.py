@@ -133,6 +133,10 @@ def item_to_loan(item: LoanModel) -> Loan:
     )
 
 
+AUDIT_SHARDED = frozenset({"actor_sub", "action", "day"})
+"""The audit attributes :func:`audit_to_item` stores with a shard suffix (the audit indexes' hash keys)."""
+
+
 def audit_to_item(entry: AuditEntry) -> AuditModel:
     """The entry as stored: its actor, action and day (the hash keys of the audit indexes, which one
     day-end run would give every entry alike) carry a shard suffix (``sharding``)."""
