@@ -147,7 +147,7 @@ def dynamodb_local() -> Iterator[str]:
 @pytest.fixture
 def local_stack(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Tables in DynamoDB Local (SSM still in moto, which lets the local endpoint through)."""
-    with mock_aws():
+    with moto_speedups.mock_aws_beside(dynamodb_local):
         stage = _fresh_stage()
         _use_stage(monkeypatch, stage, dynamodb_local)
         ddb = boto3.client("dynamodb", endpoint_url=dynamodb_local)

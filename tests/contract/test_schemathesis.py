@@ -26,7 +26,6 @@ import boto3
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from moto import mock_aws
 from schemathesis import checks as checks_module
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.modes import GenerationMode
@@ -39,6 +38,7 @@ from chalicelib.services.auth import issue_token
 from chalicelib.wiring import services
 from infra.provision import provision
 from tests.integration.api_helpers import loan_body, local_server
+from tests.moto_speedups import mock_aws_beside
 
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "100"))
 OTHER_CALLER_EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "25"))
@@ -68,7 +68,7 @@ _refusing.expected_statuses = [*_refusing.expected_statuses, "413"]
 def server(dynamodb_local: str) -> Iterator[dict[str, Any]]:
     """The local API server on a stage of its own in DynamoDB Local, with a user per role and a few
     loans (so listings answer with real items, checked against their schemas too)."""
-    with pytest.MonkeyPatch.context() as mp, mock_aws():
+    with pytest.MonkeyPatch.context() as mp, mock_aws_beside(dynamodb_local):
         stage = f"ct{os.getpid() % 10000}"
         mp.setenv("STAGE", stage)
         mp.setenv("RECONCILE_AFTER_DAY_END", "false")

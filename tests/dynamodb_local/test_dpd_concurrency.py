@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from chalicelib.adapters.dynamodb import delinquency as delinquency_adapter
 from chalicelib.adapters.dynamodb.models import DpdRunModel, LoanModel
@@ -46,6 +45,7 @@ from tests.dynamodb_local.test_dpd_crash import (
     save_tables,
     without_times,
 )
+from tests.moto_speedups import mock_aws_beside
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -72,7 +72,7 @@ def _in_process(env: dict[str, str], at: str, body: Callable[[], None]) -> None:
     """The common frame of every worker: its environment, a fixed clock, small pages, SSM in moto."""
     os.environ.update(env)
     delinquency_adapter.PAGE_SIZE = PAGE_SIZE
-    with mock_aws(), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
+    with mock_aws_beside(env["AWS_ENDPOINT_URL_DYNAMODB"]), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
         services().runs.get(RUN_DATE)  # connections up before any race starts
         body()
 

@@ -41,7 +41,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
-from moto import mock_aws
 from pynamodb.models import Model
 
 from chalicelib import clock, wiring
@@ -59,6 +58,7 @@ from chalicelib.wiring import services
 from infra.provision import provision
 from tests.dynamodb_local import processes
 from tests.dynamodb_local.faults import Fault, hooked
+from tests.moto_speedups import mock_aws_beside
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -316,7 +316,7 @@ def prepare(stage: str, plan: str) -> Bench:
 def own_stack(endpoint: str, stage: str) -> Iterator[None]:
     """``local_stack`` (tests/conftest.py) for a whole module: fresh tables in DynamoDB Local, SSM in moto,
     and small pages for the job's reads."""
-    with pytest.MonkeyPatch.context() as patch, mock_aws():
+    with pytest.MonkeyPatch.context() as patch, mock_aws_beside(endpoint):
         patch.setenv("STAGE", stage)
         patch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
         patch.setattr(delinquency_adapter, "PAGE_SIZE", PAGE_SIZE)
@@ -483,7 +483,7 @@ def _dying_worker(env: dict[str, str], at: str, page_size: int, die_at: int) -> 
             if commits == die_at:
                 os._exit(DIED)
 
-    with mock_aws(), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
+    with mock_aws_beside(env["AWS_ENDPOINT_URL_DYNAMODB"]), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
         job = services().dpd_job
         LoanModel._get_connection().connection.client.meta.events.register(
             "after-call.dynamodb.TransactWriteItems", die

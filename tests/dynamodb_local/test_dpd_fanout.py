@@ -26,7 +26,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from chalicelib.adapters.dynamodb import delinquency as delinquency_adapter
 from chalicelib.clock import FixedClock, use_clock
@@ -50,6 +49,7 @@ from tests.dynamodb_local.test_dpd_crash import (
     table_name,
     without_times,
 )
+from tests.moto_speedups import mock_aws_beside
 
 pytestmark = pytest.mark.dynamodb_local
 
@@ -156,7 +156,7 @@ def _worker(env: dict[str, str], at: str, shares: Any, out: Any, doomed: bool) -
     a page of two or more loans (its page claim is in the run record; the rest of the page is not)."""
     os.environ.update(env)
     delinquency_adapter.PAGE_SIZE = PAGE_SIZE
-    with mock_aws(), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
+    with mock_aws_beside(env["AWS_ENDPOINT_URL_DYNAMODB"]), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
         job = services().dpd_job
         if doomed:
             page = {"loans": 0, "saved": 0}
@@ -192,7 +192,7 @@ def _retry(env: dict[str, str], at: str, share: tuple[str, str, list[str]], out:
     os.environ.update(env)
     delinquency_adapter.PAGE_SIZE = PAGE_SIZE
     business_date, run_id, segments = share
-    with mock_aws(), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
+    with mock_aws_beside(env["AWS_ENDPOINT_URL_DYNAMODB"]), use_clock(FixedClock(dt.datetime.fromisoformat(at))):
         item = WorkItem(dt.date.fromisoformat(business_date), run_id, tuple(Segment.parse(s) for s in segments))
         _work_share(services().dpd_job, item, out)
 
