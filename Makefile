@@ -44,8 +44,9 @@ PYTEST_WORKERS ?= 2
 pytest: deps
 	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(PYTEST_WORKERS)
 
-# The contract tests at 1,000 generated requests per operation and caller (the test command runs 100
-# as admin and 25 as each other caller): the longer profile, for a release or a night.
+# The contract tests at 1,000 generated requests per operation and caller, and schemathesis's boundary
+# cases for every caller (the test command runs 100 and the boundary cases as admin, 25 as each other
+# caller): the longer profile, for a release or a night.
 contract-long: deps
 	CONTRACT_EXAMPLES=1000 $(BIN)/pytest -n $(PYTEST_WORKERS) tests/contract
 
