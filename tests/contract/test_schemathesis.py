@@ -20,8 +20,7 @@ missing field, every limit and one past it, every wrong type: 201 for a loan cre
 validation and the views. As any other caller they would only say again what the generated cases
 already show: a refused caller is refused before the body is read, and an allowed one goes through the
 same validation admin's cases went through. So the test command runs the coverage phase as admin only,
-and the longer profile runs it for every caller. Before this, the other callers' boundary cases were
-about half of this module's time.
+and the longer profile runs it for every caller.
 """
 
 from __future__ import annotations

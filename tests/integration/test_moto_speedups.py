@@ -3,7 +3,8 @@
 TransactWriteItems leaves exactly what moto's own leaves: the same tables, item for item and in the same
 order, and the same error with the same cancellation reasons, over random transactions that commit, are
 cancelled by a condition or a bad write, or are refused whole (two writes to one item). KMS keys still
-encrypt with their own material, and keys that sign still have their own pairs."""
+encrypt with their own material, and keys that sign still have their own pairs. Beside a DynamoDB Local
+server, moto lets that server's requests through and keeps answering everything else."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.config import default_user_config, mock_credentials, passthrough_url
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.kms.models import kms_backends
 
@@ -169,3 +171,17 @@ def test_symmetric_keys_share_only_the_pair_they_never_use() -> None:
         for key, valid in zip(signers, (True, False), strict=True):
             answer = kms.verify(KeyId=key, Message=b"m", Signature=signed, SigningAlgorithm="RSASSA_PSS_SHA_256")
             assert answer["SignatureValid"] is valid
+
+
+def test_beside_a_local_server_moto_lets_only_that_server_through() -> None:
+    local = "http://127.0.0.1:1"
+    with moto_speedups.mock_aws_beside(local):
+        assert passthrough_url(f"{local}/")
+        assert not passthrough_url("http://127.0.0.1:12/"), "another port is another server"
+        assert not passthrough_url("https://ssm.ap-south-1.amazonaws.com/")
+        # Everything else is still moto's, with moto's own settings.
+        assert mock_credentials() and default_user_config["core"]["reset_boto3_session"]
+        ssm = boto3.client("ssm", region_name="ap-south-1")
+        ssm.put_parameter(Name="/beside/flag", Value="on", Type="String")
+        assert ssm.get_parameter(Name="/beside/flag")["Parameter"]["Value"] == "on"
+    assert not passthrough_url(f"{local}/"), "the setting ends with the block"
