@@ -1,6 +1,6 @@
 """Trying again: the one helper every retry loop of the product goes through, and every policy it runs.
 
-Two kinds of failure are worth another attempt, and each has its policy here, stated once:
+These failures are worth another attempt, and each has its policy here, stated once:
 
 - ``OPTIMISTIC_WRITE``: an optimistic write lost a race. The item (a loan, or a login counter) changed
   between our read and our conditional write; the attempt reads again, decides again and writes
@@ -9,8 +9,11 @@ Two kinds of failure are worth another attempt, and each has its policy here, st
 - ``TRANSACTION_CONTENTION``: DynamoDB cancelled a transaction because another transaction held one of
   its items (``TransactionConflict``), not because a condition failed. The same write is simply sent
   again once the other settles.
+- ``UNPROCESSED_KEYS``: DynamoDB read part of a batched read and handed the other keys back (it does
+  so when a partition is throttled); those keys are asked for again.
+- ``REMINDER_PUBLISH``: a reminder's publish to its topic did not get an answer.
 
-Both pause with *full jitter* (a random wait between 0 and an exponentially growing cap), so writers
+All pause with *full jitter* (a random wait between 0 and an exponentially growing cap), so writers
 that collided once do not collide again in step. Throttling and network errors are not retried here:
 the AWS SDK retries those itself (``max_retry_attempts`` on the PynamoDB models, botocore's defaults
 elsewhere) before an error reaches this code.
@@ -54,6 +57,11 @@ attempts across sender runs after a refused publish are ``domain.reminders.RETRY
 
 TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.2)
 """The same transaction again; contention clears as soon as the other transaction commits."""
+
+UNPROCESSED_KEYS = RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=1.0)
+"""A batched read's keys that DynamoDB handed back unread (a throttled partition, or an answer past
+16 MB), sent again after a pause, as AWS asks of clients. Eight attempts pause three and a half seconds
+at most in all, so a request inside the API's time limit gives up with 503 rather than a timeout."""
 
 
 def retry(

@@ -52,6 +52,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.api.schemas import CreateLoanIn
@@ -293,7 +294,7 @@ def _create(loans: LoanService, ctx: RequestContext, row: int, cmd: NewLoan) -> 
 @storage_call
 def stored_loan_ids(loan_ids: Sequence[str]) -> set[str]:
     """Which of these loan ids are stored: one keys-only BatchGetItem (up to 100 ids)."""
-    found = LoanModel.batch_get(loan_ids, consistent_read=True, attributes_to_get=["loan_id"])
+    found = batch_get(LoanModel, loan_ids, consistent_read=True, attributes_to_get=["loan_id"])
     return {item.loan_id for item in found}
 
 

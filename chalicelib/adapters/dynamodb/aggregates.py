@@ -24,6 +24,7 @@ from typing import Any
 from pynamodb.expressions.update import Action
 
 from chalicelib import clock
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import AggregateModel
@@ -109,7 +110,7 @@ class DynamoPortfolio:
         keys = [counters_key(scope, n) for n in shards] + [collections_key(scope, month, n) for n in shards]
         counters: dict[str, int] = {}
         collections: dict[str, int] = {}
-        for item in AggregateModel.batch_get(keys, consistent_read=True):
+        for item in batch_get(AggregateModel, keys, consistent_read=True):
             target = counters if item.kind == COUNTER_KIND else collections
             _sum_into(target, item, LOAN_COUNTERS if item.kind == COUNTER_KIND else COLLECTION_COUNTERS)
         return counters, month_collections(collections)

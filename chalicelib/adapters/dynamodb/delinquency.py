@@ -10,6 +10,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository
 from chalicelib.adapters.dynamodb.mapping import (
@@ -94,7 +95,7 @@ class DynamoDelinquencyStore:
         index = index if index is not None else LoanModel.watch_index
         results = index.query(key, last_evaluated_key=cursor, page_size=PAGE_SIZE, limit=PAGE_SIZE)
         ids = [item.loan_id for item in results]
-        loans = {item.loan_id: item for item in LoanModel.batch_get(ids, consistent_read=True)} if ids else {}
+        loans = {item.loan_id: item for item in batch_get(LoanModel, ids, consistent_read=True)}
         # Keep the index's order; a loan deleted meanwhile (never, today) would simply drop out.
         return [item_to_loan(loans[i]) for i in ids if i in loans], results.last_evaluated_key
 

@@ -50,6 +50,11 @@ def conditional_check_failed(exc: BaseException) -> bool:
     return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def unavailable() -> Unavailable:
+    """What a caller is told when the database did not answer (or kept refusing) and nothing changed."""
+    return Unavailable("the database is not answering; nothing was changed, try again")
+
+
 def storage_call(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -57,7 +62,7 @@ def storage_call(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except Exception as exc:
             if is_unavailable(exc):
-                raise Unavailable("the database is not answering; nothing was changed, try again") from exc
+                raise unavailable() from exc
             raise
 
     return wrapper

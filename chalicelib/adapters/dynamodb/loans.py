@@ -12,6 +12,7 @@ from pynamodb.expressions.condition import Condition
 
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import LoanModel
@@ -118,7 +119,7 @@ def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) 
     wanted = {name: value for name, value in dataclasses.asdict(filters).items() if value is not None}
     entries = iter(entries)
     while chunk := list(islice(entries, batch)):
-        found = {loan.loan_id: loan for loan in LoanModel.batch_get([e.loan_id for e in chunk], consistent_read=True)}
+        found = {loan.loan_id: loan for loan in batch_get(LoanModel, [e.loan_id for e in chunk], consistent_read=True)}
         for entry in chunk:
             loan = found.get(entry.loan_id)
             if loan is not None and all(getattr(loan, name) == value for name, value in wanted.items()):

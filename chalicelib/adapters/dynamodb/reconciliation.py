@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
-from pynamodb.models import Model
 
 from chalicelib.adapters.dynamodb import paging
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import item_to_loan, item_to_payment
 from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, ReconciliationModel, UtrClaimModel
@@ -30,8 +30,6 @@ from chalicelib.services.ports import StoredLoan
 PAGE_SIZE = 100
 RUN_PART = "run"
 LATEST = "LATEST"
-BATCH = 100
-"""BatchGetItem's limit per request; PynamoDB splits larger lists itself, this keeps pages bounded."""
 
 
 class DynamoLedgerReader:
@@ -61,23 +59,18 @@ class DynamoLedgerReader:
     def loans(self, ids: Iterable[str]) -> dict[str, StoredLoan]:
         return {
             i.loan_id: StoredLoan(item_to_loan(i), i.outstanding_principal_paise)
-            for i in _batch_get(LoanModel, sorted(set(ids)))
+            for i in batch_get(LoanModel, sorted(set(ids)), consistent_read=True)
         }
 
     @storage_call
     def payments(self, ids: Iterable[str]) -> dict[str, Payment]:
-        return {i.payment_id: item_to_payment(i) for i in _batch_get(PaymentModel, sorted(set(ids)))}
+        return {
+            i.payment_id: item_to_payment(i) for i in batch_get(PaymentModel, sorted(set(ids)), consistent_read=True)
+        }
 
     @storage_call
     def claims(self, utrs: Iterable[str]) -> dict[str, str]:
-        return {i.utr: i.payment_id for i in _batch_get(UtrClaimModel, sorted(set(utrs)))}
-
-
-def _batch_get(model: type[Model], keys: Sequence[str]) -> list[Any]:
-    found: list[Any] = []
-    for start in range(0, len(keys), BATCH):
-        found += list(model.batch_get(keys[start : start + BATCH], consistent_read=True))
-    return found
+        return {i.utr: i.payment_id for i in batch_get(UtrClaimModel, sorted(set(utrs)), consistent_read=True)}
 
 
 # --- runs -----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item
 from chalicelib.adapters.dynamodb.models import ReminderModel
@@ -106,7 +107,7 @@ class DynamoReminderStore:
         # one put a moment ago, and its conditional put is then refused as before (half the read units
         # of a consistent read, for the reminder phase's bulk of already-queued reminders).
         keys = list(dict.fromkeys((r.loan_id, r.key) for r in reminders))
-        found = ReminderModel.batch_get(keys, attributes_to_get=["loan_id", "reminder_key"]) if keys else ()
+        found = batch_get(ReminderModel, keys, attributes_to_get=["loan_id", "reminder_key"])
         return {(item.loan_id, item.reminder_key) for item in found}
 
     @storage_call

@@ -15,6 +15,7 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, PutError
 
 from chalicelib.adapters.dynamodb.aggregates import SHARDS, collections_key
+from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.models import AggregateModel, AuditModel, ScoreModel, UserModel
 from chalicelib.adapters.dynamodb.sharding import stored_values
@@ -26,7 +27,6 @@ from chalicelib.services.ids import id_range_for_days
 
 MONTH_ROW = "#month"
 """The sort key of a month's own row (usernames start with a letter or digit, never ``#``)."""
-BATCH = 100
 
 
 def _not_frozen() -> Any:
@@ -124,10 +124,9 @@ class DynamoLiveCollections:
         shards = SHARDS[ScopeKind.COLLECTOR]
         keys = [collections_key(Scope(ScopeKind.COLLECTOR, name), month, n) for name in names for n in range(shards)]
         totals: dict[str, int] = {}
-        for start in range(0, len(keys), BATCH):
-            for item in AggregateModel.batch_get(keys[start : start + BATCH], consistent_read=True):
-                collector = Scope.parse(item.scope).name
-                totals[collector] = totals.get(collector, 0) + int(getattr(item, MONTH_PAISE, None) or 0)
+        for item in batch_get(AggregateModel, keys, consistent_read=True):
+            collector = Scope.parse(item.scope).name
+            totals[collector] = totals.get(collector, 0) + int(getattr(item, MONTH_PAISE, None) or 0)
         return totals
 
 

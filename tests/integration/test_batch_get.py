@@ -1,0 +1,101 @@
+"""Batched reads when DynamoDB hands keys back unread (chalicelib/adapters/dynamodb/batch.py): the keys
+handed back are asked for again after a growing pause, every item comes back once, and a read that
+keeps being handed back fails as unavailable instead of looping.
+
+moto never hands keys back, so a botocore hook on the table's client does what a throttled partition
+does: it moves some of an answer's items into ``UnprocessedKeys``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chalicelib import retry
+from chalicelib.adapters.dynamodb.batch import BATCH_GET_LIMIT, batch_get
+from chalicelib.adapters.dynamodb.models import UtrClaimModel
+from chalicelib.domain.errors import Unavailable
+from chalicelib.wiring import services
+from tests.dynamodb_local.faults import hooked
+
+CLAIMS = 250
+
+
+class HandBack:
+    """For the first ``times`` answers, hold back ``count`` of the items read and hand their keys back."""
+
+    def __init__(self, times: int, count: int) -> None:
+        self.times, self.count = times, count
+        self.requests: list[int] = []
+
+    def __call__(self, params: dict[str, Any], **_kwargs: Any) -> None:
+        self.requests.append(sum(len(table["Keys"]) for table in params["RequestItems"].values()))
+
+    def after(self, parsed: dict[str, Any], **_kwargs: Any) -> None:
+        if len(self.requests) > self.times:
+            return
+        for table, items in parsed["Responses"].items():
+            held, parsed["Responses"][table] = items[: self.count], items[self.count :]
+            if held:
+                parsed.setdefault("UnprocessedKeys", {})[table] = {"Keys": [{"utr": i["utr"]} for i in held]}
+
+
+@pytest.fixture
+def claims(moto_stack: str) -> list[str]:
+    services()  # binds the models to the stage's tables
+    utrs = [f"UTR{n:05d}" for n in range(CLAIMS)]
+    with UtrClaimModel.batch_write() as batch:
+        for utr in utrs:
+            batch.save(UtrClaimModel(utr, payment_id=f"P-{utr}", loan_id="L-1", claimed_at="2026-12-04"))
+    return utrs
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    slept: list[float] = []
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
+    yield slept
+
+
+def _reading(hand_back: HandBack) -> Any:
+    return hooked(UtrClaimModel, "before-parameter-build.dynamodb.BatchGetItem", hand_back), hooked(
+        UtrClaimModel, "after-call.dynamodb.BatchGetItem", hand_back.after
+    )
+
+
+def test_keys_handed_back_are_asked_for_again_after_a_pause(claims: list[str], pauses: list[float]) -> None:
+    hand_back = HandBack(times=3, count=30)
+    before, after = _reading(hand_back)
+    with before, after:
+        found = batch_get(UtrClaimModel, [*claims, claims[0]], consistent_read=True)
+
+    assert sorted(c.utr for c in found) == claims  # each once, the repeated key read once
+    assert {c.payment_id for c in found} == {f"P-{utr}" for utr in claims}
+    # 100 keys, 30 of them handed back, twice more; then the second hundred; then the last 50.
+    assert hand_back.requests[:4] == [BATCH_GET_LIMIT, 30, 30, 30]
+    assert hand_back.requests[4:] == [BATCH_GET_LIMIT, CLAIMS - 2 * BATCH_GET_LIMIT]
+    policy = retry.UNPROCESSED_KEYS
+    assert len(pauses) == 3
+    for n, pause in enumerate(pauses):
+        assert 0 <= pause <= min(policy.cap_seconds, policy.base_seconds * 2**n)
+
+
+def test_a_read_handed_back_every_time_fails_as_unavailable(claims: list[str], pauses: list[float]) -> None:
+    hand_back = HandBack(times=1_000, count=1)
+    before, after = _reading(hand_back)
+    with before, after, pytest.raises(Unavailable, match="the database is not answering"):
+        batch_get(UtrClaimModel, claims[:10], consistent_read=True)
+
+    attempts = retry.UNPROCESSED_KEYS.attempts
+    assert hand_back.requests == [10] + [1] * (attempts - 1)
+    assert len(pauses) == attempts - 1
+
+
+def test_no_keys_no_request(moto_stack: str) -> None:
+    services()
+    hand_back = HandBack(times=0, count=0)
+    before, after = _reading(hand_back)
+    with before, after:
+        assert batch_get(UtrClaimModel, []) == []
+    assert hand_back.requests == []
