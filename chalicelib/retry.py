@@ -16,7 +16,8 @@ These failures are worth another attempt, and each has its policy here, stated o
 All pause with *full jitter* (a random wait between 0 and an exponentially growing cap), so writers
 that collided once do not collide again in step. Throttling and network errors are not retried here:
 the AWS SDK retries those itself (``max_retry_attempts`` on the PynamoDB models, botocore's defaults
-elsewhere) before an error reaches this code.
+elsewhere) before an error reaches this code. The one exception is a batched read that DynamoDB
+throttled in part: its answer is a success, which the SDK does not retry, with the unread keys in it.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=
 
 UNPROCESSED_KEYS = RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=1.0)
 """A batched read's keys that DynamoDB handed back unread (a throttled partition, or an answer past
-16 MB), sent again after a pause, as AWS asks of clients. Eight attempts pause three and a half seconds
-at most in all, so a request inside the API's time limit gives up with 503 rather than a timeout."""
+16 MB), sent again after a pause, as AWS asks of clients. The attempts are one budget for the whole
+read, however many requests it takes: at most 3.55 s of pauses in all, so a request inside the API's
+time limit gives up with 503 rather than a timeout."""
 
 
 def retry(

@@ -39,6 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chalicelib import clock, wiring
+from chalicelib.adapters.dynamodb.batch import client_sender, read_by_keys
 from chalicelib.adapters.dynamodb.mapping import item_to_audit
 from chalicelib.adapters.dynamodb.models import AuditModel
 from chalicelib.api.routes.audit import audit_dict
@@ -95,14 +96,9 @@ def _key_of(item: dict[str, Any], keys: list[str]) -> str:
 
 
 def _present(ddb: Any, table: str, chunk: list[dict[str, Any]], keys: list[str]) -> set[str]:
-    """Which of these keys exist in ``table`` (BatchGetItem, repeating unprocessed keys)."""
-    found: set[str] = set()
-    want: dict[str, Any] = {"Keys": chunk, "ConsistentRead": True}
-    while want["Keys"]:
-        answer = ddb.batch_get_item(RequestItems={table: want})
-        found.update(_key_of(item, keys) for item in answer["Responses"].get(table, []))
-        want = answer.get("UnprocessedKeys", {}).get(table, {"Keys": []})
-    return found
+    """Which of these keys exist in ``table`` (BatchGetItem; keys handed back unread are asked for
+    again after a pause, as the product's reads do)."""
+    return {_key_of(item, keys) for _, item in read_by_keys(client_sender(ddb), [(table, key) for key in chunk])}
 
 
 def _copy_segment(ddb: Any, live: str, restored: str, segment: int, dry_run: bool) -> int:

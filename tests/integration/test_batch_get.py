@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from chalicelib import retry
-from chalicelib.adapters.dynamodb.batch import BATCH_GET_LIMIT, batch_get
-from chalicelib.adapters.dynamodb.models import UtrClaimModel
+from chalicelib.adapters.dynamodb.batch import BATCH_GET_LIMIT, batch_get, client_sender, read_by_keys
+from chalicelib.adapters.dynamodb.models import ReminderModel, UtrClaimModel
 from chalicelib.domain.errors import Unavailable
 from chalicelib.wiring import services
 from tests.dynamodb_local.faults import hooked
@@ -72,9 +72,9 @@ def test_keys_handed_back_are_asked_for_again_after_a_pause(claims: list[str], p
 
     assert sorted(c.utr for c in found) == claims  # each once, the repeated key read once
     assert {c.payment_id for c in found} == {f"P-{utr}" for utr in claims}
-    # 100 keys, 30 of them handed back, twice more; then the second hundred; then the last 50.
-    assert hand_back.requests[:4] == [BATCH_GET_LIMIT, 30, 30, 30]
-    assert hand_back.requests[4:] == [BATCH_GET_LIMIT, CLAIMS - 2 * BATCH_GET_LIMIT]
+    # Each request is the keys handed back first, then new ones up to 100: 70 read in each of the first
+    # three, and the 40 left in the fourth.
+    assert hand_back.requests == [BATCH_GET_LIMIT] * 3 + [CLAIMS - 3 * 70]
     policy = retry.UNPROCESSED_KEYS
     assert len(pauses) == 3
     for n, pause in enumerate(pauses):
@@ -85,11 +85,35 @@ def test_a_read_handed_back_every_time_fails_as_unavailable(claims: list[str], p
     hand_back = HandBack(times=1_000, count=1)
     before, after = _reading(hand_back)
     with before, after, pytest.raises(Unavailable, match="the database is not answering"):
-        batch_get(UtrClaimModel, claims[:10], consistent_read=True)
+        batch_get(UtrClaimModel, claims, consistent_read=True)
 
+    # One budget for the whole read, not one per hundred keys: it gives up within its time.
     attempts = retry.UNPROCESSED_KEYS.attempts
-    assert hand_back.requests == [10] + [1] * (attempts - 1)
+    # 100 (one back), 1 + 99 (one back), 1 + 51 (one back), then that one key alone until it gives up.
+    assert hand_back.requests == [BATCH_GET_LIMIT, BATCH_GET_LIMIT, CLAIMS - 2 * 99] + [1] * (attempts - 3)
     assert len(pauses) == attempts - 1
+
+
+def test_a_raw_client_read_over_tables_gets_the_same_pauses(claims: list[str], pauses: list[float]) -> None:
+    hand_back = HandBack(times=2, count=10)
+    table = UtrClaimModel.Meta.table_name
+    client = UtrClaimModel._get_connection().connection.client
+    before, after = _reading(hand_back)
+    with before, after:
+        found = read_by_keys(client_sender(client), [(table, {"utr": {"S": utr}}) for utr in claims[:150]])
+
+    assert sorted(item["utr"]["S"] for _, item in found) == claims[:150]
+    assert {name for name, _ in found} == {table}
+    # 100 (10 back), 10 + 50 (10 back), 10.
+    assert hand_back.requests == [BATCH_GET_LIMIT, 60, 10]
+    assert len(pauses) == 2
+
+
+def test_a_key_of_a_hash_and_range_table_must_be_a_pair(moto_stack: str) -> None:
+    services()
+    for bad in ("ab", ("only-one",), ("a", "b", "c")):
+        with pytest.raises(ValueError, match="pairs"):
+            batch_get(ReminderModel, [bad])
 
 
 def test_no_keys_no_request(moto_stack: str) -> None:

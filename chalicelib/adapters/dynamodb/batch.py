@@ -1,19 +1,20 @@
-"""Batched reads by key (BatchGetItem): the one way the adapters make them.
+"""Batched reads by key (BatchGetItem): the one way the product and its ops tools make them.
 
 DynamoDB answers a batch read with what it could read and hands the rest back as unprocessed keys,
-when a partition is throttled or the answer would pass 16 MB. PynamoDB's ``Model.batch_get`` sends
-those straight back, again and again, with no pause and no limit: against a throttled table, a tight
-loop of requests that are refused in turn, which is what AWS asks clients not to do. Here the keys
-handed back are sent again after the pause of ``retry.UNPROCESSED_KEYS``, and once its attempts are
-spent the read fails as unavailable (503), as a throttled single read does once botocore gives up.
+when a partition is throttled or the answer would pass 16 MB. botocore does not retry such an answer
+(it succeeded), and PynamoDB's ``Model.batch_get`` sends the keys straight back, again and again, with
+no pause and no limit: against a throttled table, a tight loop of requests that are refused in turn,
+which is what AWS asks clients not to do. Here the keys handed back are sent again after the pause of
+``retry.UNPROCESSED_KEYS``; its attempts are one budget for the whole read, however many requests of
+100 keys it takes, and once they are spent the read fails as unavailable (503).
 
-It builds each request as PynamoDB's ``batch_get`` does, from the same two class methods
-(``_serialize_keys`` for the key values, ``_batch_get_page`` for one request and what it handed back).
+:func:`batch_get` reads one model's items; :func:`read_by_keys` is the same loop for a caller that
+builds its own requests, such as :func:`client_sender`'s over a raw client and several tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from pynamodb.models import Model
@@ -21,6 +22,8 @@ from pynamodb.models import Model
 from chalicelib.adapters.dynamodb.errors import unavailable
 from chalicelib.retry import UNPROCESSED_KEYS, retry
 
+K = TypeVar("K")
+T = TypeVar("T")
 M = TypeVar("M", bound=Model)
 
 BATCH_GET_LIMIT = 100
@@ -28,7 +31,46 @@ BATCH_GET_LIMIT = 100
 
 
 class _KeysHandedBack(Exception):
-    """Some keys of the request came back unread; the attempt is made again for those only."""
+    """Some keys of a request came back unread; the next attempt starts with them."""
+
+
+def read_by_keys(send: Callable[[list[K]], tuple[list[T], list[K]]], keys: Sequence[K]) -> list[T]:
+    """Everything ``send`` reads for ``keys``, sent ``BATCH_GET_LIMIT`` at a time. ``send`` makes one
+    request and answers what it read and the keys handed back; those are sent again after a pause."""
+    pending = list(keys)
+    found: list[T] = []
+
+    def read_pending() -> None:
+        nonlocal pending
+        while pending:
+            items, handed_back = send(pending[:BATCH_GET_LIMIT])
+            found.extend(items)
+            pending = [*handed_back, *pending[BATCH_GET_LIMIT:]]
+            if handed_back:
+                raise _KeysHandedBack
+
+    retry(UNPROCESSED_KEYS, read_pending, _KeysHandedBack, unavailable)
+    return found
+
+
+TableKey = tuple[str, dict[str, Any]]
+"""A table's name and a key of it as DynamoDB spells it (``{"loan_id": {"S": "L-1"}}``)."""
+
+
+def client_sender(client: Any) -> Callable[[list[TableKey]], tuple[list[TableKey], list[TableKey]]]:
+    """A ``send`` for :func:`read_by_keys` over a botocore DynamoDB client: consistent reads of
+    (table, key) pairs, which may name several tables; it answers (table, item) pairs."""
+
+    def send(chunk: list[TableKey]) -> tuple[list[TableKey], list[TableKey]]:
+        request: dict[str, dict[str, Any]] = {}
+        for table, key in chunk:
+            request.setdefault(table, {"Keys": [], "ConsistentRead": True})["Keys"].append(key)
+        answer = client.batch_get_item(RequestItems=request)
+        items = [(table, item) for table, found in answer.get("Responses", {}).items() for item in found]
+        left = answer.get("UnprocessedKeys") or {}
+        return items, [(table, key) for table, unread in left.items() for key in unread["Keys"]]
+
+    return send
 
 
 def batch_get(
@@ -38,7 +80,8 @@ def batch_get(
     attributes_to_get: Sequence[str] | None = None,
 ) -> list[M]:
     """The items stored at ``keys`` (hash key values, or ``(hash, range)`` pairs), in no particular
-    order; a key with no item is left out. Repeated keys are read once."""
+    order; a key with no item is left out. Repeated keys are read once. Each request is made as
+    PynamoDB's own ``batch_get`` makes it, with the same class methods."""
     hash_name = model._hash_key_attribute().attr_name
     range_attribute = model._range_key_attribute()
     wanted: list[dict[str, Any]] = []
@@ -46,22 +89,16 @@ def batch_get(
         if range_attribute is None:
             hash_value, _ = model._serialize_keys(key)
             wanted.append({hash_name: hash_value})
-        else:
-            hash_value, range_value = model._serialize_keys(*key)
-            wanted.append({hash_name: hash_value, range_attribute.attr_name: range_value})
-    found: list[M] = []
-    for start in range(0, len(wanted), BATCH_GET_LIMIT):
-        pending = wanted[start : start + BATCH_GET_LIMIT]
+            continue
+        if isinstance(key, str) or len(key) != 2:
+            raise ValueError(f"{model.__name__} keys are (hash, range) pairs, not {key!r}")
+        hash_value, range_value = model._serialize_keys(*key)
+        wanted.append({hash_name: hash_value, range_attribute.attr_name: range_value})
 
-        def read_pending() -> None:
-            nonlocal pending
-            items, handed_back = model._batch_get_page(
-                pending, consistent_read=consistent_read or None, attributes_to_get=attributes_to_get
-            )
-            found.extend(model.from_raw_data(item) for item in items or ())
-            pending = handed_back or []
-            if pending:
-                raise _KeysHandedBack
+    def send(chunk: list[dict[str, Any]]) -> tuple[list[M], list[dict[str, Any]]]:
+        items, handed_back = model._batch_get_page(
+            chunk, consistent_read=consistent_read or None, attributes_to_get=attributes_to_get
+        )
+        return [model.from_raw_data(item) for item in items or ()], handed_back or []
 
-        retry(UNPROCESSED_KEYS, read_pending, _KeysHandedBack, unavailable)
-    return found
+    return read_by_keys(send, wanted)

@@ -18,6 +18,7 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib import clock
 from chalicelib.adapters.dynamodb import paging
 from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
+from chalicelib.adapters.dynamodb.batch import client_sender, read_by_keys
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.idempotency import COMPLETED, live_record, record_is_free
 from chalicelib.adapters.dynamodb.mapping import (
@@ -30,7 +31,7 @@ from chalicelib.adapters.dynamodb.mapping import (
 from chalicelib.adapters.dynamodb.models import IdempotencyRecordModel, LoanModel, PaymentModel, UtrClaimModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, save_all
 from chalicelib.domain.audit import AuditEntry
-from chalicelib.domain.errors import AlreadyReversed, Conflict, Unavailable
+from chalicelib.domain.errors import AlreadyReversed, Conflict
 from chalicelib.domain.loan import Loan, LoanStatus
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.domain.portfolio import loan_change, payment_collections
@@ -60,21 +61,10 @@ class DynamoPaymentRepository:
         client = LoanModel._get_connection().connection.client
         loans = LoanModel.Meta.table_name
         records = IdempotencyRecordModel.Meta.table_name
-        wanted: dict[str, Any] = {
-            loans: {"Keys": [{"loan_id": {"S": loan_id}}], "ConsistentRead": True},
-            records: {"Keys": [{"id": {"S": record_id}}], "ConsistentRead": True},
-        }
+        wanted = [(loans, {"loan_id": {"S": loan_id}}), (records, {"id": {"S": record_id}})]
         found: dict[str, list[dict[str, Any]]] = {loans: [], records: []}
-        for _ in range(5):
-            answer = client.batch_get_item(RequestItems=wanted)
-            for table, items in answer.get("Responses", {}).items():
-                found[table].extend(items)
-            wanted = answer.get("UnprocessedKeys") or {}
-            if not wanted:
-                break
-            time.sleep(0.05)
-        else:
-            raise Unavailable("the database did not answer every read; nothing was changed, try again")
+        for table, item in read_by_keys(client_sender(client), wanted):
+            found[table].append(item)
         loan_raw = found[loans][0] if found[loans] else None
         record_raw = found[records][0] if found[records] else None
         loan = item_to_loan(LoanModel.from_raw_data(loan_raw)) if loan_raw is not None else None
