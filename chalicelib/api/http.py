@@ -614,6 +614,7 @@ def endpoint(
                     errors=errors,
                     tag=tag,
                     media_type=media_type,
+                    roles_checked_in_view=check_roles_in_view,
                 )
             )
         return view

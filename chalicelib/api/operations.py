@@ -125,6 +125,9 @@ class Operation:
     tag: str = "other"
     media_type: str = "application/json"
     """What the success answers are; every refusal is JSON whatever this says."""
+    roles_checked_in_view: bool = False
+    """The view reads the body and acts on it (the financial guard) before it checks ``roles``; every
+    other operation refuses a caller before anything reads the body."""
 
     @property
     def query_names(self) -> frozenset[str]:
