@@ -226,7 +226,11 @@ def moto_transact_write_items() -> Any:
 
 def mock_aws_beside(endpoint: str) -> Any:
     """``mock_aws()`` for a test whose DynamoDB is the local server at ``endpoint``: every request to it
-    goes straight through, without being tried against moto's services first."""
+    goes straight through, without being tried against moto's services first. Not for nesting: moto
+    puts its settings back only when the outermost block ends."""
     # moto replaces the "core" settings whole, so the others are copied as they are.
-    core = {**default_user_config["core"], "passthrough": {"urls": [re.escape(endpoint) + "/"], "services": []}}
+    core = {
+        **default_user_config["core"],
+        "passthrough": {"urls": [re.escape(endpoint.rstrip("/")) + "/"], "services": []},
+    }
     return mock_aws(config={"core": core})  # type: ignore[typeddict-item]

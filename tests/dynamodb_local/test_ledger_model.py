@@ -66,7 +66,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -90,7 +89,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from moto import mock_aws
 
 import app as app_module
 from chalicelib import clock, wiring
@@ -105,6 +103,7 @@ from infra.provision import provision, table_specs
 from tests import reference_ledger as ref
 from tests.dynamodb_local.faults import Fault, hooked
 from tests.integration.api_helpers import PASSWORD, USERS, Api, Reply
+from tests.moto_speedups import mock_aws_beside
 
 pytestmark = [pytest.mark.dynamodb_local, pytest.mark.long]
 
@@ -267,12 +266,10 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench(dynamodb_local: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    """The stage for the module: tables in DynamoDB Local, flags in moto. Calls to DynamoDB Local are let
-    through before moto matches them against every AWS service's addresses, which would otherwise cost
-    each of them a good part of a millisecond."""
+    """The stage for the module: tables in DynamoDB Local, flags in moto (which lets the calls to DynamoDB
+    Local straight through: ``tests/moto_speedups.py``)."""
     stage = f"model{os.getpid() % 10000}"
-    passthrough = {"core": {"passthrough": {"urls": [re.escape(dynamodb_local)], "services": []}}}
-    with pytest.MonkeyPatch.context() as patch, mock_aws(config=passthrough):  # type: ignore[arg-type]
+    with pytest.MonkeyPatch.context() as patch, mock_aws_beside(dynamodb_local):
         patch.setenv("STAGE", stage)
         patch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local)
         patch.setenv("RECONCILE_AFTER_DAY_END", "false")

@@ -33,7 +33,7 @@ from chalicelib.domain.loan import (
     reassess,
 )
 from chalicelib.domain.payment import post_to_loan
-from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, Segment, SegmentKind
+from chalicelib.domain.runs import RunOutcome, RunRecord, RunStatus, Segment, SegmentKind, SegmentState
 from chalicelib.domain.schedule import Instalment, generate_schedule
 from chalicelib.services.context import RequestContext
 from chalicelib.services.day_end import LEASE_SECONDS, DayEndService, RunResult
@@ -1203,3 +1203,16 @@ def test_incremental_runs_show_what_a_day_by_day_reference_computes(initial: lis
         sim.check_book()
         for step in plan:
             sim.step(step)
+
+
+def test_the_run_store_fake_copies_every_field_that_can_change() -> None:
+    """tests/fake_dpd.py ``_copy`` copies a record field by field and shares what cannot change: a field
+    added to either class must be looked at there (a mutable one shared would let the job change the
+    stored record behind the store's back)."""
+    assert [f.name for f in dataclasses.fields(RunRecord)] == [
+        "business_date", "status", "trigger", "run_id", "lease_until", "started_at", "finished_at", "mode",
+        "segments", "errors", "last_error", "continuations",
+    ]  # fmt: skip
+    assert [f.name for f in dataclasses.fields(SegmentState)] == [
+        "cursor", "done", "scanned", "updated", "escalated", "pending", "reminders", "page",
+    ]  # fmt: skip
