@@ -8,6 +8,7 @@ does: it moves some of an answer's items into ``UnprocessedKeys``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -58,16 +59,18 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     yield slept
 
 
-def _reading(hand_back: HandBack) -> Any:
-    return hooked(UtrClaimModel, "before-parameter-build.dynamodb.BatchGetItem", hand_back), hooked(
-        UtrClaimModel, "after-call.dynamodb.BatchGetItem", hand_back.after
-    )
+@contextmanager
+def handing_back(hand_back: HandBack) -> Iterator[None]:
+    with (
+        hooked(UtrClaimModel, "before-parameter-build.dynamodb.BatchGetItem", hand_back),
+        hooked(UtrClaimModel, "after-call.dynamodb.BatchGetItem", hand_back.after),
+    ):
+        yield
 
 
 def test_keys_handed_back_are_asked_for_again_after_a_pause(claims: list[str], pauses: list[float]) -> None:
     hand_back = HandBack(times=3, count=30)
-    before, after = _reading(hand_back)
-    with before, after:
+    with handing_back(hand_back):
         found = batch_get(UtrClaimModel, [*claims, claims[0]], consistent_read=True)
 
     assert sorted(c.utr for c in found) == claims  # each once, the repeated key read once
@@ -83,8 +86,7 @@ def test_keys_handed_back_are_asked_for_again_after_a_pause(claims: list[str], p
 
 def test_a_read_handed_back_every_time_fails_as_unavailable(claims: list[str], pauses: list[float]) -> None:
     hand_back = HandBack(times=1_000, count=1)
-    before, after = _reading(hand_back)
-    with before, after, pytest.raises(Unavailable, match="the database is not answering"):
+    with handing_back(hand_back), pytest.raises(Unavailable, match="the database is not answering"):
         batch_get(UtrClaimModel, claims, consistent_read=True)
 
     # One budget for the whole read, not one per hundred keys: it gives up within its time.
@@ -98,8 +100,7 @@ def test_a_raw_client_read_over_tables_gets_the_same_pauses(claims: list[str], p
     hand_back = HandBack(times=2, count=10)
     table = UtrClaimModel.Meta.table_name
     client = UtrClaimModel._get_connection().connection.client
-    before, after = _reading(hand_back)
-    with before, after:
+    with handing_back(hand_back):
         found = read_by_keys(client_sender(client), [(table, {"utr": {"S": utr}}) for utr in claims[:150]])
 
     assert sorted(item["utr"]["S"] for _, item in found) == claims[:150]
@@ -119,7 +120,6 @@ def test_a_key_of_a_hash_and_range_table_must_be_a_pair(moto_stack: str) -> None
 def test_no_keys_no_request(moto_stack: str) -> None:
     services()
     hand_back = HandBack(times=0, count=0)
-    before, after = _reading(hand_back)
-    with before, after:
+    with handing_back(hand_back):
         assert batch_get(UtrClaimModel, []) == []
     assert hand_back.requests == []
