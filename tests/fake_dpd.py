@@ -49,21 +49,23 @@ class ConditionFailed(Exception):
 
 
 def _copy(record: RunRecord) -> RunRecord:
-    """A copy through which the caller cannot change the stored record, as with a database. Written out
-    rather than ``copy.deepcopy``: the day-end tests copy records on every claim, checkpoint and finish,
-    and the generic deep copy was a fifth of the longest of them. Segments are frozen, so they are shared;
+    """A copy through which the caller cannot change the stored record, as with a database."""
+    return dataclasses.replace(record, segments=_copy_states(record.segments))
+
+
+def _copy_states(states: Mapping[Segment, SegmentState]) -> dict[Segment, SegmentState]:
+    """Segment states as a database would hand them over or keep them: copies. Written out rather than
+    ``copy.deepcopy``: the day-end tests copy states on every claim, plan, checkpoint and finish, and the
+    generic deep copy was a fifth of the longest of them. Segments are frozen, so they are shared;
     everything a segment's state holds that can change is copied."""
-    return dataclasses.replace(
-        record,
-        segments={
-            segment: dataclasses.replace(
-                state,
-                cursor=copy.deepcopy(state.cursor),
-                page=None if state.page is None else list(state.page),
-            )
-            for segment, state in record.segments.items()
-        },
-    )
+    return {
+        segment: dataclasses.replace(
+            state,
+            cursor=copy.deepcopy(state.cursor),
+            page=None if state.page is None else list(state.page),
+        )
+        for segment, state in states.items()
+    }
 
 
 class InMemoryRunStore:
@@ -131,7 +133,7 @@ class InMemoryRunStore:
             if record is None:
                 raise ConditionFailed("plan: run_id differs")
             record.mode = mode
-            record.segments = copy.deepcopy(segments)
+            record.segments = _copy_states(segments)
 
     def checkpoint(
         self,
@@ -153,7 +155,7 @@ class InMemoryRunStore:
                 if any(claims.get(segment, ("", 0))[0] != worker for segment in states):
                     raise LostLease(business_date.isoformat())
                 claims.update({segment: (worker, lease_until) for segment in states})
-            record.segments.update(copy.deepcopy(dict(states)))
+            record.segments.update(_copy_states(states))
             record.lease_until = lease_until
             self.checkpoints += 1
 

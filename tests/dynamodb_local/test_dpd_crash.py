@@ -315,9 +315,11 @@ def prepare(stage: str, plan: str) -> Bench:
 @contextmanager
 def own_stack(endpoint: str, stage: str) -> Iterator[None]:
     """``local_stack`` (tests/conftest.py) for a whole module: fresh tables in DynamoDB Local, SSM in moto,
-    and small pages for the job's reads."""
+    and small pages for the job's reads. As there, a completed run starts no reconciliation: these tests
+    complete hundreds of runs, and the reconciliation after one has tests of its own."""
     with pytest.MonkeyPatch.context() as patch, mock_aws_beside(endpoint):
         patch.setenv("STAGE", stage)
+        patch.setenv("RECONCILE_AFTER_DAY_END", "false")
         patch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
         patch.setattr(delinquency_adapter, "PAGE_SIZE", PAGE_SIZE)
         wiring.reset()
