@@ -24,16 +24,21 @@ Each row is one ``POST /api/v1/loans`` body and is held to exactly the API's rul
 typed as JSON would carry them (a cell that is a number becomes a JSON number, anything else stays a
 string, so ``1500.50`` paise is refused as "not a valid integer" just as the API refuses it), the body
 is validated by :class:`chalicelib.api.schemas.CreateLoanIn`, and the loan is created by
-:meth:`LoanService.create`, which applies the schedule and collector rules and writes the loan with
-its ``LOAN_CREATED`` audit entry (actor ``system:import``, role admin). There is no second validator.
+:meth:`LoanService.create_many`, which applies the schedule and collector rules exactly as
+:meth:`LoanService.create` does for the API and writes the loan with its ``LOAN_CREATED`` audit entry
+(actor ``system:import``, role admin). There is no second validator. Loans are written up to 25 to a
+DynamoDB transaction, each with its audit entry and the counters' sum added once: a fifth of the
+database's work per loan of one transaction each (docs/performance.md, "The bulk import"). A row's
+outcome is still its own: a row whose id turns out to be taken, or whose transaction the database
+refused, does not take the other rows' loans with it (those are written without it).
 
 Rows are numbered by their line in the file, the header being line 1 (a spreadsheet shows the same
 numbers unless a cell holds a line break). A bad row is reported (row, field, message) and the import
 carries on. A row whose ``loan_id`` is already stored is reported as already imported: neither an
 error nor a second loan, so re-running a file (after fixing its bad rows, or after an interruption)
 stores only what is missing. (The CLI first asks, 100 ids at a time, which loan ids exist, and does not
-send those rows to ``LoanService.create`` at all, so their schedule and collector are not checked
-again; ``LoanExists`` from ``create`` covers any row that lookup missed.) A ``loan_id`` repeated inside
+send those rows to ``LoanService.create_many`` at all, so their schedule and collector are not checked
+again; its ``LoanExists`` covers any row that lookup missed.) A ``loan_id`` repeated inside
 the file is an error on every row after its first appearance.
 """
 
@@ -54,6 +59,7 @@ from pydantic import ValidationError
 
 from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
+from chalicelib.adapters.dynamodb.loans import LOANS_PER_TRANSACTION
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.api.schemas import CreateLoanIn
 from chalicelib.domain.audit import Actor
@@ -93,9 +99,9 @@ ROW_FIELD = "row"
 """The ``field`` of a problem with the row as a whole."""
 
 DEFAULT_WORKERS = 8
-"""Creating a loan is one DynamoDB transaction and the time goes in waiting for it, so a few threads
-multiply throughput (on DynamoDB Local 4 to 16 threads measured the same, about 2.5 times one thread);
-botocore keeps 10 connections per client, so many more threads would only queue for them."""
+"""Each thread writes one transaction of loans at a time, and the time goes in waiting for it, so a few
+threads multiply throughput (on DynamoDB Local, with a loan to a transaction, 4 to 16 threads measured
+the same, about 2.5 times one thread)."""
 LOOKUP_BATCH = 100
 """BatchGetItem's limit: how many valid rows are checked for an existing loan_id at once."""
 
@@ -281,14 +287,24 @@ def count_rows(source: TextIO) -> int:
     return max(total, 0)
 
 
-def _create(loans: LoanService, ctx: RequestContext, row: int, cmd: NewLoan) -> tuple[RowOutcome, list[RowError]]:
+Settled = list[tuple[RowOutcome, list[RowError]]]
+
+
+def _create(loans: LoanService, ctx: RequestContext, rows: Sequence[tuple[int, NewLoan]]) -> Settled:
+    """Create the rows' loans together; each row's outcome, in order."""
     try:
-        loans.create(ctx, cmd)
-    except LoanExists:
-        return RowOutcome.ALREADY_PRESENT, []
+        answers = loans.create_many(ctx, [cmd for _, cmd in rows])
     except DomainError as exc:
-        return RowOutcome.ERROR, _domain_errors(row, cmd.loan_id, exc)
-    return RowOutcome.STORED, []
+        answers = [exc] * len(rows)
+    settled: Settled = []
+    for (row, cmd), answer in zip(rows, answers, strict=True):
+        if isinstance(answer, LoanExists):
+            settled.append((RowOutcome.ALREADY_PRESENT, []))
+        elif isinstance(answer, DomainError):
+            settled.append((RowOutcome.ERROR, _domain_errors(row, cmd.loan_id, answer)))
+        else:
+            settled.append((RowOutcome.STORED, []))
+    return settled
 
 
 @storage_call
@@ -298,7 +314,7 @@ def stored_loan_ids(loan_ids: Sequence[str]) -> set[str]:
     return {item.loan_id for item in found}
 
 
-Created = Future[tuple[RowOutcome, list[RowError]]]
+Created = Future[Settled]
 
 
 @dataclass
@@ -348,21 +364,27 @@ class _ImportRun:
             return set()  # each create will find out for itself
 
     def store_waiting(self, pool: ThreadPoolExecutor) -> None:
-        """Create the waiting rows that are not stored yet, keeping a few per worker in flight."""
+        """Create the waiting rows that are not stored yet, a transaction's worth to a task, keeping
+        two tasks per worker in flight."""
         present = self.already_stored()
+        todo: list[tuple[int, NewLoan]] = []
         for row, cmd in self.waiting:
             if cmd.loan_id in present:
                 self.settle(RowOutcome.ALREADY_PRESENT, [])
-                continue
-            self.in_flight.add(pool.submit(_create, self.service, self.ctx, row, cmd))
-            if len(self.in_flight) >= self.workers * 4:
-                self.collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
+            else:
+                todo.append((row, cmd))
         self.waiting.clear()
+        for start in range(0, len(todo), LOANS_PER_TRANSACTION):
+            chunk = todo[start : start + LOANS_PER_TRANSACTION]
+            self.in_flight.add(pool.submit(_create, self.service, self.ctx, chunk))
+            if len(self.in_flight) >= self.workers * 2:
+                self.collect(wait(self.in_flight, return_when=FIRST_COMPLETED).done)
 
     def collect(self, done: Iterable[Created]) -> None:
         for future in done:
             self.in_flight.discard(future)
-            self.settle(*future.result())
+            for outcome, errors in future.result():
+                self.settle(outcome, errors)
 
     def settle(self, outcome: RowOutcome, errors: list[RowError]) -> None:
         """Count the row's outcome in the report and tell the caller (a progress bar)."""
@@ -389,8 +411,9 @@ def import_loans(
 ) -> ImportReport:
     """Import every row of ``source``; see the module docstring for the format and the rules.
 
-    Rows are read and validated here, in order, and created on ``workers`` threads with a few rows per
-    thread in flight, so memory grows only with the set of loan ids seen (for the duplicate check).
+    Rows are read and validated here, in order, and created on ``workers`` threads, a transaction's
+    worth of rows to a task and two tasks per thread in flight, so memory grows only with the set of
+    loan ids seen (for the duplicate check).
     ``on_row`` is called once per row as it is settled (a progress bar). Raises ImportFileError before
     storing anything if the header is wrong.
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from chalicelib import clock
 from chalicelib.domain.audit import Actor, AuditEntry
-from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
+from chalicelib.domain.errors import Conflict, DomainError, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.portfolio import MonthCollections, PortfolioChange, Scope, loan_change
 from chalicelib.services.context import RequestContext
@@ -167,6 +167,15 @@ class InMemoryLoanRepository:
         self.loans[loan.loan_id] = stored
         self.portfolio.apply(loan_change(None, loan))
         return stored
+
+    def create_many(self, created: Sequence[tuple[Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        answers: list[Loan | DomainError] = []
+        for loan, audit in created:
+            try:
+                answers.append(self.create(loan, audit))
+            except LoanExists as taken:
+                answers.append(taken)
+        return answers
 
     def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
         self.update_calls += 1

@@ -274,12 +274,25 @@ def loan_change(before: Loan | None, after: Loan, collections: Iterable[Collecti
     if before is not None:
         _add(moves, loan_scopes(before), contribution(before), -1)
     _add(moves, loan_scopes(after), contribution(after), +1)
+    return PortfolioChange(_nonzero(moves), tuple(collections))
+
+
+def loans_added(loans: Iterable[Loan]) -> PortfolioChange:
+    """What storing these new loans together moves: the sum of each one's :func:`loan_change` from
+    nothing, one addition per scope however many loans it holds (the bulk import's transactions)."""
+    moves: dict[Scope, dict[str, int]] = {}
+    for loan in loans:
+        _add(moves, loan_scopes(loan), contribution(loan), +1)
+    return PortfolioChange(_nonzero(moves))
+
+
+def _nonzero(moves: dict[Scope, dict[str, int]]) -> dict[Scope, dict[str, int]]:
     counters = {}
     for scope, counts in moves.items():
         nonzero = {name: value for name, value in counts.items() if value != 0}
         if nonzero:
             counters[scope] = nonzero
-    return PortfolioChange(counters, tuple(collections))
+    return counters
 
 
 def payment_collections(payment: Payment) -> tuple[Collection, ...]:

@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action, AuditEntry
-from chalicelib.domain.errors import Conflict, FinancialFieldProtected, NotFound, ValidationFailed
+from chalicelib.domain.errors import (
+    Conflict,
+    DomainError,
+    FinancialFieldProtected,
+    LoanExists,
+    NotFound,
+    ValidationFailed,
+)
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
@@ -94,6 +101,36 @@ class LoanService:
         """Create a loan with a generated or imported schedule, showing its delinquency as of the last
         completed business date (an imported loan can be overdue from the start)."""
         ctx.require(MANAGE_LOANS)
+        return self.loans.create(*self._new_loan(ctx, cmd))
+
+    def create_many(self, ctx: RequestContext, cmds: Sequence[NewLoan]) -> builtins.list[Loan | DomainError]:
+        """:meth:`create` for many loans at once (the bulk import): each held to the same rules and
+        answered in its place, with the stored loan or the error that refused it (``LoanExists`` for an
+        id stored before, or given earlier in ``cmds``). The loans accepted are written several to a
+        transaction; a storage failure answers only the loans of the transaction it stopped."""
+        ctx.require(MANAGE_LOANS)
+        answers: builtins.list[Loan | DomainError | None] = []
+        accepted: builtins.list[tuple[int, tuple[Loan, AuditEntry]]] = []
+        ids: set[str] = set()
+        for cmd in cmds:
+            try:
+                new = self._new_loan(ctx, cmd)
+                loan_id = new[0].loan_id
+                if loan_id in ids:
+                    raise LoanExists(f"loan {loan_id} already exists", {"loan_id": loan_id})
+            except DomainError as refused:
+                answers.append(refused)
+                continue
+            ids.add(loan_id)
+            accepted.append((len(answers), new))
+            answers.append(None)
+        stored = self.loans.create_many([new for _, new in accepted])
+        for (place, _), answer in zip(accepted, stored, strict=True):
+            answers[place] = answer
+        return [answer for answer in answers if answer is not None]
+
+    def _new_loan(self, ctx: RequestContext, cmd: NewLoan) -> tuple[Loan, AuditEntry]:
+        """The loan ``cmd`` asks for and its ``LOAN_CREATED`` entry, once every rule holds."""
         frozen_schedule = _schedule_for(cmd)
         self._require_collector(cmd.collector_id)
         now = clock.now_iso()
@@ -113,7 +150,7 @@ class LoanService:
             updated_at=now,
         )
         stored_view = loan_dict(dataclasses.replace(loan, version=1))
-        return self.loans.create(loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, stored_view))
+        return loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, stored_view)
 
     def get(self, ctx: RequestContext, loan_id: str) -> Loan:
         """A loan the caller may see, as of the latest completed run (:meth:`present`)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from chalicelib.domain.audit import AuditEntry
+from chalicelib.domain.errors import DomainError
 from chalicelib.domain.flags import FlagName, FlagValue
 from chalicelib.domain.legal import LegalCase
 from chalicelib.domain.loan import Loan
@@ -109,6 +110,12 @@ class LoanRepository(Protocol):
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         """Store a new loan, its audit entry and its portfolio counters atomically; LoanExists if the
         id is taken."""
+        ...
+
+    def create_many(self, created: Sequence[tuple[Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        """Store many new loans as :meth:`create` does, each with its audit entry, answering each in its
+        place: the stored loan, ``LoanExists``, or the error that stopped its write (the others are
+        stored all the same). Ids must be distinct."""
         ...
 
     def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from typer.testing import CliRunner, Result
 
+from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.config import settings
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.roles import Role
@@ -29,6 +31,7 @@ from chalicelib.services.ports import AuditFilter
 from chalicelib.wiring import services
 from ops.cli import app
 from ops.csv_io import IMPORT_COLUMNS, ImportFileError, RowOutcome, import_loans, parse_row, stored_loan_ids
+from tests.dynamodb_local.faults import Fault, hooked
 
 COLLECTORS = ("col-asha", "col-vinod", "col-meena")
 ROWS = 10_000
@@ -180,7 +183,7 @@ def test_a_small_file_reports_each_outcome_once_and_reruns_store_nothing(moto_st
     assert {(e.actor.role, e.request_id, e.action.value) for e in entries} == {("admin", report.batch, "LOAN_CREATED")}
     audits = _count("audit")
 
-    # Without the stored-id shortcut every row goes to LoanService.create, which answers LoanExists.
+    # Without the stored-id shortcut every row goes to LoanService.create_many, which answers LoanExists.
     by_create = import_loans(io.StringIO(source), services().loans, workers=1)
     by_lookup = import_loans(io.StringIO(source), services().loans, workers=1, stored=stored_loan_ids)
 
@@ -188,6 +191,33 @@ def test_a_small_file_reports_each_outcome_once_and_reruns_store_nothing(moto_st
         assert (again.stored, again.already_present, again.errors) == (0, 4, report.errors)
     assert _count("audit") == audits
     assert stored_loan_ids(["IMP-00000", "IMP-00003", "nope"]) == {"IMP-00000"}
+
+
+def test_a_transaction_the_database_drops_fails_only_its_own_rows_and_a_rerun_stores_them(moto_stack: str) -> None:
+    """Rows are written a transaction's worth at a time (25): when the database does not take one, its
+    rows, and only those, are reported, and running the file again stores exactly them."""
+    _collectors()
+    text, _ = book(60)
+    loans = services().loans
+    lost = Fault(2, lambda: EndpointConnectionError(endpoint_url="http://dynamodb"))
+
+    with hooked(LoanModel, "before-call.dynamodb.TransactWriteItems", lost):
+        first = import_loans(io.StringIO(text), loans, workers=1, stored=stored_loan_ids)
+
+    assert lost.fired and lost.calls == 3
+    assert (first.rows, first.stored, first.already_present, first.error_rows) == (60, 35, 0, 25)
+    # Data row i is line i + 2; the second transaction held data rows 25 to 49.
+    assert [(e.row, e.field) for e in first.errors] == [(line, "row") for line in range(27, 52)]
+    assert {e.message for e in first.errors} == {
+        "UNAVAILABLE: the database is not answering; nothing was changed, try again"
+    }
+    assert _count("loans") == 35 and _count("audit") == 35
+
+    again = import_loans(io.StringIO(text), loans, workers=1, stored=stored_loan_ids)
+
+    assert (again.stored, again.already_present, again.errors) == (25, 35, [])
+    assert _count("loans") == 60 and _count("audit") == 60
+    assert services().loans.get(READER, "IMP-00030").borrower.name == "Borrower 30"
 
 
 def test_the_file_is_refused_whole_when_its_header_is_wrong(moto_stack: str) -> None:

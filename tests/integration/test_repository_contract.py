@@ -20,6 +20,7 @@ from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Classification, assess
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
+from chalicelib.domain.portfolio import recount
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import AuditFilter, AuditLog, LoanFilter, LoanRepository, Page
@@ -252,6 +253,69 @@ def test_create_on_a_taken_id_changes_nothing(backend: Backend) -> None:
     assert backend.loans.get("TAKEN") == first
     assert audit_of(backend, entity_id="TAKEN") == before_audit
     assert len(before_audit) == 1
+
+
+# --- loans: many at once (the bulk import) ----------------------------------------------------
+
+
+def portfolio_of(backend: Backend) -> Any:
+    if isinstance(backend.loans, InMemoryLoanRepository):
+        return backend.loans.portfolio
+    from chalicelib.adapters.dynamodb.aggregates import DynamoPortfolio
+
+    return DynamoPortfolio()
+
+
+def test_create_many_answers_each_loan_in_its_place_and_leaves_a_taken_id_alone(backend: Backend) -> None:
+    first = created(backend, imported_loan("MANY-2", dpd=10, collector_id="col1"))
+    before_audit = audit_of(backend, entity_id="MANY-2")
+    loans = [imported_loan(f"MANY-{n}", dpd=5 * n, collector_id=f"col{n % 2}") for n in range(5)]
+    audits = [entry(loan.loan_id, Action.LOAN_CREATED, ADMIN, after={"n": n}) for n, loan in enumerate(loans)]
+
+    answers = backend.loans.create_many(list(zip(loans, audits, strict=True)))
+
+    assert isinstance(answers[2], LoanExists)
+    assert backend.loans.get("MANY-2") == first
+    assert audit_of(backend, entity_id="MANY-2") == before_audit
+    for n in (0, 1, 3, 4):
+        answer = answers[n]
+        assert isinstance(answer, Loan) and answer.version == 1
+        assert backend.loans.get(f"MANY-{n}") == answer == dataclasses.replace(loans[n], version=1)
+        assert audit_of(backend, entity_id=f"MANY-{n}") == [audits[n]]
+
+
+def bulk_loan(n: int) -> Loan:
+    return dataclasses.replace(imported_loan(f"BULK-{n:02d}", dpd=n % 95, collector_id=f"col{n}"), branch=f"B{n}")
+
+
+def test_create_many_cuts_its_transactions_at_dynamodb_s_limit_of_a_hundred_items() -> None:
+    from chalicelib.adapters.dynamodb.loans import LOANS_PER_TRANSACTION, TRANSACTION_ACTIONS, _transaction_groups
+
+    pairs = [(bulk_loan(n), entry(f"BULK-{n:02d}")) for n in range(60)]
+    # Each loan adds its put, its audit entry's and the counters of two scopes of its own; the book's is shared.
+    assert [len(group) for group in _transaction_groups(pairs)] == [24, 24, 12]
+    assert 2 * 24 + (1 + 2 * 24) <= TRANSACTION_ACTIONS < 2 * 25 + (1 + 2 * 25)
+    shared = [(imported_loan(f"ONE-{n:02d}", collector_id="col1"), entry(f"ONE-{n:02d}")) for n in range(60)]
+    assert [len(group) for group in _transaction_groups(shared)] == [LOANS_PER_TRANSACTION] * 2 + [10]
+    assert [pair for group in _transaction_groups(pairs) for pair in group] == pairs
+
+
+def test_create_many_beyond_one_transaction_stores_every_loan_and_counts_each_once(backend: Backend) -> None:
+    # Sixty loans, each with a collector and a branch of its own: more puts and counter additions than
+    # one DynamoDB transaction may hold, so the adapter writes them in several (see the next test).
+    loans = [bulk_loan(n) for n in range(60)]
+    answers = backend.loans.create_many(
+        [(loan, entry(loan.loan_id, Action.LOAN_CREATED, ADMIN, after={"n": n})) for n, loan in enumerate(loans)]
+    )
+
+    assert answers == [dataclasses.replace(loan, version=1) for loan in loans]
+    assert [backend.loans.get(loan.loan_id) for loan in loans] == answers
+    assert len(audit_of(backend, action=Action.LOAN_CREATED)) == 60
+    portfolio = portfolio_of(backend)
+    month = clock.month_of(BUSINESS_DATE)
+    for scope, expected in recount(loans).items():
+        counted, _ = portfolio.read(scope, month)
+        assert counted == {name: value for name, value in expected.items() if value}, scope
 
 
 # --- loans: optimistic updates ---------------------------------------------------------------

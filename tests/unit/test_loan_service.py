@@ -259,6 +259,43 @@ def test_only_admin_and_manager_create(world: World, ctx: RequestContext) -> Non
     assert world.entries() == []
 
 
+def test_create_many_holds_each_loan_to_the_rules_of_create_and_answers_it_in_its_place(world: World) -> None:
+    taken = world.service.create(MANAGER, generated(loan_id="L-TAKEN"))
+    cmds = [
+        generated(loan_id="L-1"),
+        generated(loan_id="L-2", collector_id="retired"),
+        generated(loan_id="L-TAKEN", principal_paise=5_00_000_00),
+        generated(loan_id="L-3", collector_id="col2"),
+        generated(loan_id="L-1", principal_paise=7_00_000_00),
+    ]
+
+    answers = world.service.create_many(MANAGER, cmds)
+
+    assert [type(answer) for answer in answers] == [Loan, ValidationFailed, LoanExists, Loan, LoanExists]
+    assert world.repo.get("L-TAKEN") == taken
+    assert world.repo.get("L-2") is None
+    for n in (0, 3):
+        alone = LoanService(
+            loans=InMemoryLoanRepository(audit=InMemoryAuditLog()),
+            audit=world.audit,
+            users=world.users,
+            metrics=world.metrics,
+        ).create(MANAGER, cmds[n])
+        assert answers[n] == world.repo.get(cmds[n].loan_id or "") == alone
+        [entry] = world.entries(cmds[n].loan_id)
+        assert entry.action is Action.LOAN_CREATED and entry.after == loan_dict(alone)
+    first = world.repo.get("L-1")
+    assert first is not None and first.principal_paise == 1_00_000_00  # the second L-1 was refused
+
+
+@pytest.mark.parametrize("ctx", [COLLECTOR, AUDITOR])
+def test_only_admin_and_manager_create_many(world: World, ctx: RequestContext) -> None:
+    with pytest.raises(Forbidden):
+        world.service.create_many(ctx, [generated(loan_id="L-F")])
+    assert world.repo.get("L-F") is None
+    assert world.entries() == []
+
+
 # --- read and list ---------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
@@ -18,14 +18,23 @@ from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, lo
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, create_all, save_all
 from chalicelib.domain.audit import AuditEntry
-from chalicelib.domain.errors import Conflict, LoanExists
+from chalicelib.domain.errors import Conflict, DomainError, LoanExists
 from chalicelib.domain.loan import Loan
-from chalicelib.domain.portfolio import loan_change
+from chalicelib.domain.portfolio import Scope, loan_change, loan_scopes, loans_added
+from chalicelib.retry import BULK_CONTENTION, retry
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
 _COLLECTOR_KEY = frozenset({"loan_id", "collector_id"})
 _BUCKET_KEY = frozenset({"loan_id", "bucket"})
+
+TRANSACTION_ACTIONS = 100
+"""DynamoDB's limit on the items of one ``TransactWriteItems``."""
+LOANS_PER_TRANSACTION = 25
+"""At most this many new loans to a transaction (:meth:`DynamoLoanRepository.create_many`). The largest
+loan and audit entry the API accepts (600 instalments, every text at its longest in a script of
+three-byte characters) come to about 150 KB, so 25 stay under the 4 MB a transaction may carry (3.5 MB
+at worst; a 36-instalment loan and its entry are about 10 KB)."""
 
 
 class DynamoLoanRepository:
@@ -50,6 +59,32 @@ class DynamoLoanRepository:
             busy=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
         )
         return item_to_loan(item)
+
+    def create_many(self, created: Sequence[tuple[Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        """Store new loans as :meth:`create` does, several to a transaction: each loan with its audit
+        entry, and what they add to the counters summed into one addition per scope. For the bulk
+        import, where it costs DynamoDB a fraction of a transaction per loan (docs/performance.md, "The
+        bulk import"). Each loan is answered in its place: stored, ``LoanExists`` (its id was taken: the
+        others of its transaction are sent again without it), or the error that stopped its transaction
+        (``Unavailable``, or ``Conflict`` when other writers kept holding a counter). Ids must be
+        distinct."""
+        answers: dict[str, Loan | DomainError] = {}
+        for group in _transaction_groups(created):
+            pending = list(group)
+            while pending:
+                try:
+                    taken = _create_together(pending)
+                except DomainError as stopped:
+                    answers.update((loan.loan_id, stopped) for loan, _ in pending)
+                    break
+                if not taken:
+                    answers.update((loan.loan_id, dataclasses.replace(loan, version=1)) for loan, _ in pending)
+                    break
+                answers.update(
+                    (loan_id, LoanExists(f"loan {loan_id} already exists", {"loan_id": loan_id})) for loan_id in taken
+                )
+                pending = [(loan, audit) for loan, audit in pending if loan.loan_id not in taken]
+        return [answers[loan.loan_id] for loan, _ in created]
 
     @storage_call
     def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
@@ -124,3 +159,51 @@ def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) 
             loan = found.get(entry.loan_id)
             if loan is not None and all(getattr(loan, name) == value for name, value in wanted.items()):
                 yield loan
+
+
+def _transaction_groups(created: Sequence[tuple[Loan, AuditEntry]]) -> Iterator[list[tuple[Loan, AuditEntry]]]:
+    """``created`` in order, cut into transactions of at most ``LOANS_PER_TRANSACTION`` loans whose puts
+    (two a loan) and counter additions (one a scope) stay within ``TRANSACTION_ACTIONS``."""
+    group: list[tuple[Loan, AuditEntry]] = []
+    scopes: set[Scope] = set()
+    for pair in created:
+        more = scopes | set(loan_scopes(pair[0]))
+        if group and (len(group) == LOANS_PER_TRANSACTION or 2 * (len(group) + 1) + len(more) > TRANSACTION_ACTIONS):
+            yield group
+            group, more = [], set(loan_scopes(pair[0]))
+        group.append(pair)
+        scopes = more
+    if group:
+        yield group
+
+
+@storage_call
+def _create_together(pending: Sequence[tuple[Loan, AuditEntry]]) -> frozenset[str]:
+    """One transaction of every pending loan, its audit entry and the counters' sum: the ids whose
+    condition failed (nothing was written then), or none (everything was). A transaction held up by
+    another writer is sent again under ``BULK_CONTENTION``, with counter shards picked afresh."""
+    items = [(loan_to_item(loan), audit_to_item(audit)) for loan, audit in pending]
+    change = loans_added(loan for loan, _ in pending)
+
+    def attempt() -> frozenset[str]:
+        try:
+            save_all(
+                [
+                    *(Entry(f"loan:{item.loan_id}", item, LoanModel.loan_id.does_not_exist()) for item, _ in items),
+                    *audit_entries([audit for _, audit in items]),
+                    *portfolio_entries(change),
+                ]
+            )
+        except TransactionRefused as exc:
+            taken = frozenset(name.removeprefix("loan:") for name in exc.failed if name.startswith("loan:"))
+            if taken:
+                return taken
+            raise
+        return frozenset()
+
+    return retry(
+        BULK_CONTENTION,
+        attempt,
+        retry_on=TransactionRefused,
+        exhausted=lambda: Conflict("other writers kept the portfolio counters busy; nothing was stored, try again"),
+    )
