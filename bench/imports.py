@@ -1,0 +1,184 @@
+"""The bulk import (``python -m ops import``, ops/csv_io.py) on DynamoDB Local: the same rows written 25
+loans to a transaction, as the importer does, and one loan to a transaction, as it did before and as
+the API's ``POST /api/v1/loans`` still does, side by side in one run (docs/performance.md, "The bulk
+import").
+
+Each way gets a fresh stage (its own tables) and the same file: ``--rows`` generated rows (36-month
+loans over ``--collectors`` collectors and a few branches), imported by ``import_loans`` with its
+threads and its stored-id lookup, as the CLI runs it. For each: wall time, DynamoDB requests by
+operation, the test process's CPU and the DynamoDB Local server's. Then ``--priced`` more rows each
+way with the write pricer on (``bench.floor``: every item written read before and after, so not
+timed): write units per loan, priced from the items, since DynamoDB Local under-reports transactions.
+Prints figures and ratios; there is no pass/fail.
+
+    python -m bench.imports [--rows 5000] [--priced 200] [--collectors 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import boto3
+
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
+from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
+from bench.floor import Priced, WritePricer
+from chalicelib import wiring
+from chalicelib.adapters.dynamodb import loans as loans_adapter
+from chalicelib.domain.roles import Role
+from infra.provision import provision
+from ops import csv_io
+
+WAYS = (("one loan to a transaction", 1), ("25 loans to a transaction", loans_adapter.LOANS_PER_TRANSACTION))
+
+
+def rows_csv(first: int, count: int, collectors: int) -> str:
+    """``count`` valid import rows with ids from ``first`` on (the same rows for the same arguments)."""
+    rng = random.Random(first)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=csv_io.IMPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for n in range(first, first + count):
+        disbursed = dt.date(2025, 1, 1) + dt.timedelta(days=rng.randrange(0, 540))
+        writer.writerow(
+            {
+                "loan_id": f"BULK-{n:07d}",
+                "borrower_name": f"Borrower {n}",
+                "phone": f"9{rng.randrange(10**8, 10**9)}",
+                "email": "",
+                "address": f"{n}, MG Road, Pune",
+                "principal_paise": str(rng.randrange(50_000, 1_000_000) * 100),
+                "annual_rate_bps": str(rng.randrange(900, 3000)),
+                "tenure_months": "36",
+                "disbursement_date": disbursed.isoformat(),
+                "first_due_date": (disbursed + dt.timedelta(days=30)).isoformat(),
+                "collector_id": f"col-{n % collectors:03d}",
+                "branch": f"BR{n % 7}",
+            }
+        )
+    return out.getvalue()
+
+
+@contextmanager
+def loans_per_transaction(count: int) -> Iterator[None]:
+    """The importer's chunks and the adapter's transactions at ``count`` loans (restored after)."""
+    saved = loans_adapter.LOANS_PER_TRANSACTION, csv_io.LOANS_PER_TRANSACTION
+    loans_adapter.LOANS_PER_TRANSACTION = csv_io.LOANS_PER_TRANSACTION = count
+    try:
+        yield
+    finally:
+        loans_adapter.LOANS_PER_TRANSACTION, csv_io.LOANS_PER_TRANSACTION = saved
+
+
+@dataclass
+class Way:
+    rows: int
+    seconds: float
+    requests: Counter[str]
+    python_cpu: float
+    server_cpu: float
+    priced: Priced | None = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--priced", type=int, default=200)
+    parser.add_argument("--collectors", type=int, default=20)
+    args = parser.parse_args()
+    meter = DynamoMeter()
+    install_meter(meter)
+    ways: dict[str, Way] = {}
+    with dynamodb_local() as server:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
+        pricer = WritePricer(unmetered_client(server.endpoint), "loan-crm-")
+        for n, (label, per_transaction) in enumerate(WAYS):
+            stage = f"bulk{n}"
+            os.environ["STAGE"] = stage
+            wiring.reset()
+            provision(stage, boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
+            for c in range(args.collectors):
+                wiring.services().auth.add_user(f"col-{c:03d}", "collector-password-1", Role.COLLECTOR)
+            loans = wiring.services().loans
+            with loans_per_transaction(per_transaction):
+                meter.reset("")
+                cpu, local_cpu, started = time.process_time(), server.cpu_seconds(), time.perf_counter()
+                report = csv_io.import_loans(
+                    io.StringIO(rows_csv(0, args.rows, args.collectors)), loans, stored=csv_io.stored_loan_ids
+                )
+                seconds = time.perf_counter() - started
+                way = Way(
+                    rows=report.stored,
+                    seconds=seconds,
+                    requests=Counter(meter.requests),
+                    python_cpu=time.process_time() - cpu,
+                    server_cpu=server.cpu_seconds() - local_cpu,
+                )
+                assert (report.stored, report.error_rows) == (args.rows, 0), report.summary()
+                if args.priced:
+                    meter.pricer = pricer
+                    with pricer.fresh() as way.priced:
+                        priced = csv_io.import_loans(
+                            io.StringIO(rows_csv(args.rows, args.priced, args.collectors)),
+                            loans,
+                            stored=csv_io.stored_loan_ids,
+                        )
+                    meter.pricer = None
+                    assert priced.stored == args.priced, priced.summary()
+            ways[label] = way
+    report_ways(ways, args)
+
+
+def report_ways(ways: dict[str, Way], args: argparse.Namespace) -> None:
+    base = ways[WAYS[0][0]]
+    print(f"{args.rows:,} rows each way ({args.collectors} collectors, 7 branches); DynamoDB Local")
+    print(f"{'figure':<44}" + "".join(f"{label:>28}" for label in ways) + f"{'ratio':>8}")
+
+    def line(name: str, value: Callable[[Way], float], fmt: str) -> None:
+        values = [value(way) for way in ways.values()]
+        ratio = values[-1] / values[0] if values[0] else float("nan")
+        print(f"{name:<44}" + "".join(f"{v:>28{fmt}}" for v in values) + f"{ratio:>8.2f}")
+
+    line("wall time s", lambda w: w.seconds, ".1f")
+    line("loans a second", lambda w: w.rows / w.seconds, ",.0f")
+    line("requests a loan", lambda w: sum(w.requests.values()) / w.rows, ".3f")
+    line("  TransactWriteItems a loan", lambda w: w.requests["TransactWriteItems"] / w.rows, ".3f")
+    line("importer CPU ms a loan", lambda w: 1000 * w.python_cpu / w.rows, ".2f")
+    line("DynamoDB Local CPU ms a loan", lambda w: 1000 * w.server_cpu / w.rows, ".2f")
+    if args.priced:
+        line("write units a loan (priced from the items)", lambda w: _per_loan(w.priced, args.priced), ".2f")
+    new = ways[WAYS[-1][0]]
+    summary.record(
+        f"bulk import, {args.rows:,} rows: wall time",
+        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.rows:.3f} requests a loan",
+        new.seconds / base.seconds,
+        "one loan to a transaction",
+    )
+    summary.record(
+        "bulk import: DynamoDB Local CPU a loan",
+        f"{1000 * new.server_cpu / new.rows:.2f} ms",
+        new.server_cpu / base.server_cpu,
+        "one loan to a transaction",
+    )
+    if args.priced:
+        per, then = _per_loan(new.priced, args.priced), _per_loan(base.priced, args.priced)
+        summary.record("bulk import: write units a loan", f"{per:.2f}", per / then, "one loan to a transaction")
+
+
+def _per_loan(priced: Priced | None, loans: int) -> float:
+    return priced.total("priced") / loans if priced is not None else float("nan")
+
+
+if __name__ == "__main__":
+    main()
