@@ -27,8 +27,9 @@ is validated by :class:`chalicelib.api.schemas.CreateLoanIn`, and the loan is cr
 :meth:`LoanService.create_many`, which applies the schedule and collector rules exactly as
 :meth:`LoanService.create` does for the API and writes the loan with its ``LOAN_CREATED`` audit entry
 (actor ``system:import``, role admin). There is no second validator. Loans are written up to 25 to a
-DynamoDB transaction, each with its audit entry and the counters' sum added once: a fifth of the
-database's work per loan of one transaction each (docs/performance.md, "The bulk import"). A row's
+DynamoDB transaction, each with its audit entry and the counters' sum added once: about a third of the
+database's work per loan of a transaction each, and twice the loans a second (docs/performance.md,
+"The bulk import"). A row's
 outcome is still its own: a row whose id turns out to be taken, or whose transaction the database
 refused, does not take the other rows' loans with it (those are written without it).
 
