@@ -149,6 +149,8 @@ class InMemoryLoanRepository:
     loans: dict[str, Loan] = field(default_factory=dict)
     portfolio: InMemoryPortfolio = field(default_factory=InMemoryPortfolio)
     update_calls: int = field(default=0, init=False)
+    created_many: list[list[tuple[Loan, AuditEntry]]] = field(default_factory=list, init=False)
+    """What each ``create_many`` call was given."""
     _before_update: list[BeforeUpdate] = field(default_factory=list, init=False, repr=False)
 
     def on_next_update(self, hook: BeforeUpdate) -> None:
@@ -161,7 +163,7 @@ class InMemoryLoanRepository:
 
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         if loan.loan_id in self.loans:
-            raise LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id})
+            raise LoanExists.of(loan.loan_id)
         stored = dataclasses.replace(loan, version=1)
         self.audit.append(audit)
         self.loans[loan.loan_id] = stored
@@ -169,6 +171,9 @@ class InMemoryLoanRepository:
         return stored
 
     def create_many(self, created: Sequence[tuple[Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        ids = [loan.loan_id for loan, _ in created]
+        assert len(set(ids)) == len(ids), f"create_many takes distinct ids: {ids}"
+        self.created_many.append(list(created))
         answers: list[Loan | DomainError] = []
         for loan, audit in created:
             try:

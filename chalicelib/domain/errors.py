@@ -61,6 +61,10 @@ class NotFound(DomainError):
 class LoanExists(DomainError):
     code = "LOAN_EXISTS"
 
+    @classmethod
+    def of(cls, loan_id: str) -> LoanExists:
+        return cls(f"loan {loan_id} already exists", {"loan_id": loan_id})
+
 
 class Conflict(DomainError):
     """An optimistic-lock or state conflict the client may retry after re-reading."""

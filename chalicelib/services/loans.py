@@ -19,7 +19,6 @@ from chalicelib.domain.errors import (
     Conflict,
     DomainError,
     FinancialFieldProtected,
-    LoanExists,
     NotFound,
     ValidationFailed,
 )
@@ -106,8 +105,9 @@ class LoanService:
     def create_many(self, ctx: RequestContext, cmds: Sequence[NewLoan]) -> builtins.list[Loan | DomainError]:
         """:meth:`create` for many loans at once (the bulk import): each held to the same rules and
         answered in its place, with the stored loan or the error that refused it (``LoanExists`` for an
-        id stored before, or given earlier in ``cmds``). The loans accepted are written several to a
-        transaction; a storage failure answers only the loans of the transaction it stopped."""
+        id stored before; ``ValidationFailed`` for an id given earlier in ``cmds``, which may yet fail
+        to be stored). The loans accepted are written several to a transaction; a storage failure
+        answers only the loans of the transaction it stopped."""
         ctx.require(MANAGE_LOANS)
         answers: builtins.list[Loan | DomainError | None] = []
         accepted: builtins.list[tuple[int, tuple[Loan, AuditEntry]]] = []
@@ -117,7 +117,10 @@ class LoanService:
                 new = self._new_loan(ctx, cmd)
                 loan_id = new[0].loan_id
                 if loan_id in ids:
-                    raise LoanExists(f"loan {loan_id} already exists", {"loan_id": loan_id})
+                    raise ValidationFailed(
+                        f"loan_id {loan_id} appears twice in one batch",
+                        [{"field": "loan_id", "message": f"{loan_id} appears earlier in this batch"}],
+                    )
             except DomainError as refused:
                 answers.append(refused)
                 continue

@@ -206,18 +206,25 @@ def test_a_transaction_the_database_drops_fails_only_its_own_rows_and_a_rerun_st
 
     assert lost.fired and lost.calls == 3
     assert (first.rows, first.stored, first.already_present, first.error_rows) == (60, 35, 0, 25)
-    # Data row i is line i + 2; the second transaction held data rows 25 to 49.
-    assert [(e.row, e.field) for e in first.errors] == [(line, "row") for line in range(27, 52)]
+    # Rows go to their transactions grouped by branch and collector (in file order within a group); data
+    # row i is line i + 2. The second transaction held the 26th to 50th of them.
+    rows = list(csv.DictReader(io.StringIO(text)))
+    grouped = sorted(range(60), key=lambda i: (rows[i]["branch"], rows[i]["collector_id"]))
+    dropped = sorted(i + 2 for i in grouped[25:50])
+    assert [(e.row, e.loan_id, e.field) for e in first.errors] == [
+        (line, f"IMP-{line - 2:05d}", "row") for line in dropped
+    ]
     assert {e.message for e in first.errors} == {
         "UNAVAILABLE: the database is not answering; nothing was changed, try again"
     }
     assert _count("loans") == 35 and _count("audit") == 35
+    assert stored_loan_ids([f"IMP-{line - 2:05d}" for line in dropped]) == set()
 
     again = import_loans(io.StringIO(text), loans, workers=1, stored=stored_loan_ids)
 
     assert (again.stored, again.already_present, again.errors) == (25, 35, [])
     assert _count("loans") == 60 and _count("audit") == 60
-    assert services().loans.get(READER, "IMP-00030").borrower.name == "Borrower 30"
+    assert services().loans.get(READER, f"IMP-{dropped[0] - 2:05d}").borrower.name == f"Borrower {dropped[0] - 2}"
 
 
 def test_the_file_is_refused_whole_when_its_header_is_wrong(moto_stack: str) -> None:

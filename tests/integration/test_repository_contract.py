@@ -282,6 +282,17 @@ def test_create_many_answers_each_loan_in_its_place_and_leaves_a_taken_id_alone(
         assert isinstance(answer, Loan) and answer.version == 1
         assert backend.loans.get(f"MANY-{n}") == answer == dataclasses.replace(loans[n], version=1)
         assert audit_of(backend, entity_id=f"MANY-{n}") == [audits[n]]
+    # The refused transaction was sent again without the taken loan: counted once, the others once.
+    assert_counters(backend, [first, *(loans[n] for n in (0, 1, 3, 4))])
+
+
+def assert_counters(backend: Backend, loans: list[Loan]) -> None:
+    """The portfolio counters of every scope these loans touch are their recount (no other loans stored)."""
+    portfolio = portfolio_of(backend)
+    month = clock.month_of(BUSINESS_DATE)
+    for scope, expected in recount(loans).items():
+        counted, _ = portfolio.read(scope, month)
+        assert counted == {name: value for name, value in expected.items() if value}, scope
 
 
 def bulk_loan(n: int) -> Loan:
@@ -311,11 +322,100 @@ def test_create_many_beyond_one_transaction_stores_every_loan_and_counts_each_on
     assert answers == [dataclasses.replace(loan, version=1) for loan in loans]
     assert [backend.loans.get(loan.loan_id) for loan in loans] == answers
     assert len(audit_of(backend, action=Action.LOAN_CREATED)) == 60
-    portfolio = portfolio_of(backend)
-    month = clock.month_of(BUSINESS_DATE)
-    for scope, expected in recount(loans).items():
-        counted, _ = portfolio.read(scope, month)
-        assert counted == {name: value for name, value in expected.items() if value}, scope
+    assert_counters(backend, loans)
+
+
+@pytest.mark.parametrize("lost", ["before", "after"])
+def test_create_many_answers_a_dropped_transaction_on_its_own_loans_only(backend: Backend, lost: str) -> None:
+    """The second of three transactions fails: its 24 loans are answered UNAVAILABLE (``before``: never
+    sent, so not stored; ``after``: stored, its answer lost), the other two transactions' stored."""
+    if backend.name == "memory":
+        pytest.skip("the in-memory repository has no transactions to drop")
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from tests.dynamodb_local.faults import Fault, hooked
+
+    error = EndpointConnectionError if lost == "before" else ReadTimeoutError
+    fault = Fault(2, lambda: error(endpoint_url="http://dynamodb"))
+    loans = [bulk_loan(n) for n in range(60)]
+    with hooked(LoanModel, f"{lost}-call.dynamodb.TransactWriteItems", fault):
+        answers = backend.loans.create_many(
+            [(loan, entry(loan.loan_id, Action.LOAN_CREATED, ADMIN, after={"n": n})) for n, loan in enumerate(loans)]
+        )
+
+    assert fault.fired and fault.calls == 3
+    assert [type(a).__name__ for a in answers] == ["Loan"] * 24 + ["Unavailable"] * 24 + ["Loan"] * 12
+    dropped_stored = lost == "after"
+    assert [backend.loans.get(loan.loan_id) is not None for loan in loans] == [True] * 24 + [dropped_stored] * 24 + [
+        True
+    ] * 12
+    stored = loans[:24] + loans[48:] + (loans[24:48] if dropped_stored else [])
+    assert len(audit_of(backend, action=Action.LOAN_CREATED)) == len(stored)
+    assert_counters(backend, stored)
+
+
+@pytest.mark.dynamodb_local
+def test_create_many_keeps_each_transaction_under_dynamodb_s_4_mb(local_stack: str) -> None:
+    """Twenty-five of the largest loans the API takes (600 instalments, every text at its longest in
+    four-byte characters) weigh more than one transaction may carry: they are stored in several, and
+    the weight the cut reckons with is never less than what DynamoDB counts."""
+    from chalicelib.adapters.dynamodb import models
+    from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository, _pair_bytes
+    from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item
+    from chalicelib.config import settings
+    from chalicelib.services.context import RequestContext
+    from chalicelib.services.views import loan_dict
+
+    models.bind(settings())
+    wide = "\U0001f600"  # four bytes in UTF-8, a surrogate pair (twelve bytes) in escaped JSON
+    schedule = tuple(generate_schedule(5_00_00_000_00, 2400, 600, dt.date(2025, 1, 1), dt.date(2025, 2, 1)))
+    pairs = []
+    for n in range(25):
+        loan = Loan(
+            loan_id=f"HEAVY-{n:02d}-" + "x" * 54,
+            borrower=Borrower(wide * 200, "+" + "9" * 14, "e" * 64 + "@" + "d" * 60 + ".in", wide * 2000),
+            status=LoanStatus.ACTIVE,
+            principal_paise=5_00_00_000_00,
+            disbursement_date=dt.date(2025, 1, 1),
+            schedule=schedule,
+            delinquency=initial_delinquency(schedule, BUSINESS_DATE),
+            annual_rate_bps=2400,
+            collector_id="c" * 128,
+            branch=wide * 200,
+            notes=wide * 2000,
+            created_at=clock.now_iso(),
+            updated_at=clock.now_iso(),
+        )
+        ctx = RequestContext(actor=ADMIN)
+        view = loan_dict(dataclasses.replace(loan, version=1))
+        pairs.append((loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, view)))
+    loan, audit = pairs[0]
+    weight = _item_bytes(loan_to_item(loan).serialize()) + _item_bytes(audit_to_item(audit).serialize())
+    assert weight <= _pair_bytes(audit) < 2 * weight
+    assert 25 * weight > 4 * 2**20
+
+    answers = DynamoLoanRepository().create_many(pairs)
+
+    assert [type(a).__name__ for a in answers] == ["Loan"] * 25
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it: each attribute's name and value (UTF-8 bytes of a string)."""
+
+    def value(v: dict[str, Any]) -> int:
+        ((kind, raw),) = v.items()
+        if kind == "S":
+            return len(raw.encode())
+        if kind == "N":
+            return len(raw) // 2 + 2
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + 1 + value(x) for k, x in raw.items())
+        if kind == "L":
+            return 3 + sum(1 + value(x) for x in raw)
+        return 1
+
+    return sum(len(name.encode()) + value(v) for name, v in item.items())
 
 
 # --- loans: optimistic updates ---------------------------------------------------------------

@@ -271,7 +271,10 @@ def test_create_many_holds_each_loan_to_the_rules_of_create_and_answers_it_in_it
 
     answers = world.service.create_many(MANAGER, cmds)
 
-    assert [type(answer) for answer in answers] == [Loan, ValidationFailed, LoanExists, Loan, LoanExists]
+    assert [type(answer) for answer in answers] == [Loan, ValidationFailed, LoanExists, Loan, ValidationFailed]
+    assert [d["field"] for d in answers[4].details] == ["loan_id"]  # type: ignore[union-attr]
+    # The repository is asked to store each id once: the second L-1 never reaches it.
+    assert [loan.loan_id for loan, _ in world.repo.created_many[-1]] == ["L-1", "L-TAKEN", "L-3"]
     assert world.repo.get("L-TAKEN") == taken
     assert world.repo.get("L-2") is None
     for n in (0, 3):

@@ -115,3 +115,77 @@ def test_updates_given_before_puts_still_pair_with_their_own_reasons(tables: Non
     save_all([counter_entry("aggregate:a", "counters#book#00", 5), claim_entry("utr_claim", "UTRFREE02")])
     save_all([counter_entry("aggregate:a", "counters#book#00", -2)])
     assert counter("counters#book#00") == 3, "additions add up, and create the item on first use"
+
+
+def _capture(sent: list[dict[str, object]]) -> object:
+    def keep(params: dict[str, object], **_: object) -> None:
+        sent.append(params)
+
+    return keep
+
+
+def test_each_transaction_carries_a_request_token_of_its_own(tables: None) -> None:
+    """So that the SDK's own resend of a transaction whose answer was lost is answered with the first
+    outcome (see the next test) rather than run twice."""
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from tests.dynamodb_local.faults import hooked
+
+    sent: list[dict[str, object]] = []
+    with hooked(LoanModel, "provide-client-params.dynamodb.TransactWriteItems", _capture(sent)):
+        save_all([claim_entry("a", "UTRTOKEN1")])
+        save_all([claim_entry("b", "UTRTOKEN2")])
+    tokens = [params.get("ClientRequestToken") for params in sent]
+    assert len(tokens) == 2 and all(isinstance(t, str) and 0 < len(t) <= 36 for t in tokens)
+    assert tokens[0] != tokens[1]
+
+
+@pytest.mark.dynamodb_local
+def test_a_transaction_sent_again_with_its_token_is_answered_not_run_twice(local_stack: str) -> None:
+    """What the token buys, on the real engine: the same request sent again after it committed succeeds
+    without applying again, where without the token its own condition would now refuse it."""
+    import boto3
+
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from tests.dynamodb_local.faults import hooked
+
+    bind(settings())
+    sent: list[dict[str, object]] = []
+    with hooked(LoanModel, "provide-client-params.dynamodb.TransactWriteItems", _capture(sent)):
+        save_all(
+            [
+                claim_entry("claim", "UTRAGAIN1"),
+                Entry("counter", AggregateModel("pk-again"), actions=[AggregateModel.writes.add(1)]),
+            ]
+        )
+    [params] = sent
+    client = boto3.client("dynamodb")
+
+    client.transact_write_items(**params)  # type: ignore[arg-type]
+
+    assert AggregateModel.get("pk-again", consistent_read=True).writes == 1
+    without_token = {k: v for k, v in params.items() if k != "ClientRequestToken"}
+    with pytest.raises(client.exceptions.TransactionCanceledException):
+        client.transact_write_items(**without_token)  # type: ignore[arg-type]
+
+
+def test_a_cancellation_for_throttling_is_the_database_not_answering(tables: None) -> None:
+    """DynamoDB cancels a transaction with reason ``ThrottlingError`` when a partition it touches is
+    throttled; the SDK does not retry a cancelled transaction, and nothing was written."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from chalicelib.domain.errors import Unavailable
+    from tests.dynamodb_local.faults import hooked
+
+    def throttled(**_: object) -> None:
+        raise ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                "CancellationReasons": [{"Code": "ThrottlingError", "Message": "Throughput exceeds the limit"}],
+            },
+            "TransactWriteItems",
+        )
+
+    with hooked(LoanModel, "before-call.dynamodb.TransactWriteItems", throttled), pytest.raises(Unavailable):
+        save_all([claim_entry("claim", "UTRTHROTTLED")])
+    assert not stored("UTRTHROTTLED")

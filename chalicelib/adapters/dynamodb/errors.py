@@ -23,6 +23,9 @@ _TRANSIENT_CODES = frozenset(
         "InternalServerError",
         "ServiceUnavailable",
         "ResourceNotFoundException",
+        # The same transaction (its client request token) is still being applied: the SDK sent it again
+        # after losing the answer, before the first attempt finished. Its outcome is not known yet.
+        "TransactionInProgressException",
     }
 )
 

@@ -15,13 +15,20 @@ from chalicelib.adapters.dynamodb.aggregates import portfolio_entries
 from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
-from chalicelib.adapters.dynamodb.models import LoanModel
-from chalicelib.adapters.dynamodb.transact import Entry, TransactionRefused, audit_entries, create_all, save_all
+from chalicelib.adapters.dynamodb.models import AuditModel, LoanModel
+from chalicelib.adapters.dynamodb.transact import (
+    Entry,
+    TransactionRefused,
+    audit_entries,
+    create_all,
+    save_all,
+    save_unless_taken,
+)
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, DomainError, LoanExists
 from chalicelib.domain.loan import Loan
 from chalicelib.domain.portfolio import Scope, loan_change, loan_scopes, loans_added
-from chalicelib.retry import BULK_CONTENTION, retry
+from chalicelib.retry import BULK_CONTENTION
 from chalicelib.services.ports import LoanFilter, Page
 
 _TABLE_KEY = frozenset({"loan_id"})
@@ -30,11 +37,14 @@ _BUCKET_KEY = frozenset({"loan_id", "bucket"})
 
 TRANSACTION_ACTIONS = 100
 """DynamoDB's limit on the items of one ``TransactWriteItems``."""
+TRANSACTION_BYTES = 3_500_000
+"""What the loans and audit entries of one transaction may weigh, by :func:`_pair_bytes`: DynamoDB
+refuses a transaction whose items come to more than 4 MB, and the counters' items and the bound's
+slack need the rest."""
 LOANS_PER_TRANSACTION = 25
-"""At most this many new loans to a transaction (:meth:`DynamoLoanRepository.create_many`). The largest
-loan and audit entry the API accepts (600 instalments, every text at its longest in a script of
-three-byte characters) come to about 150 KB, so 25 stay under the 4 MB a transaction may carry (3.5 MB
-at worst; a 36-instalment loan and its entry are about 10 KB)."""
+"""At most this many new loans to a transaction (:meth:`DynamoLoanRepository.create_many`): a 36-month
+loan and its entry are about 10 KB, so 25 weigh a quarter of a megabyte; the largest ones the API takes
+(600 instalments, every text at its longest in four-byte characters) are cut by ``TRANSACTION_BYTES``."""
 
 
 class DynamoLoanRepository:
@@ -55,7 +65,7 @@ class DynamoLoanRepository:
                 *portfolio_entries(loan_change(None, loan)),
             ],
             new="loan",
-            taken=lambda: LoanExists(f"loan {loan.loan_id} already exists", {"loan_id": loan.loan_id}),
+            taken=lambda: LoanExists.of(loan.loan_id),
             busy=lambda: Conflict(f"loan {loan.loan_id} is being created by someone else; try again"),
         )
         return item_to_loan(item)
@@ -63,11 +73,11 @@ class DynamoLoanRepository:
     def create_many(self, created: Sequence[tuple[Loan, AuditEntry]]) -> list[Loan | DomainError]:
         """Store new loans as :meth:`create` does, several to a transaction: each loan with its audit
         entry, and what they add to the counters summed into one addition per scope. For the bulk
-        import, where it costs DynamoDB a fraction of a transaction per loan (docs/performance.md, "The
-        bulk import"). Each loan is answered in its place: stored, ``LoanExists`` (its id was taken: the
-        others of its transaction are sent again without it), or the error that stopped its transaction
-        (``Unavailable``, or ``Conflict`` when other writers kept holding a counter). Ids must be
-        distinct."""
+        import, where it costs DynamoDB about a third of the work per loan of a transaction each
+        (docs/performance.md, "The bulk import"). Each loan is answered in its place: stored,
+        ``LoanExists`` (its id was taken: the others of its transaction are sent again without it), or
+        the error that stopped its transaction (``Unavailable``; ``Conflict`` when other writers kept
+        holding a counter), the other transactions' loans stored all the same. Ids must be distinct."""
         answers: dict[str, Loan | DomainError] = {}
         for group in _transaction_groups(created):
             pending = list(group)
@@ -80,9 +90,7 @@ class DynamoLoanRepository:
                 if not taken:
                     answers.update((loan.loan_id, dataclasses.replace(loan, version=1)) for loan, _ in pending)
                     break
-                answers.update(
-                    (loan_id, LoanExists(f"loan {loan_id} already exists", {"loan_id": loan_id})) for loan_id in taken
-                )
+                answers.update((loan_id, LoanExists.of(loan_id)) for loan_id in taken)
                 pending = [(loan, audit) for loan, audit in pending if loan.loan_id not in taken]
         return [answers[loan.loan_id] for loan, _ in created]
 
@@ -161,49 +169,47 @@ def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) 
                 yield loan
 
 
+def _pair_bytes(audit: AuditEntry) -> int:
+    """An upper bound on what a new loan and its audit entry weigh in DynamoDB. The entry's ``after`` is
+    the new loan as the API shows it, stored as ASCII-escaped JSON; the loan item holds the same fields
+    no larger (its text as UTF-8, its schedule as compact rows, not named fields), and each item's other
+    attributes (keys, index keys, actor, times) stay under a kilobyte. A test holds the bound against
+    the items of the largest loan the API takes."""
+    return 2 * (len(AuditModel.after.serialize(audit.after)) + 1024)
+
+
 def _transaction_groups(created: Sequence[tuple[Loan, AuditEntry]]) -> Iterator[list[tuple[Loan, AuditEntry]]]:
-    """``created`` in order, cut into transactions of at most ``LOANS_PER_TRANSACTION`` loans whose puts
-    (two a loan) and counter additions (one a scope) stay within ``TRANSACTION_ACTIONS``."""
+    """``created`` in order, cut into transactions within ``LOANS_PER_TRANSACTION`` loans,
+    ``TRANSACTION_BYTES`` and ``TRANSACTION_ACTIONS`` items (two puts a loan, one counter addition a
+    scope)."""
     group: list[tuple[Loan, AuditEntry]] = []
     scopes: set[Scope] = set()
+    weight = 0
     for pair in created:
-        more = scopes | set(loan_scopes(pair[0]))
-        if group and (len(group) == LOANS_PER_TRANSACTION or 2 * (len(group) + 1) + len(more) > TRANSACTION_ACTIONS):
+        more, heavier = scopes | set(loan_scopes(pair[0])), weight + _pair_bytes(pair[1])
+        full = len(group) == LOANS_PER_TRANSACTION or heavier > TRANSACTION_BYTES
+        if group and (full or 2 * (len(group) + 1) + len(more) > TRANSACTION_ACTIONS):
             yield group
-            group, more = [], set(loan_scopes(pair[0]))
+            group, more, heavier = [], set(loan_scopes(pair[0])), _pair_bytes(pair[1])
         group.append(pair)
-        scopes = more
+        scopes, weight = more, heavier
     if group:
         yield group
 
 
-@storage_call
 def _create_together(pending: Sequence[tuple[Loan, AuditEntry]]) -> frozenset[str]:
     """One transaction of every pending loan, its audit entry and the counters' sum: the ids whose
-    condition failed (nothing was written then), or none (everything was). A transaction held up by
-    another writer is sent again under ``BULK_CONTENTION``, with counter shards picked afresh."""
+    condition failed (nothing was written then), or none (everything was). Sent again under
+    ``BULK_CONTENTION`` while other writers hold a counter."""
     items = [(loan_to_item(loan), audit_to_item(audit)) for loan, audit in pending]
     change = loans_added(loan for loan, _ in pending)
-
-    def attempt() -> frozenset[str]:
-        try:
-            save_all(
-                [
-                    *(Entry(f"loan:{item.loan_id}", item, LoanModel.loan_id.does_not_exist()) for item, _ in items),
-                    *audit_entries([audit for _, audit in items]),
-                    *portfolio_entries(change),
-                ]
-            )
-        except TransactionRefused as exc:
-            taken = frozenset(name.removeprefix("loan:") for name in exc.failed if name.startswith("loan:"))
-            if taken:
-                return taken
-            raise
-        return frozenset()
-
-    return retry(
+    taken = storage_call(save_unless_taken)(
+        lambda: [
+            *(Entry(f"loan:{item.loan_id}", item, LoanModel.loan_id.does_not_exist()) for item, _ in items),
+            *audit_entries([audit for _, audit in items]),
+            *portfolio_entries(change),
+        ],
         BULK_CONTENTION,
-        attempt,
-        retry_on=TransactionRefused,
-        exhausted=lambda: Conflict("other writers kept the portfolio counters busy; nothing was stored, try again"),
+        lambda: Conflict("other writers kept the portfolio counters busy; nothing was stored, try again"),
     )
+    return frozenset(name.removeprefix("loan:") for name in taken)

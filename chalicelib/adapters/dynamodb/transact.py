@@ -11,6 +11,7 @@ done here too.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.adapters.dynamodb.errors import is_unavailable
 from chalicelib.adapters.dynamodb.models import LoanModel
 from chalicelib.domain.errors import Unavailable
-from chalicelib.retry import TRANSACTION_CONTENTION, retry
+from chalicelib.retry import TRANSACTION_CONTENTION, RetryPolicy, retry
 
 
 @dataclass(frozen=True)
@@ -64,19 +65,29 @@ def save_all(entries: Sequence[Entry]) -> None:
         raise ValueError(f"transaction entry names repeat: {names}")
     connection = LoanModel._get_connection().connection
     try:
-        with TransactWrite(connection=connection) as tx:
+        # A token of its own for each transaction sent: when the SDK sends it again because the answer
+        # was lost, DynamoDB answers the first outcome instead of running it twice (where the puts'
+        # conditions would then fail against the transaction's own items).
+        with TransactWrite(connection=connection, client_request_token=str(uuid.uuid4())) as tx:
             for entry in ordered:
                 if entry.actions:
                     tx.update(entry.item, list(entry.actions), condition=entry.condition)
                 else:
                     tx.save(entry.item, condition=entry.condition)
     except TransactWriteError as exc:
-        if is_unavailable(exc):
+        if is_unavailable(exc) or _throttled(exc):
             raise Unavailable("the database is not answering; nothing was changed, try again") from exc
         refused = _refusal(names, exc)
         if refused is None:
             raise
         raise refused from exc
+
+
+def _throttled(exc: TransactWriteError) -> bool:
+    """A cancellation because an item's partition was throttled: nothing was written and nothing is
+    known to be wrong with the request, so it is the database not answering (the SDK does not retry a
+    cancelled transaction)."""
+    return any(r is not None and r.code == "ThrottlingError" for r in (exc.cancellation_reasons or []))
 
 
 def _refusal(names: Sequence[str], exc: TransactWriteError) -> TransactionRefused | None:
@@ -90,21 +101,33 @@ def _refusal(names: Sequence[str], exc: TransactWriteError) -> TransactionRefuse
     return None
 
 
+def save_unless_taken(
+    entries: Callable[[], Sequence[Entry]], policy: RetryPolicy, busy: Callable[[], Exception]
+) -> frozenset[str]:
+    """Put every entry or none: the names of the entries whose condition failed (then nothing was
+    written), or none (everything was). A transaction cancelled only because another writer held one of
+    its items (the same key, or a portfolio counter's shard) is sent again under ``policy``: once that
+    writer settles, the conditions decide; ``busy()`` when it keeps being contended. ``entries`` is
+    asked again for each attempt, so counters' shards are picked afresh
+    (``aggregates.portfolio_entries``)."""
+
+    def attempt() -> frozenset[str]:
+        try:
+            save_all(entries())
+        except TransactionRefused as exc:
+            if exc.failed:
+                return exc.failed
+            raise
+        return frozenset()
+
+    return retry(policy, attempt, retry_on=TransactionRefused, exhausted=busy)
+
+
 def create_all(
     entries: Callable[[], Sequence[Entry]], new: str, taken: Callable[[], Exception], busy: Callable[[], Exception]
 ) -> None:
     """Put every entry or none, where the entry named ``new`` must not exist yet (its condition says
-    so): ``taken()`` is raised when it does. A transaction contended by another writer (of the same key,
-    or of a portfolio counter's shard) is sent again under ``TRANSACTION_CONTENTION``: once that writer
-    settles, the condition decides; ``busy()`` when it keeps being contended. ``entries`` is asked again
-    for each attempt, so counters' shards are picked afresh (``aggregates.portfolio_entries``)."""
-
-    def attempt() -> None:
-        try:
-            save_all(entries())
-        except TransactionRefused as exc:
-            if new in exc.failed:
-                raise taken() from None
-            raise
-
-    retry(TRANSACTION_CONTENTION, attempt, retry_on=TransactionRefused, exhausted=busy)
+    so, and no other entry has one): ``taken()`` is raised when it does (:func:`save_unless_taken`,
+    under ``TRANSACTION_CONTENTION``)."""
+    if save_unless_taken(entries, TRANSACTION_CONTENTION, busy):
+        raise taken()
