@@ -72,6 +72,15 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             yield _dynamodb_backend("dynamodb_local", fixed)
 
 
+@pytest.fixture(params=["moto", pytest.param("dynamodb_local", marks=pytest.mark.dynamodb_local)])
+def dynamodb(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The DynamoDB backends only: for what happens to a transaction on its way (the fakes have none)."""
+    with use_clock(FixedClock(NOW)) as fixed:
+        assert isinstance(fixed, FixedClock)
+        request.getfixturevalue("moto_stack" if request.param == "moto" else "local_stack")
+        yield _dynamodb_backend(request.param, fixed)
+
+
 # --- building domain objects -----------------------------------------------------------------
 
 
@@ -326,11 +335,10 @@ def test_create_many_beyond_one_transaction_stores_every_loan_and_counts_each_on
 
 
 @pytest.mark.parametrize("lost", ["before", "after"])
-def test_create_many_answers_a_dropped_transaction_on_its_own_loans_only(backend: Backend, lost: str) -> None:
+def test_create_many_answers_a_dropped_transaction_on_its_own_loans_only(dynamodb: Backend, lost: str) -> None:
     """The second of three transactions fails: its 24 loans are answered UNAVAILABLE (``before``: never
     sent, so not stored; ``after``: stored, its answer lost), the other two transactions' stored."""
-    if backend.name == "memory":
-        pytest.skip("the in-memory repository has no transactions to drop")
+    backend = dynamodb
     from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
     from chalicelib.adapters.dynamodb.models import LoanModel
@@ -353,6 +361,45 @@ def test_create_many_answers_a_dropped_transaction_on_its_own_loans_only(backend
     stored = loans[:24] + loans[48:] + (loans[24:48] if dropped_stored else [])
     assert len(audit_of(backend, action=Action.LOAN_CREATED)) == len(stored)
     assert_counters(backend, stored)
+
+
+def test_create_many_sends_a_contended_transaction_again_and_stores_it_once(dynamodb: Backend) -> None:
+    """Another writer held a counter (``TransactionConflict``) and, on the next attempt, two of the ids
+    turn out to be taken: the transaction is sent again, then again without those two, and each other
+    loan and its counters land once."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from tests.dynamodb_local.faults import hooked
+
+    taken = [created(dynamodb, bulk_loan(n)) for n in (1, 3)]
+    attempts: list[int] = []
+
+    def contended_once(**_: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+                },
+                "TransactWriteItems",
+            )
+
+    loans = [bulk_loan(n) for n in range(6)]
+    with hooked(LoanModel, "before-call.dynamodb.TransactWriteItems", contended_once):
+        answers = dynamodb.loans.create_many(
+            [(loan, entry(loan.loan_id, Action.LOAN_CREATED, ADMIN, after={"n": n})) for n, loan in enumerate(loans)]
+        )
+
+    assert len(attempts) == 3  # contended, refused for the two taken ids, stored
+    assert [type(a).__name__ for a in answers] == ["Loan", "LoanExists", "Loan", "LoanExists", "Loan", "Loan"]
+    assert [dynamodb.loans.get(loan.loan_id) for loan in loans] == [
+        answer if isinstance(answer, Loan) else taken.pop(0) for answer in answers
+    ]
+    stored = [loans[n] for n in (0, 2, 4, 5)]
+    assert len(audit_of(dynamodb, action=Action.LOAN_CREATED)) == 6
+    assert_counters(dynamodb, [bulk_loan(1), bulk_loan(3), *stored])
 
 
 @pytest.mark.dynamodb_local
