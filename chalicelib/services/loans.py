@@ -15,13 +15,7 @@ from typing import Any, TypeVar
 
 from chalicelib import clock
 from chalicelib.domain.audit import Action, AuditEntry
-from chalicelib.domain.errors import (
-    Conflict,
-    DomainError,
-    FinancialFieldProtected,
-    NotFound,
-    ValidationFailed,
-)
+from chalicelib.domain.errors import Conflict, DomainError, FinancialFieldProtected, NotFound, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency, reassess
 from chalicelib.domain.roles import MANAGE_LOANS, Role
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule

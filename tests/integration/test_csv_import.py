@@ -227,6 +227,24 @@ def test_a_transaction_the_database_drops_fails_only_its_own_rows_and_a_rerun_st
     assert services().loans.get(READER, f"IMP-{dropped[0] - 2:05d}").borrower.name == f"Borrower {dropped[0] - 2}"
 
 
+def test_an_unexpected_failure_is_reported_on_its_own_rows_and_the_import_still_reports(moto_stack: str) -> None:
+    """Whatever the store raises, the import ends with its report and errors file: the rows of the
+    transaction it stopped are errors, the others stored."""
+    _collectors()
+    text, _ = book(30)
+    broken = Fault(1, lambda: RuntimeError("a bug in the storage layer"))
+
+    with hooked(LoanModel, "before-call.dynamodb.TransactWriteItems", broken):
+        report = import_loans(io.StringIO(text), services().loans, workers=1, stored=stored_loan_ids)
+
+    assert broken.fired
+    assert (report.rows, report.stored, report.error_rows) == (30, 5, 25)
+    assert {e.message for e in report.errors} == {
+        "INTERNAL_ERROR: an unexpected error stopped this row's batch (logged); run the file again"
+    }
+    assert _count("loans") == 5
+
+
 def test_the_file_is_refused_whole_when_its_header_is_wrong(moto_stack: str) -> None:
     text, _ = book(3)
     with pytest.raises(ImportFileError, match="unknown columns: amount"):
