@@ -6,7 +6,7 @@ import").
 Each way gets a fresh stage (its own tables) and the same file: ``--rows`` generated rows (36-month
 loans over ``--collectors`` collectors and a few branches), imported by ``import_loans`` with its
 threads and its stored-id lookup, as the CLI runs it. For each: wall time, DynamoDB requests by
-operation, the test process's CPU and the DynamoDB Local server's. Then ``--priced`` more rows each
+operation, the importer's CPU and the DynamoDB Local server's. Then ``--priced`` more rows each
 way with the write pricer on (``bench.floor``: every item written read before and after, so not
 timed): write units per loan, priced from the items, since DynamoDB Local under-reports transactions.
 Prints figures and ratios; there is no pass/fail.
