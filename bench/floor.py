@@ -13,8 +13,8 @@ write touches, before and after (with a client the meter does not count), and pr
   *key* appears, disappears or changes (a changed key is a delete and a put). An index that copies
   nothing but its keys costs exactly this; the gap between the two is what projections add.
 
-Sizes follow DynamoDB's rules for item size (attribute names count; a number is about one byte per two
-significant digits plus one). Refused writes (a failed condition, a cancelled transaction) are not
+Sizes follow DynamoDB's rules for item size (``chalicelib/adapters/dynamodb/sizes.py``, which the bulk
+writes cut their transactions by). Refused writes (a failed condition, a cancelled transaction) are not
 priced: AWS charges them, but the floor of a write that did not happen is not a useful figure.
 """
 
@@ -26,44 +26,12 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
+
+from chalicelib.adapters.dynamodb.sizes import Item, item_size
 
 KB = 1024
 WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
-
-Item = Mapping[str, Any]
-"""An item in DynamoDB's wire form: attribute name -> ``{"S": ...}`` and so on."""
-
-
-def value_size(value: Mapping[str, Any]) -> int:
-    ((kind, raw),) = value.items()
-    if kind == "S":
-        return len(str(raw).encode())
-    if kind == "N":
-        significant = len(Decimal(str(raw)).normalize().as_tuple().digits)
-        return math.ceil(significant / 2) + 1
-    if kind == "B":
-        return len(raw)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + value_size(v) + 1 for k, v in raw.items())
-    if kind == "L":
-        return 3 + sum(value_size(v) + 1 for v in raw)
-    if kind == "SS":
-        return sum(len(s.encode()) for s in raw)
-    if kind == "NS":
-        return sum(value_size({"N": n}) for n in raw)
-    if kind == "BS":
-        return sum(len(b) for b in raw)
-    raise ValueError(f"unknown attribute type {kind}")
-
-
-def item_size(item: Item | None) -> int:
-    if not item:
-        return 0
-    return sum(len(name.encode()) + value_size(value) for name, value in item.items())
 
 
 def units(size: int) -> int:

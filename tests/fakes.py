@@ -151,6 +151,8 @@ class InMemoryLoanRepository:
     update_calls: int = field(default=0, init=False)
     created_many: list[list[tuple[Loan, AuditEntry]]] = field(default_factory=list, init=False)
     """What each ``create_many`` call was given."""
+    updated_many: list[list[str]] = field(default_factory=list, init=False)
+    """The ids each ``update_many`` call was given."""
     _before_update: list[BeforeUpdate] = field(default_factory=list, init=False, repr=False)
 
     def on_next_update(self, hook: BeforeUpdate) -> None:
@@ -197,6 +199,19 @@ class InMemoryLoanRepository:
         self.loans[loan.loan_id] = stored
         self.portfolio.apply(loan_change(current, loan))
         return stored
+
+    def update_many(self, changes: Sequence[tuple[Loan, Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        """Each change through :meth:`update` (so its hooks and a subclass's lock apply to each loan)."""
+        ids = [loan.loan_id for _, loan, _ in changes]
+        assert len(set(ids)) == len(ids), f"update_many takes distinct ids: {ids}"
+        self.updated_many.append([loan.loan_id for _, loan, _ in changes])
+        answers: list[Loan | DomainError] = []
+        for before, loan, audit in changes:
+            try:
+                answers.append(self.update(before, loan, audit))
+            except Conflict as stale:
+                answers.append(stale)
+        return answers
 
     def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]:
         def wanted(loan: Loan) -> bool:

@@ -270,20 +270,23 @@ def loan_change(before: Loan | None, after: Loan, collections: Iterable[Collecti
     """The counters a write from ``before`` (None: a new loan) to ``after`` moves: the loan's old
     contribution leaves its old scopes and its new one joins its new scopes (an assignment moves the
     loan between collectors), with zero movements dropped. ``collections`` rides along (a payment)."""
-    moves: dict[Scope, dict[str, int]] = {}
-    if before is not None:
-        _add(moves, loan_scopes(before), contribution(before), -1)
-    _add(moves, loan_scopes(after), contribution(after), +1)
-    return PortfolioChange(_nonzero(moves), tuple(collections))
+    return PortfolioChange(_moves([(before, after)]), tuple(collections))
 
 
-def loans_added(loans: Iterable[Loan]) -> PortfolioChange:
-    """What storing these new loans together moves: the sum of each one's :func:`loan_change` from
-    nothing, one addition per scope however many loans it holds (the bulk import's transactions)."""
+def loans_changed(writes: Iterable[tuple[Loan | None, Loan]]) -> PortfolioChange:
+    """What writing these loans together moves, each from ``before`` (None: new) to ``after``: the sum
+    of their :func:`loan_change`, one addition per scope however many loans it holds (the bulk
+    import's and the bulk reassignment's transactions)."""
+    return PortfolioChange(_moves(writes))
+
+
+def _moves(writes: Iterable[tuple[Loan | None, Loan]]) -> dict[Scope, dict[str, int]]:
     moves: dict[Scope, dict[str, int]] = {}
-    for loan in loans:
-        _add(moves, loan_scopes(loan), contribution(loan), +1)
-    return PortfolioChange(_nonzero(moves))
+    for before, after in writes:
+        if before is not None:
+            _add(moves, loan_scopes(before), contribution(before), -1)
+        _add(moves, loan_scopes(after), contribution(after), +1)
+    return _nonzero(moves)
 
 
 def _nonzero(moves: dict[Scope, dict[str, int]]) -> dict[Scope, dict[str, int]]:

@@ -125,6 +125,13 @@ class LoanRepository(Protocol):
         its new version."""
         ...
 
+    def update_many(self, changes: Sequence[tuple[Loan, Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        """:meth:`update` for many loans at once, given as ``(before, loan, audit)``, answering each in
+        its place: the loan with its new version, ``Conflict`` when its stored version was not
+        ``loan.version``, or the error that stopped its write (the others are written all the same).
+        Ids must be distinct."""
+        ...
+
     def list(self, filters: LoanFilter, limit: int, cursor: str | None) -> Page[Loan]: ...
 
 

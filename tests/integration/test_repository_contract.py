@@ -20,7 +20,8 @@ from chalicelib.domain.audit import Action, Actor, AuditEntry, Outcome
 from chalicelib.domain.delinquency import Classification, assess
 from chalicelib.domain.errors import Conflict, LoanExists, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus, initial_delinquency
-from chalicelib.domain.portfolio import recount
+from chalicelib.domain.portfolio import BOOK as BOOK_SCOPE
+from chalicelib.domain.portfolio import Scope, ScopeKind, recount
 from chalicelib.domain.schedule import Instalment, generate_schedule, import_schedule
 from chalicelib.services.ids import new_id
 from chalicelib.services.ports import AuditFilter, AuditLog, LoanFilter, LoanRepository, Page
@@ -309,15 +310,40 @@ def bulk_loan(n: int) -> Loan:
 
 
 def test_create_many_cuts_its_transactions_at_dynamodb_s_limit_of_a_hundred_items() -> None:
-    from chalicelib.adapters.dynamodb.loans import LOANS_PER_TRANSACTION, TRANSACTION_ACTIONS, _transaction_groups
+    from chalicelib.adapters.dynamodb.loans import (
+        LOANS_PER_TRANSACTION,
+        TRANSACTION_ACTIONS,
+        _transaction_groups,
+        _Write,
+    )
 
-    pairs = [(bulk_loan(n), entry(f"BULK-{n:02d}")) for n in range(60)]
+    writes = [_Write(None, bulk_loan(n), entry(f"BULK-{n:02d}")) for n in range(60)]
     # Each loan adds its put, its audit entry's and the counters of two scopes of its own; the book's is shared.
-    assert [len(group) for group in _transaction_groups(pairs)] == [24, 24, 12]
+    assert [len(group) for group in _transaction_groups(writes)] == [24, 24, 12]
     assert 2 * 24 + (1 + 2 * 24) <= TRANSACTION_ACTIONS < 2 * 25 + (1 + 2 * 25)
-    shared = [(imported_loan(f"ONE-{n:02d}", collector_id="col1"), entry(f"ONE-{n:02d}")) for n in range(60)]
+    shared = [
+        _Write(None, imported_loan(f"ONE-{n:02d}", collector_id="col1"), entry(f"ONE-{n:02d}")) for n in range(60)
+    ]
     assert [len(group) for group in _transaction_groups(shared)] == [LOANS_PER_TRANSACTION] * 2 + [10]
-    assert [pair for group in _transaction_groups(pairs) for pair in group] == pairs
+    assert [write for group in _transaction_groups(writes) for write in group] == writes
+
+
+def test_update_many_counts_the_scopes_a_loan_leaves_as_well_as_those_it_joins() -> None:
+    """A move from a collector and branch of each loan's own to one shared collector touches as many
+    counters as a new loan in a scope pair of its own: the transactions are cut the same way."""
+    from chalicelib.adapters.dynamodb.loans import _transaction_groups, _Write
+
+    writes = []
+    for n in range(60):
+        before = dataclasses.replace(bulk_loan(n), version=1)
+        writes.append(_Write(before, dataclasses.replace(before, collector_id="target"), entry(before.loan_id)))
+    assert [len(group) for group in _transaction_groups(writes)] == [24, 24, 12]
+    assert writes[0].scopes == {
+        BOOK_SCOPE,
+        Scope(ScopeKind.COLLECTOR, "col0"),
+        Scope(ScopeKind.COLLECTOR, "target"),
+        Scope(ScopeKind.BRANCH, "B0"),
+    }
 
 
 def test_create_many_beyond_one_transaction_stores_every_loan_and_counts_each_once(backend: Backend) -> None:
@@ -403,13 +429,12 @@ def test_create_many_sends_a_contended_transaction_again_and_stores_it_once(dyna
 
 
 @pytest.mark.dynamodb_local
-def test_create_many_keeps_each_transaction_under_dynamodb_s_4_mb(local_stack: str) -> None:
+def test_bulk_writes_keep_each_transaction_under_dynamodb_s_4_mb(local_stack: str) -> None:
     """Twenty-five of the largest loans the API takes (600 instalments, every text at its longest in
-    four-byte characters) weigh more than one transaction may carry: they are stored in several, and
-    the weight the cut reckons with is never less than what DynamoDB counts."""
+    four-byte characters) with their creation entries weigh more than one transaction may carry: they
+    are stored in several. Moved to another collector together, they are written too."""
     from chalicelib.adapters.dynamodb import models
-    from chalicelib.adapters.dynamodb.loans import DynamoLoanRepository, _pair_bytes
-    from chalicelib.adapters.dynamodb.mapping import audit_to_item, loan_to_item
+    from chalicelib.adapters.dynamodb.loans import TRANSACTION_BYTES, DynamoLoanRepository, _transaction_groups, _Write
     from chalicelib.config import settings
     from chalicelib.services.context import RequestContext
     from chalicelib.services.views import loan_dict
@@ -437,32 +462,68 @@ def test_create_many_keeps_each_transaction_under_dynamodb_s_4_mb(local_stack: s
         ctx = RequestContext(actor=ADMIN)
         view = loan_dict(dataclasses.replace(loan, version=1))
         pairs.append((loan, ctx.loan_audit(Action.LOAN_CREATED, loan.loan_id, None, view)))
-    loan, audit = pairs[0]
-    weight = _item_bytes(loan_to_item(loan).serialize()) + _item_bytes(audit_to_item(audit).serialize())
-    assert weight <= _pair_bytes(audit) < 2 * weight
-    assert 25 * weight > 4 * 2**20
+    writes = [_Write(None, loan, audit) for loan, audit in pairs]
+    assert sum(write.weight for write in writes) > 4 * 2**20
+    groups = list(_transaction_groups(writes))
+    assert len(groups) > 1 and all(sum(write.weight for write in group) <= TRANSACTION_BYTES for group in groups)
 
-    answers = DynamoLoanRepository().create_many(pairs)
+    repository = DynamoLoanRepository()
+    answers = repository.create_many(pairs)
 
     assert [type(a).__name__ for a in answers] == ["Loan"] * 25
+    stored = [answer for answer in answers if isinstance(answer, Loan)]
+    moved = repository.update_many(
+        [(loan, dataclasses.replace(loan, collector_id="d" * 128), entry(loan.loan_id)) for loan in stored]
+    )
+    assert [(a.collector_id, a.version) for a in moved if isinstance(a, Loan)] == [("d" * 128, 2)] * 25
+    assert [repository.get(loan.loan_id) for loan in stored] == moved
 
 
-def _item_bytes(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB counts it: each attribute's name and value (UTF-8 bytes of a string)."""
+def test_update_many_answers_each_loan_in_its_place_and_leaves_a_stale_one_alone(backend: Backend) -> None:
+    """A loan changed by someone else since it was read is answered ``Conflict`` and left as they left
+    it; the others of its transaction are written, each with its entry, and the counters equal a
+    recount."""
+    stored = backend.loans.create_many(
+        [(loan, entry(loan.loan_id, Action.LOAN_CREATED, ADMIN)) for loan in (bulk_loan(n) for n in range(5))]
+    )
+    read = [loan for loan in stored if isinstance(loan, Loan)]
+    meanwhile = backend.loans.update(read[2], dataclasses.replace(read[2], notes="someone else"), entry("BULK-02"))
+    audit_before = audit_of(backend, entity_id="BULK-02")
+    changes = [
+        (loan, dataclasses.replace(loan, collector_id="target"), entry(loan.loan_id, Action.LOAN_ASSIGNED))
+        for loan in read
+    ]
 
-    def value(v: dict[str, Any]) -> int:
-        ((kind, raw),) = v.items()
-        if kind == "S":
-            return len(raw.encode())
-        if kind == "N":
-            return len(raw) // 2 + 2
-        if kind == "M":
-            return 3 + sum(len(k.encode()) + 1 + value(x) for k, x in raw.items())
-        if kind == "L":
-            return 3 + sum(1 + value(x) for x in raw)
-        return 1
+    answers = backend.loans.update_many(changes)
 
-    return sum(len(name.encode()) + value(v) for name, v in item.items())
+    assert isinstance(answers[2], Conflict) and answers[2].details == {"loan_id": "BULK-02"}
+    assert backend.loans.get("BULK-02") == meanwhile
+    assert audit_of(backend, entity_id="BULK-02") == audit_before
+    for n in (0, 1, 3, 4):
+        assert answers[n] == dataclasses.replace(changes[n][1], version=2) == backend.loans.get(f"BULK-{n:02d}")
+        assert audit_of(backend, entity_id=f"BULK-{n:02d}", action=Action.LOAN_ASSIGNED) == [changes[n][2]]
+    assert_counters(backend, [meanwhile, *(changes[n][1] for n in (0, 1, 3, 4))])
+
+
+def test_update_many_beyond_one_transaction_moves_every_loan_and_counts_each_once(backend: Backend) -> None:
+    loans = [bulk_loan(n) for n in range(60)]
+    stored = backend.loans.create_many([(loan, entry(loan.loan_id, Action.LOAN_CREATED, ADMIN)) for loan in loans])
+    moved = [dataclasses.replace(loan, collector_id="target") for loan in stored if isinstance(loan, Loan)]
+
+    answers = backend.loans.update_many(
+        [
+            (before, after, entry(after.loan_id, Action.LOAN_ASSIGNED))
+            for before, after in zip(stored, moved, strict=True)
+            if isinstance(before, Loan)
+        ]
+    )
+
+    assert answers == [dataclasses.replace(loan, version=2) for loan in moved]
+    assert [backend.loans.get(loan.loan_id) for loan in loans] == answers
+    assert len(audit_of(backend, action=Action.LOAN_ASSIGNED)) == 60
+    assert_counters(backend, moved)
+    counters, _ = portfolio_of(backend).read(Scope(ScopeKind.COLLECTOR, "col7"), clock.month_of(BUSINESS_DATE))
+    assert not any(counters.values())
 
 
 # --- loans: optimistic updates ---------------------------------------------------------------

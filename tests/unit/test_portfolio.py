@@ -49,6 +49,7 @@ from chalicelib.domain.portfolio import (
     day_count,
     day_paise,
     loan_change,
+    loans_changed,
     payment_collections,
     recount,
     recount_collections,
@@ -337,6 +338,26 @@ def test_counters_kept_by_the_changes_of_interleaved_writes_equal_a_recount(
         for scope, counts in loan_change(before, current[which]).counters.items():
             add_into(counters, scope, counts)
     assert nonzero(counters) == nonzero(recount(current)) == by_hand(current)
+
+
+@BOOKS
+@given(st.lists(histories(4), max_size=8))
+def test_the_change_of_loans_written_together_is_the_sum_of_their_own_changes(book_states: list[list[Loan]]) -> None:
+    """``loans_changed`` (the bulk import's and the bulk reassignment's one addition per scope) moves
+    each counter by exactly the sum of each write's own ``loan_change``, new loans and updates mixed,
+    with zero movements dropped as there."""
+    writes: list[tuple[Loan | None, Loan]] = []
+    for n, states in enumerate(book_states):
+        named = [dataclasses.replace(state, loan_id=f"L-{n}") for state in states]
+        writes.append((None, named[0]) if len(named) == 1 else (named[-2], named[-1]))
+    expected: ScopeCounters = {}
+    for before, after in writes:
+        for scope, counts in loan_change(before, after).counters.items():
+            add_into(expected, scope, counts)
+    together = loans_changed(writes)
+    assert together.collections == ()
+    assert together.counters == nonzero(expected)
+    assert all(counts and all(together.counters[scope].values()) for scope, counts in together.counters.items())
 
 
 @BOOKS

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -16,6 +17,7 @@ from chalicelib.adapters.dynamodb.batch import batch_get
 from chalicelib.adapters.dynamodb.errors import storage_call
 from chalicelib.adapters.dynamodb.mapping import audit_to_item, item_to_loan, loan_to_item
 from chalicelib.adapters.dynamodb.models import AuditModel, LoanModel
+from chalicelib.adapters.dynamodb.sizes import model_size
 from chalicelib.adapters.dynamodb.transact import (
     Entry,
     TransactionRefused,
@@ -27,7 +29,7 @@ from chalicelib.adapters.dynamodb.transact import (
 from chalicelib.domain.audit import AuditEntry
 from chalicelib.domain.errors import Conflict, DomainError, LoanExists
 from chalicelib.domain.loan import Loan
-from chalicelib.domain.portfolio import Scope, loan_change, loan_scopes, loans_added
+from chalicelib.domain.portfolio import Scope, loan_change, loan_scopes, loans_changed
 from chalicelib.retry import BULK_CONTENTION
 from chalicelib.services.ports import LoanFilter, Page
 
@@ -38,13 +40,14 @@ _BUCKET_KEY = frozenset({"loan_id", "bucket"})
 TRANSACTION_ACTIONS = 100
 """DynamoDB's limit on the items of one ``TransactWriteItems``."""
 TRANSACTION_BYTES = 3_500_000
-"""What the loans and audit entries of one transaction may weigh, by :func:`_pair_bytes`: DynamoDB
-refuses a transaction whose items come to more than 4 MB, and the counters' items and the bound's
-slack need the rest."""
+"""What the loans and audit entries of one transaction may weigh (``sizes.model_size``): DynamoDB
+refuses a transaction whose items come to more than 4 MB, and the counters' items need some of the
+rest."""
 LOANS_PER_TRANSACTION = 25
-"""At most this many new loans to a transaction (:meth:`DynamoLoanRepository.create_many`): a 36-month
-loan and its entry are about 10 KB, so 25 weigh a quarter of a megabyte; the largest ones the API takes
-(600 instalments, every text at its longest in four-byte characters) are cut by ``TRANSACTION_BYTES``."""
+"""At most this many loans to a transaction (the bulk writes, :meth:`DynamoLoanRepository.create_many`
+and :meth:`~DynamoLoanRepository.update_many`): a 36-month loan and its entry are a few KB, so 25 weigh
+well under a megabyte; the largest ones the API takes (600 instalments, every text at its longest in
+four-byte characters) are cut by ``TRANSACTION_BYTES``."""
 
 
 class DynamoLoanRepository:
@@ -74,25 +77,17 @@ class DynamoLoanRepository:
         """Store new loans as :meth:`create` does, several to a transaction: each loan with its audit
         entry, and what they add to the counters summed into one addition per scope. For the bulk
         import, where it costs DynamoDB about a third of the work per loan of a transaction each
-        (docs/performance.md, "The bulk import"). Each loan is answered in its place: stored,
-        ``LoanExists`` (its id was taken: the others of its transaction are sent again without it), or
-        the error that stopped its transaction (``Unavailable``; ``Conflict`` when other writers kept
-        holding a counter), the other transactions' loans stored all the same. Ids must be distinct."""
-        answers: dict[str, Loan | DomainError] = {}
-        for group in _transaction_groups(created):
-            pending = list(group)
-            while pending:
-                try:
-                    taken = _create_together(pending)
-                except DomainError as stopped:
-                    answers.update((loan.loan_id, stopped) for loan, _ in pending)
-                    break
-                if not taken:
-                    answers.update((loan.loan_id, dataclasses.replace(loan, version=1)) for loan, _ in pending)
-                    break
-                answers.update((loan_id, LoanExists.of(loan_id)) for loan_id in taken)
-                pending = [(loan, audit) for loan, audit in pending if loan.loan_id not in taken]
-        return [answers[loan.loan_id] for loan, _ in created]
+        (docs/performance.md, "The bulk import"). Each loan is answered in its place (:func:`_write_many`):
+        stored, or ``LoanExists`` when its id was taken. Ids must be distinct."""
+        return _write_many([_Write(None, loan, audit) for loan, audit in created], LoanExists.of)
+
+    def update_many(self, changes: Sequence[tuple[Loan, Loan, AuditEntry]]) -> list[Loan | DomainError]:
+        """:meth:`update` for many loans, several to a transaction (the bulk reassignment): each loan
+        under its own version condition with its audit entry, the counters' movements summed into one
+        addition per scope. Each is answered in its place (:func:`_write_many`): the loan with its new
+        version, or ``Conflict`` when its stored version was no longer the one read. Ids must be
+        distinct."""
+        return _write_many([_Write(before, loan, audit) for before, loan, audit in changes], _changed_by_someone)
 
     @storage_call
     def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
@@ -107,10 +102,7 @@ class DynamoLoanRepository:
                 ]
             )
         except TransactionRefused:
-            raise Conflict(
-                f"loan {loan.loan_id} was changed by someone else; read it again and retry",
-                {"loan_id": loan.loan_id},
-            ) from None
+            raise _changed_by_someone(loan.loan_id) from None
         return item_to_loan(item)
 
     @storage_call
@@ -169,47 +161,100 @@ def _whole_loans(entries: Iterable[LoanModel], filters: LoanFilter, batch: int) 
                 yield loan
 
 
-def _pair_bytes(audit: AuditEntry) -> int:
-    """An upper bound on what a new loan and its audit entry weigh in DynamoDB. The entry's ``after`` is
-    the new loan as the API shows it, stored as ASCII-escaped JSON; the loan item holds the same fields
-    no larger (its text as UTF-8, its schedule as compact rows, not named fields), and each item's other
-    attributes (keys, index keys, actor, times) stay under a kilobyte. A test holds the bound against
-    the items of the largest loan the API takes."""
-    return 2 * (len(AuditModel.after.serialize(audit.after)) + 1024)
+def _changed_by_someone(loan_id: str) -> Conflict:
+    return Conflict(f"loan {loan_id} was changed by someone else; read it again and retry", {"loan_id": loan_id})
 
 
-def _transaction_groups(created: Sequence[tuple[Loan, AuditEntry]]) -> Iterator[list[tuple[Loan, AuditEntry]]]:
-    """``created`` in order, cut into transactions within ``LOANS_PER_TRANSACTION`` loans,
+@dataclass
+class _Write:
+    """One loan of a bulk write: from ``before`` (None: a new loan) to ``after``, with its audit entry,
+    as the items to send and what they weigh."""
+
+    before: Loan | None
+    after: Loan
+    audit: AuditEntry
+    item: LoanModel = field(init=False)
+    entry: AuditModel = field(init=False)
+    weight: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.item = loan_to_item(self.after)
+        self.entry = audit_to_item(self.audit)
+        self.weight = model_size(self.item) + model_size(self.entry)
+
+    @property
+    def loan_id(self) -> str:
+        return self.after.loan_id
+
+    @property
+    def scopes(self) -> set[Scope]:
+        """The scopes whose counters the write moves: the loan's old ones and its new ones."""
+        return {*loan_scopes(self.after), *(loan_scopes(self.before) if self.before is not None else ())}
+
+    def put(self) -> Entry:
+        # A new loan must not exist yet; a changed one must still exist, and PynamoDB's version
+        # attribute adds that its stored version is still the one read.
+        condition = LoanModel.loan_id.does_not_exist() if self.before is None else LoanModel.loan_id.exists()
+        return Entry(f"loan:{self.loan_id}", self.item, condition)
+
+
+def _write_many(writes: Sequence[_Write], refused: Callable[[str], DomainError]) -> list[Loan | DomainError]:
+    """Write each loan with its audit entry, several to a transaction (:func:`_transaction_groups`),
+    and answer each in its place: the loan as stored (its version one on), ``refused(loan_id)`` when its
+    condition failed (the others of its transaction are sent again without it), or the error that
+    stopped its transaction (``Unavailable``; ``Conflict`` when other writers kept holding a counter),
+    the other transactions' loans written all the same."""
+    answers: dict[str, Loan | DomainError] = {}
+    for group in _transaction_groups(writes):
+        pending = list(group)
+        while pending:
+            try:
+                failed = _write_together(pending)
+            except DomainError as stopped:
+                answers.update((write.loan_id, stopped) for write in pending)
+                break
+            if not failed:
+                answers.update(
+                    (write.loan_id, dataclasses.replace(write.after, version=write.after.version + 1))
+                    for write in pending
+                )
+                break
+            answers.update((loan_id, refused(loan_id)) for loan_id in failed)
+            pending = [write for write in pending if write.loan_id not in failed]
+    return [answers[write.loan_id] for write in writes]
+
+
+def _transaction_groups(writes: Sequence[_Write]) -> Iterator[list[_Write]]:
+    """``writes`` in order, cut into transactions within ``LOANS_PER_TRANSACTION`` loans,
     ``TRANSACTION_BYTES`` and ``TRANSACTION_ACTIONS`` items (two puts a loan, one counter addition a
     scope)."""
-    group: list[tuple[Loan, AuditEntry]] = []
+    group: list[_Write] = []
     scopes: set[Scope] = set()
     weight = 0
-    for pair in created:
-        more, heavier = scopes | set(loan_scopes(pair[0])), weight + _pair_bytes(pair[1])
+    for write in writes:
+        more, heavier = scopes | write.scopes, weight + write.weight
         full = len(group) == LOANS_PER_TRANSACTION or heavier > TRANSACTION_BYTES
         if group and (full or 2 * (len(group) + 1) + len(more) > TRANSACTION_ACTIONS):
             yield group
-            group, more, heavier = [], set(loan_scopes(pair[0])), _pair_bytes(pair[1])
-        group.append(pair)
+            group, more, heavier = [], write.scopes, write.weight
+        group.append(write)
         scopes, weight = more, heavier
     if group:
         yield group
 
 
-def _create_together(pending: Sequence[tuple[Loan, AuditEntry]]) -> frozenset[str]:
+def _write_together(pending: Sequence[_Write]) -> frozenset[str]:
     """One transaction of every pending loan, its audit entry and the counters' sum: the ids whose
     condition failed (nothing was written then), or none (everything was). Sent again under
     ``BULK_CONTENTION`` while other writers hold a counter."""
-    items = [(loan_to_item(loan), audit_to_item(audit)) for loan, audit in pending]
-    change = loans_added(loan for loan, _ in pending)
-    taken = storage_call(save_unless_taken)(
+    change = loans_changed((write.before, write.after) for write in pending)
+    failed = storage_call(save_unless_taken)(
         lambda: [
-            *(Entry(f"loan:{item.loan_id}", item, LoanModel.loan_id.does_not_exist()) for item, _ in items),
-            *audit_entries([audit for _, audit in items]),
+            *(write.put() for write in pending),
+            *audit_entries([write.entry for write in pending]),
             *portfolio_entries(change),
         ],
         BULK_CONTENTION,
-        lambda: Conflict("other writers kept the portfolio counters busy; nothing was stored, try again"),
+        lambda: Conflict("other writers kept the portfolio counters busy; nothing was written, try again"),
     )
-    return frozenset(name.removeprefix("loan:") for name in taken)
+    return frozenset(name.removeprefix("loan:") for name in failed)
