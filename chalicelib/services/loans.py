@@ -252,6 +252,34 @@ class LoanService:
 
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
+    def reassign_many(
+        self,
+        ctx: RequestContext,
+        listed: Sequence[Loan],
+        collector_id: str,
+        only_if: Callable[[Loan], bool] | None = None,
+    ) -> builtins.list[bool | None]:
+        """:meth:`reassign` for many loans at once, each answered in its place, from the copies the
+        caller just listed or read (distinct loans). The loans whose copy says they are to move are
+        written several to a transaction (``LoanRepository.update_many``: each under its own version
+        condition with its ``LOAN_ASSIGNED`` entry, one counter addition per scope): about a third of
+        DynamoDB's work per loan of a transaction each. Every other loan goes through :meth:`reassign`,
+        which reads it before deciding: one whose copy was out of date (its version condition failed),
+        and one whose copy says not to move it (a decision not to write is only ever taken on a loan
+        read, never on a listed copy). A storage failure is raised, as :meth:`reassign` raises it,
+        after the loans written before it: the same call sent again finds them with ``collector_id``."""
+        ctx.require(MANAGE_LOANS)
+        to_move = [loan for loan in listed if loan.collector_id != collector_id and (only_if is None or only_if(loan))]
+        answers = self.loans.update_many([(loan, *_assignment(ctx, loan, collector_id)) for loan in to_move])
+        failure = next((a for a in answers if isinstance(a, DomainError) and not isinstance(a, Conflict)), None)
+        if failure is not None:
+            raise failure
+        moved = {answer.loan_id for answer in answers if isinstance(answer, Loan)}
+        return [
+            True if loan.loan_id in moved else self.reassign(ctx, loan.loan_id, collector_id, only_if)
+            for loan in listed
+        ]
+
 
 def _assignment(ctx: RequestContext, loan: Loan, collector_id: str) -> tuple[Loan, AuditEntry]:
     """The one way a loan changes collector, for a single assignment and a bulk move alike: the loan

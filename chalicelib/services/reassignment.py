@@ -1,13 +1,15 @@
 """Moving loans from one collector to another in bulk: a collector's offboarding, or a manager's
 reassignment of a list of loans (docs/rules.md, "Bulk reassignment").
 
-Every loan moves through the single-loan assignment write (``LoanService.reassign``, the write of
-``LoanService.assign``): the loan under its version condition with its ``LOAN_ASSIGNED`` audit entry in
-one transaction, retried under ``OPTIMISTIC_WRITE``. A loan already with the target is counted as
-``already`` and not written, so a request sent again does nothing twice.
+Every loan moves by the assignment write of ``LoanService.assign``: the loan under its version
+condition with its ``LOAN_ASSIGNED`` audit entry. Loans move several to a transaction
+(``LoanService.reassign_many``), and one whose listed copy was out of date goes through the single-loan
+write (``LoanService.reassign``), which reads it again, retried under ``OPTIMISTIC_WRITE``. A loan
+already with the target is counted as ``already`` and not written, so a request sent again does
+nothing twice.
 
-Thousands of loans per collector: loans are read a page at a time and each page is moved by a small
-thread pool (the work is waiting on DynamoDB, not computing). A call has a time budget like the day-end
+Thousands of loans per collector: loans are read a page at a time and each page is moved in batches
+by a small thread pool (the work is waiting on DynamoDB, not computing). A call has a time budget like the day-end
 run's (``budget.Budget``): it always moves at least one page, then stops once less than a margin is
 left and says how many loans remain; the caller answers 202 and the client sends the same request
 again, which carries on where this one stopped (there is no cursor to hand back: what is left is
@@ -30,8 +32,11 @@ from chalicelib.services.loans import LoanService
 from chalicelib.services.ports import LoanFilter
 
 WORKERS = 8
-"""Loans moved at once. Each move is a read and a transaction against DynamoDB, so threads spend their
-time waiting; eight keep a Lambda busy without hammering one collector's index partition."""
+"""Batches moved at once. Each is a transaction against DynamoDB, so threads spend their time waiting;
+eight keep a Lambda busy without hammering one collector's index partition."""
+BATCH = 25
+"""Loans one thread moves together: one transaction's worth (the DynamoDB adapter writes at most 25
+loans to a transaction), so a page of 200 keeps all eight threads busy once."""
 PAGE_SIZE = 200
 """Loans read, then moved, between two looks at the clock: well under a second of work on DynamoDB."""
 COUNT_PAGE_SIZE = 1000
@@ -60,10 +65,6 @@ def _budget(time_left_ms: Callable[[], int] | None) -> Budget:
         return Budget(None)
     at_start = max(0, time_left_ms())
     return Budget(time_left_ms, min(SAFETY_MARGIN_MS, at_start // SAFETY_MARGIN_SHARE))
-
-
-def _collector(loan: Loan | None) -> str | None:
-    return loan.collector_id if loan is not None else None
 
 
 @dataclass
@@ -132,9 +133,9 @@ class ReassignmentService:
         # them again, and they are neither read nor counted twice.
         settled: set[str] = set()
 
-        def move(loan: Loan) -> bool | None:
-            # The listed copy saves a read; the version condition catches a copy that is out of date.
-            return self.loans.reassign(ctx, loan.loan_id, to_collector, still_to_move, seen=loan)
+        def move(batch: list[Loan]) -> list[bool | None]:
+            # The listed copies save a read each; the version condition catches a copy out of date.
+            return self.loans.reassign_many(ctx, batch, to_collector, still_to_move)
 
         with self._pool() as pool:
             while True:
@@ -142,7 +143,7 @@ class ReassignmentService:
                 while True:
                     page = self.loans.loans.list(wanted, self.page_size, cursor)
                     todo = [loan for loan in page.items if loan.loan_id not in settled]
-                    outcomes = list(pool.map(move, todo))
+                    outcomes = self._in_batches(pool, move, todo)
                     settled.update(loan.loan_id for loan, o in zip(todo, outcomes, strict=True) if o is not None)
                     moved_in_pass += tally.add(outcomes)
                     budget.progressed.set()
@@ -171,8 +172,8 @@ class ReassignmentService:
         budget = _budget(time_left_ms)
         tally = _Tally()
 
-        def move(loan_id: str) -> bool | None:
-            return self.loans.reassign(ctx, loan_id, to_collector, seen=found[loan_id])
+        def move(batch: list[Loan]) -> list[bool | None]:
+            return self.loans.reassign_many(ctx, batch, to_collector)
 
         with self._pool() as pool:
             found = dict(zip(unique, pool.map(self.loans.loans.get, unique), strict=True))
@@ -183,10 +184,10 @@ class ReassignmentService:
                 )
             # Loans found with the target just now count as already without another read; every page
             # after that is real work, so a call that stops after one page still gets further than the last.
-            todo = [loan_id for loan_id in unique if _collector(found[loan_id]) != to_collector]
+            todo = [loan for loan in found.values() if loan is not None and loan.collector_id != to_collector]
             tally.already = len(unique) - len(todo)
             for start in range(0, len(todo), self.page_size):
-                tally.add(list(pool.map(move, todo[start : start + self.page_size])))
+                tally.add(self._in_batches(pool, move, todo[start : start + self.page_size]))
                 budget.progressed.set()
                 left = len(todo) - start - self.page_size
                 if left > 0 and budget.spent():
@@ -207,6 +208,14 @@ class ReassignmentService:
             cursor = page.next_cursor
             if cursor is None:
                 return count
+
+    def _in_batches(
+        self, pool: ThreadPoolExecutor, move: Callable[[list[Loan]], list[bool | None]], loans: list[Loan]
+    ) -> list[bool | None]:
+        """``move`` over ``loans`` in batches of ``BATCH``, on the pool's threads: each loan's outcome in
+        its place."""
+        batches = [loans[start : start + BATCH] for start in range(0, len(loans), BATCH)]
+        return [outcome for outcomes in pool.map(move, batches) for outcome in outcomes]
 
     @contextmanager
     def _pool(self) -> Iterator[ThreadPoolExecutor]:

@@ -7,12 +7,13 @@ import datetime as dt
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.audit import Action, AuditEntry
-from chalicelib.domain.errors import Forbidden, NotFound, ValidationFailed
+from chalicelib.domain.errors import DomainError, Forbidden, NotFound, Unavailable, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
 from chalicelib.retry import RetryPolicy
 from chalicelib.services.context import RequestContext
@@ -425,6 +426,65 @@ def test_reassign_writes_from_the_listed_copy_and_decides_not_to_only_on_a_fresh
     assert world.loans.reassign(MANAGER, moved, "col2", active, seen=stale_there) is True
     assert world.collector_of(moved) == "col2"
     assert Counter(e.entity_id for e in world.assigned()) == Counter([moved, moved])
+
+
+def test_reassign_many_writes_up_to_date_copies_together_and_reads_every_other_loan(world: World) -> None:
+    """The copies that say "move" are written in one ``update_many``; a loan whose copy was out of date
+    (its version condition failed) and one whose copy says "nothing to do" are each read and decided
+    on the fresh loan, as :meth:`LoanService.reassign` decides."""
+    [fresh, stale, closed, there, elsewhere] = world.add(5, "col1")
+    listed = dict(world.repo.loans)
+    stored = world.repo.loans
+    stored[stale] = dataclasses.replace(stored[stale], notes="edited", version=2)
+    stored[closed] = dataclasses.replace(stored[closed], status=LoanStatus.CLOSED, version=2)
+    listed[there] = dataclasses.replace(listed[there], collector_id="col2")  # a copy not to be trusted
+    stored[elsewhere] = dataclasses.replace(stored[elsewhere], collector_id="col2", version=2)
+
+    def active(loan: Loan) -> bool:
+        return loan.status is LoanStatus.ACTIVE
+
+    outcomes = world.loans.reassign_many(
+        MANAGER, [listed[i] for i in (fresh, stale, closed, there, elsewhere)], "col2", active
+    )
+
+    assert outcomes == [True, True, None, True, False]
+    assert world.repo.updated_many == [[fresh, stale, closed, elsewhere]]
+    assert {i: world.collector_of(i) for i in (fresh, stale, closed, there, elsewhere)} == {
+        fresh: "col2",
+        stale: "col2",
+        closed: "col1",
+        there: "col2",
+        elsewhere: "col2",
+    }
+    assert stored[stale].notes == "edited"
+    assert Counter(e.entity_id for e in world.assigned()) == Counter([fresh, stale, there])
+
+
+def test_reassign_many_raises_a_storage_failure_after_the_loans_written_before_it(world: World) -> None:
+    ids = world.add(4, "col1")
+
+    class Failing(LockedLoanRepository):
+        def update_many(self, changes: Any) -> list[Loan | DomainError]:
+            answers = super().update_many(changes[:2])
+            return [*answers, *(Unavailable("the database is not answering") for _ in changes[2:])]
+
+    failing = Failing(world.audit)
+    failing.loans = world.repo.loans
+    world.loans.loans = failing
+    with pytest.raises(Unavailable):
+        world.loans.reassign_many(MANAGER, [world.repo.loans[i] for i in ids], "col2")
+    assert [world.collector_of(i) for i in ids] == ["col2", "col2", "col1", "col1"]
+
+
+def test_a_page_moves_in_batches_of_one_transaction_each(world: World) -> None:
+    active = world.add(60, "col1")
+    world.service.page_size = 60
+
+    assert world.service.move_collector_loans(MANAGER, "col1", "col2", None).moved == 60
+
+    assert sorted(len(batch) for batch in world.repo.updated_many) == [10, 25, 25]
+    assert sorted(i for batch in world.repo.updated_many for i in batch) == active
+    assert world.repo.update_calls == 60
 
 
 def test_reassign_retries_a_lost_race_and_decides_on_the_fresh_loan(
