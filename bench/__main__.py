@@ -53,6 +53,7 @@ BENCHES = (
     Bench("Reconciliation", "bench.reconciliation", ("--loans", "10000"), ("--loans", "1000")),
     Bench("Reminders", "bench.reminders", ("--loans", "20000", "--also", "2000"), ("--loans", "2000", "--also", "0")),
     Bench("Bulk import", "bench.imports", ("--rows", "5000"), ("--rows", "500", "--priced", "50")),
+    Bench("Bulk reassignment", "bench.reassignment", ("--loans", "3000"), ("--loans", "300", "--priced", "30")),
 )
 
 

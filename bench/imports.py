@@ -24,16 +24,16 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import boto3
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
 from bench import summary
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
-from bench.floor import Priced, WritePricer
+from bench.floor import WritePricer
+from bench.side_by_side import Way, per_loan, print_ways
 from chalicelib import wiring
 from chalicelib.adapters.dynamodb import loans as loans_adapter
 from chalicelib.domain.roles import Role
@@ -81,16 +81,6 @@ def loans_per_transaction(count: int) -> Iterator[None]:
         loans_adapter.LOANS_PER_TRANSACTION, csv_io.LOANS_PER_TRANSACTION = saved
 
 
-@dataclass
-class Way:
-    rows: int
-    seconds: float
-    requests: Counter[str]
-    python_cpu: float
-    server_cpu: float
-    priced: Priced | None = None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=5000)
@@ -119,7 +109,7 @@ def main() -> None:
                 )
                 seconds = time.perf_counter() - started
                 way = Way(
-                    rows=report.stored,
+                    loans=report.stored,
                     seconds=seconds,
                     requests=Counter(meter.requests),
                     python_cpu=time.process_time() - cpu,
@@ -135,6 +125,7 @@ def main() -> None:
                             stored=csv_io.stored_loan_ids,
                         )
                     meter.pricer = None
+                    way.priced_loans = priced.stored
                     assert priced.stored == args.priced, priced.summary()
             ways[label] = way
     report_ways(ways, args)
@@ -142,42 +133,24 @@ def main() -> None:
 
 def report_ways(ways: dict[str, Way], args: argparse.Namespace) -> None:
     base = ways[WAYS[0][0]]
-    print(f"{args.rows:,} rows each way ({args.collectors} collectors, 7 branches); DynamoDB Local")
-    print(f"{'figure':<44}" + "".join(f"{label:>28}" for label in ways) + f"{'ratio':>8}")
-
-    def line(name: str, value: Callable[[Way], float], fmt: str) -> None:
-        values = [value(way) for way in ways.values()]
-        ratio = values[-1] / values[0] if values[0] else float("nan")
-        print(f"{name:<44}" + "".join(f"{v:>28{fmt}}" for v in values) + f"{ratio:>8.2f}")
-
-    line("wall time s", lambda w: w.seconds, ".1f")
-    line("loans a second", lambda w: w.rows / w.seconds, ",.0f")
-    line("requests a loan", lambda w: sum(w.requests.values()) / w.rows, ".3f")
-    line("  TransactWriteItems a loan", lambda w: w.requests["TransactWriteItems"] / w.rows, ".3f")
-    line("importer CPU ms a loan", lambda w: 1000 * w.python_cpu / w.rows, ".2f")
-    line("DynamoDB Local CPU ms a loan", lambda w: 1000 * w.server_cpu / w.rows, ".2f")
-    if args.priced:
-        line("write units a loan (priced from the items)", lambda w: _per_loan(w.priced, args.priced), ".2f")
+    title = f"{args.rows:,} rows each way ({args.collectors} collectors, 7 branches); DynamoDB Local"
+    print_ways(ways, title, "importer")
     new = ways[WAYS[-1][0]]
     summary.record(
         f"bulk import, {args.rows:,} rows: wall time",
-        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.rows:.3f} requests a loan",
+        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.loans:.3f} requests a loan",
         new.seconds / base.seconds,
         "one loan to a transaction",
     )
     summary.record(
         "bulk import: DynamoDB Local CPU a loan",
-        f"{1000 * new.server_cpu / new.rows:.2f} ms",
+        f"{1000 * new.server_cpu / new.loans:.2f} ms",
         new.server_cpu / base.server_cpu,
         "one loan to a transaction",
     )
     if args.priced:
-        per, then = _per_loan(new.priced, args.priced), _per_loan(base.priced, args.priced)
+        per, then = per_loan(new.priced, args.priced), per_loan(base.priced, args.priced)
         summary.record("bulk import: write units a loan", f"{per:.2f}", per / then, "one loan to a transaction")
-
-
-def _per_loan(priced: Priced | None, loans: int) -> float:
-    return priced.total("priced") / loans if priced is not None else float("nan")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""The bulk reassignment (``ReassignmentService.move_collector_loans``: a collector's offboarding, or
+``POST /api/v1/reassignments``) on DynamoDB Local: a collector's loans moved 25 to a transaction, as the
+service does, and one to a transaction, as it did before and as ``PATCH /api/v1/loans/{id}`` still
+does, side by side in one run (docs/performance.md, "The bulk reassignment").
+
+Each way gets a fresh stage and the same book: ``--loans`` 36-month loans of one collector over seven
+branches, loaded by the bulk import. The move runs with the service's threads and no time limit. For
+each way: wall time, DynamoDB requests by operation, this process's CPU and the DynamoDB Local
+server's. Then ``--priced`` more loans each way are moved with the write pricer on (``bench.floor``:
+every item written read before and after, so not timed): write units a loan, priced from the items.
+Prints figures and ratios; there is no pass/fail.
+
+    python -m bench.reassignment [--loans 3000] [--priced 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import boto3
+
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
+from bench import summary
+from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
+from bench.floor import WritePricer
+from bench.imports import rows_csv
+from bench.side_by_side import Way, per_loan, print_ways
+from chalicelib import wiring
+from chalicelib.domain.audit import Actor
+from chalicelib.domain.roles import Role
+from chalicelib.services import reassignment
+from chalicelib.services.context import RequestContext
+from infra.provision import provision
+from ops import csv_io
+
+WAYS = (("one loan to a transaction", 1), ("25 loans to a transaction", reassignment.BATCH))
+LEAVING, TAKING = "col-000", "col-001"
+"""``rows_csv`` with one collector gives every loan to ``col-000``."""
+MANAGER = RequestContext(Actor("bench-manager", Role.MANAGER.value), "10.0.0.1", "bench-reassignment")
+
+
+@contextmanager
+def loans_per_batch(count: int) -> Iterator[None]:
+    """The service's batches at ``count`` loans (restored after): one loan a batch is one a transaction."""
+    saved = reassignment.BATCH
+    reassignment.BATCH = count
+    try:
+        yield
+    finally:
+        reassignment.BATCH = saved
+
+
+def load(first: int, count: int) -> None:
+    """``count`` loans of :data:`LEAVING`, ids from ``first``, stored by the bulk import."""
+    report = csv_io.import_loans(
+        io.StringIO(rows_csv(first, count, 1)), wiring.services().loans, stored=csv_io.stored_loan_ids
+    )
+    assert (report.stored, report.error_rows) == (count, 0), report.summary()
+
+
+def move(count: int) -> None:
+    progress = wiring.services().reassignment.move_collector_loans(MANAGER, LEAVING, TAKING, None)
+    assert (progress.moved, progress.already, progress.remaining) == (count, 0, 0), progress
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--loans", type=int, default=3000)
+    parser.add_argument("--priced", type=int, default=200)
+    args = parser.parse_args()
+    meter = DynamoMeter()
+    install_meter(meter)
+    ways: dict[str, Way] = {}
+    with dynamodb_local() as server:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
+        pricer = WritePricer(unmetered_client(server.endpoint), "loan-crm-")
+        for n, (label, per_batch) in enumerate(WAYS):
+            stage = f"move{n}"
+            os.environ["STAGE"] = stage
+            wiring.reset()
+            provision(stage, boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
+            for collector in (LEAVING, TAKING):
+                wiring.services().auth.add_user(collector, "collector-password-1", Role.COLLECTOR)
+            load(0, args.loans)
+            with loans_per_batch(per_batch):
+                meter.reset("")
+                cpu, local_cpu, started = time.process_time(), server.cpu_seconds(), time.perf_counter()
+                move(args.loans)
+                way = Way(
+                    loans=args.loans,
+                    seconds=time.perf_counter() - started,
+                    requests=Counter(meter.requests),
+                    python_cpu=time.process_time() - cpu,
+                    server_cpu=server.cpu_seconds() - local_cpu,
+                )
+                if args.priced:
+                    load(args.loans, args.priced)
+                    meter.pricer = pricer
+                    with pricer.fresh() as way.priced:
+                        move(args.priced)
+                    meter.pricer = None
+                    way.priced_loans = args.priced
+            ways[label] = way
+    report(ways, args)
+
+
+def report(ways: dict[str, Way], args: argparse.Namespace) -> None:
+    base, new = ways[WAYS[0][0]], ways[WAYS[-1][0]]
+    print_ways(ways, f"{args.loans:,} loans of one collector moved each way; DynamoDB Local", "service")
+    summary.record(
+        f"bulk reassignment, {args.loans:,} loans: wall time",
+        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.loans:.3f} requests a loan",
+        new.seconds / base.seconds,
+        "one loan to a transaction",
+    )
+    summary.record(
+        "bulk reassignment: DynamoDB Local CPU a loan",
+        f"{1000 * new.server_cpu / new.loans:.2f} ms",
+        new.server_cpu / base.server_cpu,
+        "one loan to a transaction",
+    )
+    if args.priced:
+        per, then = per_loan(new.priced, args.priced), per_loan(base.priced, args.priced)
+        summary.record("bulk reassignment: write units a loan", f"{per:.2f}", per / then, "one loan to a transaction")
+
+
+if __name__ == "__main__":
+    main()
