@@ -8,8 +8,8 @@ These failures are worth another attempt, and each has its policy here, stated o
   with backoff before the caller gets 409 ``CONFLICT`` (503 for the login counter).
 - ``TRANSACTION_CONTENTION``: DynamoDB cancelled a transaction because another transaction held one of
   its items (``TransactionConflict``), not because a condition failed. The same write is simply sent
-  again once the other settles. ``BULK_CONTENTION`` is the same for the bulk import's transactions of
-  many loans, which meet each other more often.
+  again once the other settles. ``BULK_CONTENTION`` is the same for the bulk import's and the bulk
+  reassignment's transactions of many loans, which meet each other more often.
 - ``UNPROCESSED_KEYS``: DynamoDB read part of a batched read and handed the other keys back (it does
   so when a partition is throttled); those keys are asked for again.
 - ``REMINDER_PUBLISH``: a reminder's publish to its topic did not get an answer.
@@ -61,9 +61,10 @@ TRANSACTION_CONTENTION = RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=
 """The same transaction again; contention clears as soon as the other transaction commits."""
 
 BULK_CONTENTION = RetryPolicy(attempts=8, base_seconds=0.02, cap_seconds=1.0)
-"""The same, for the bulk import's transactions of many loans: each adds to the counters of every
-collector and branch its loans belong to, so the import's threads meet each other on a counter far more
-often than single writes do, and no one is waiting on one transaction's answer."""
+"""The same, for the bulk writes' transactions of many loans (the import, the reassignment): each adds
+to the counters of every collector and branch its loans belong to, so their threads meet each other on
+a counter far more often than single writes do, and no one is waiting on one transaction's answer. At
+most about 2.3 s of pauses; a reassignment then moves that transaction's loans one at a time."""
 
 UNPROCESSED_KEYS = RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=1.0)
 """A batched read's keys that DynamoDB handed back unread (a throttled partition, or an answer past

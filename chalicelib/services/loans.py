@@ -215,37 +215,23 @@ class LoanService:
         return retry_loan_write(attempt, f"loan {loan_id} is being changed by others; try again")
 
     def reassign(
-        self,
-        ctx: RequestContext,
-        loan_id: str,
-        collector_id: str,
-        only_if: Callable[[Loan], bool] | None = None,
-        seen: Loan | None = None,
+        self, ctx: RequestContext, loan_id: str, collector_id: str, only_if: Callable[[Loan], bool] | None = None
     ) -> bool | None:
-        """One loan of a bulk reassignment (``services/reassignment.py``): :meth:`assign`'s write, for a
-        caller that has checked ``collector_id`` with :meth:`_require_collector` once for all its loans
-        rather than once per loan, and that needs to know what happened. The same write as
-        :meth:`assign`: the loan under its version condition with its ``LOAN_ASSIGNED`` entry in one
+        """One loan of a bulk reassignment (``services/reassignment.py``), read first: :meth:`assign`'s
+        write, for a caller that has checked ``collector_id`` with :meth:`_require_collector` once for
+        all its loans rather than once per loan, and that needs to know what happened. The same write
+        as :meth:`assign`: the loan under its version condition with its ``LOAN_ASSIGNED`` entry in one
         transaction, retried under ``OPTIMISTIC_WRITE``. ``only_if`` is asked on every attempt's loan,
         so a loan that changed after the caller picked it (closed, or given to someone else) is left
-        alone. ``seen``, the loan as the caller just listed it, saves the first attempt its read when it
-        is to be moved: if it is out of date the version condition refuses the write and the next
-        attempt reads the loan; a decision not to write is only ever taken on a loan read here.
-        True: this call moved the loan; False: it was with ``collector_id`` already; None: ``only_if``
-        refused it. Nothing is written unless True."""
+        alone. True: this call moved the loan; False: it was with ``collector_id`` already; None:
+        ``only_if`` refused it. Nothing is written unless True."""
         ctx.require(MANAGE_LOANS)
-        listed = [seen] if seen is not None and seen.loan_id == loan_id else []
-
-        def to_move(loan: Loan) -> bool:
-            return loan.collector_id != collector_id and (only_if is None or only_if(loan))
 
         def attempt() -> bool | None:
-            loan = listed.pop() if listed else None
-            if loan is None or not to_move(loan):
-                loan = self.stored(ctx, loan_id)
+            loan = self.stored(ctx, loan_id)
             if loan.collector_id == collector_id:
                 return False
-            if only_if is not None and not only_if(loan):
+            if not _to_move(loan, collector_id, only_if):
                 return None
             self.loans.update(loan, *_assignment(ctx, loan, collector_id))
             return True
@@ -260,16 +246,18 @@ class LoanService:
         only_if: Callable[[Loan], bool] | None = None,
     ) -> builtins.list[bool | None]:
         """:meth:`reassign` for many loans at once, each answered in its place, from the copies the
-        caller just listed or read (distinct loans). The loans whose copy says they are to move are
-        written several to a transaction (``LoanRepository.update_many``: each under its own version
-        condition with its ``LOAN_ASSIGNED`` entry, one counter addition per scope): about a third of
-        DynamoDB's work per loan of a transaction each. Every other loan goes through :meth:`reassign`,
-        which reads it before deciding: one whose copy was out of date (its version condition failed),
-        and one whose copy says not to move it (a decision not to write is only ever taken on a loan
-        read, never on a listed copy). A storage failure is raised, as :meth:`reassign` raises it,
-        after the loans written before it: the same call sent again finds them with ``collector_id``."""
+        caller just listed or read (distinct loans), which save each loan to move its read. The loans
+        whose copy says they are to move are written several to a transaction
+        (``LoanRepository.update_many``: each under its own version condition with its
+        ``LOAN_ASSIGNED`` entry, one counter addition per scope): about a third of DynamoDB's work per
+        loan of a transaction each. Every other loan goes through :meth:`reassign`, which reads it
+        before deciding: one whose copy was out of date (its version condition failed), one whose
+        transaction other writers kept contended, and one whose copy says not to move it (a decision
+        not to write is only ever taken on a loan read, never on a listed copy). A storage failure is
+        raised, as :meth:`reassign` raises it, after the loans written before it: the same call sent
+        again finds them with ``collector_id``."""
         ctx.require(MANAGE_LOANS)
-        to_move = [loan for loan in listed if loan.collector_id != collector_id and (only_if is None or only_if(loan))]
+        to_move = [loan for loan in listed if _to_move(loan, collector_id, only_if)]
         answers = self.loans.update_many([(loan, *_assignment(ctx, loan, collector_id)) for loan in to_move])
         failure = next((a for a in answers if isinstance(a, DomainError) and not isinstance(a, Conflict)), None)
         if failure is not None:
@@ -279,6 +267,12 @@ class LoanService:
             True if loan.loan_id in moved else self.reassign(ctx, loan.loan_id, collector_id, only_if)
             for loan in listed
         ]
+
+
+def _to_move(loan: Loan, collector_id: str, only_if: Callable[[Loan], bool] | None) -> bool:
+    """Whether a reassignment to ``collector_id`` writes ``loan``: not with it already, and not
+    refused by the caller's ``only_if``."""
+    return loan.collector_id != collector_id and (only_if is None or only_if(loan))
 
 
 def _assignment(ctx: RequestContext, loan: Loan, collector_id: str) -> tuple[Loan, AuditEntry]:

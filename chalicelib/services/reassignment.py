@@ -73,7 +73,7 @@ class _Tally:
     already: int = 0
 
     def add(self, outcomes: Sequence[bool | None]) -> int:
-        """Count one page's outcomes (``LoanService.reassign``); returns how many moved."""
+        """Count one page's outcomes (``LoanService.reassign_many``); returns how many moved."""
         moved = sum(1 for o in outcomes if o is True)
         self.moved += moved
         self.already += sum(1 for o in outcomes if o is False)

@@ -428,11 +428,59 @@ def test_create_many_sends_a_contended_transaction_again_and_stores_it_once(dyna
     assert_counters(dynamodb, [bulk_loan(1), bulk_loan(3), *stored])
 
 
+def test_update_many_sends_a_contended_transaction_again_and_leaves_a_stale_loan_out(dynamodb: Backend) -> None:
+    """Another writer held a counter, and meanwhile one of the loans was changed: the transaction is sent
+    again, then again without the stale loan (``Conflict``), and each other loan moves once, with one
+    entry, and the counters count it once in its new collector's scope."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.adapters.dynamodb.models import LoanModel
+    from tests.dynamodb_local.faults import hooked
+
+    stored = dynamodb.loans.create_many([(bulk_loan(n), entry(f"BULK-{n:02d}")) for n in range(4)])
+    read = [loan for loan in stored if isinstance(loan, Loan)]
+    attempts: list[int] = []
+    meanwhile: list[Loan] = []
+
+    def contended_once(**_: Any) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            meanwhile.append(dynamodb.loans.update(read[1], dataclasses.replace(read[1], notes="edited"), entry("x")))
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+                    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+                },
+                "TransactWriteItems",
+            )
+
+    moved = [dataclasses.replace(loan, collector_id="target") for loan in read]
+    with hooked(LoanModel, "before-call.dynamodb.TransactWriteItems", contended_once):
+        answers = dynamodb.loans.update_many(
+            [
+                (before, after, entry(after.loan_id, Action.LOAN_ASSIGNED))
+                for before, after in zip(read, moved, strict=True)
+            ]
+        )
+
+    # contended; the stale loan's condition failed; stored (the edit inside the hook is a fourth call)
+    assert len(attempts) == 4
+    assert [type(a).__name__ for a in answers] == ["Loan", "Conflict", "Loan", "Loan"]
+    assert [dynamodb.loans.get(loan.loan_id) for loan in read] == [answers[0], meanwhile[0], answers[2], answers[3]]
+    assert sorted(e.entity_id for e in audit_of(dynamodb, action=Action.LOAN_ASSIGNED)) == [
+        "BULK-00",
+        "BULK-02",
+        "BULK-03",
+    ]
+    assert_counters(dynamodb, [moved[0], meanwhile[0], moved[2], moved[3]])
+
+
 @pytest.mark.dynamodb_local
 def test_bulk_writes_keep_each_transaction_under_dynamodb_s_4_mb(local_stack: str) -> None:
     """Twenty-five of the largest loans the API takes (600 instalments, every text at its longest in
     four-byte characters) with their creation entries weigh more than one transaction may carry: they
-    are stored in several. Moved to another collector together, they are written too."""
+    are stored in several. Moved to another collector together (their entries are small), they fit in
+    one, which DynamoDB takes."""
     from chalicelib.adapters.dynamodb import models
     from chalicelib.adapters.dynamodb.loans import TRANSACTION_BYTES, DynamoLoanRepository, _transaction_groups, _Write
     from chalicelib.config import settings

@@ -13,7 +13,7 @@ import pytest
 
 from chalicelib.clock import IST, FixedClock, use_clock
 from chalicelib.domain.audit import Action, AuditEntry
-from chalicelib.domain.errors import DomainError, Forbidden, NotFound, Unavailable, ValidationFailed
+from chalicelib.domain.errors import Conflict, DomainError, Forbidden, NotFound, Unavailable, ValidationFailed
 from chalicelib.domain.loan import Borrower, Loan, LoanStatus
 from chalicelib.retry import RetryPolicy
 from chalicelib.services.context import RequestContext
@@ -405,29 +405,6 @@ def test_has_active_loans_counts_only_active_loans(world: World) -> None:
     assert world.service.has_active_loans("col2")
 
 
-def test_reassign_writes_from_the_listed_copy_and_decides_not_to_only_on_a_fresh_read(world: World) -> None:
-    [moved, closed, there] = world.add(3, "col1")
-    listed = dict(world.repo.loans)
-    stored = world.repo.loans
-    stored[closed] = dataclasses.replace(stored[closed], status=LoanStatus.CLOSED, version=2)
-    stored[there] = dataclasses.replace(stored[there], collector_id="col2", version=2)
-    calls = world.repo.update_calls
-
-    def active(loan: Loan) -> bool:
-        return loan.status is LoanStatus.ACTIVE
-
-    assert world.loans.reassign(MANAGER, moved, "col2", active, seen=listed[moved]) is True
-    assert world.repo.update_calls == calls + 1  # no read needed, one write
-    assert world.loans.reassign(MANAGER, closed, "col2", active, seen=listed[closed]) is None
-    assert world.loans.reassign(MANAGER, there, "col2", active, seen=listed[there]) is False
-    # A copy that says "nothing to do" is not trusted: the loan is read before deciding.
-    stale_there = dataclasses.replace(listed[moved], collector_id="col2")
-    stored[moved] = dataclasses.replace(stored[moved], collector_id="col3", version=stored[moved].version + 1)
-    assert world.loans.reassign(MANAGER, moved, "col2", active, seen=stale_there) is True
-    assert world.collector_of(moved) == "col2"
-    assert Counter(e.entity_id for e in world.assigned()) == Counter([moved, moved])
-
-
 def test_reassign_many_writes_up_to_date_copies_together_and_reads_every_other_loan(world: World) -> None:
     """The copies that say "move" are written in one ``update_many``; a loan whose copy was out of date
     (its version condition failed) and one whose copy says "nothing to do" are each read and decided
@@ -476,15 +453,40 @@ def test_reassign_many_raises_a_storage_failure_after_the_loans_written_before_i
     assert [world.collector_of(i) for i in ids] == ["col2", "col2", "col1", "col1"]
 
 
-def test_a_page_moves_in_batches_of_one_transaction_each(world: World) -> None:
+def test_reassign_many_moves_a_contended_batch_one_loan_at_a_time(world: World) -> None:
+    """A transaction other writers kept contended (``Conflict`` for every loan of it, nothing written)
+    is not a failure of the move: each of its loans is read and moved on its own."""
+    ids = world.add(3, "col1")
+    single = world.repo.update
+
+    class Contended(LockedLoanRepository):
+        def update_many(self, changes: Any) -> list[Loan | DomainError]:
+            return [Conflict("other writers kept the portfolio counters busy") for _ in changes]
+
+        def update(self, before: Loan, loan: Loan, audit: AuditEntry) -> Loan:
+            return single(before, loan, audit)
+
+    contended = Contended(world.audit)
+    contended.loans = world.repo.loans
+    world.loans.loans = contended
+
+    assert world.loans.reassign_many(MANAGER, [world.repo.loans[i] for i in ids], "col2") == [True] * 3
+    assert [world.collector_of(i) for i in ids] == ["col2"] * 3
+    assert world.repo.update_calls == 3
+    assert Counter(e.entity_id for e in world.assigned()) == Counter(ids)
+
+
+def test_a_page_moves_in_batches_of_one_transaction_each(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     active = world.add(60, "col1")
     world.service.page_size = 60
+    read_first: list[str] = []
+    monkeypatch.setattr(world.loans, "reassign", lambda _ctx, loan_id, *_args: read_first.append(loan_id))
 
     assert world.service.move_collector_loans(MANAGER, "col1", "col2", None).moved == 60
 
     assert sorted(len(batch) for batch in world.repo.updated_many) == [10, 25, 25]
     assert sorted(i for batch in world.repo.updated_many for i in batch) == active
-    assert world.repo.update_calls == 60
+    assert read_first == []  # every listed copy was up to date: no loan needed a read of its own
 
 
 def test_reassign_retries_a_lost_race_and_decides_on_the_fresh_loan(

@@ -203,7 +203,10 @@ def _write_many(writes: Sequence[_Write], refused: Callable[[str], DomainError])
     and answer each in its place: the loan as stored (its version one on), ``refused(loan_id)`` when its
     condition failed (the others of its transaction are sent again without it), or the error that
     stopped its transaction (``Unavailable``; ``Conflict`` when other writers kept holding a counter),
-    the other transactions' loans written all the same."""
+    the other transactions' loans written all the same. Ids must be distinct: answers are kept by id,
+    and a loan twice in one call would be refused by its own first write."""
+    if len({write.loan_id for write in writes}) != len(writes):
+        raise ValueError("a bulk write names a loan more than once")
     answers: dict[str, Loan | DomainError] = {}
     for group in _transaction_groups(writes):
         pending = list(group)
