@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from chalicelib.domain.schedule import Instalment
 
@@ -43,27 +44,44 @@ def total_unpaid_paise(schedule: Sequence[Instalment]) -> int:
     return sum(i.unpaid_paise for i in schedule)
 
 
+_DUE_ORDER = attrgetter("due_date", "seq")
+_SEQ = attrgetter("seq")
+
+
 def apply_payment(schedule: Sequence[Instalment], amount_paise: int) -> tuple[tuple[Instalment, ...], Allocation]:
     """Spread ``amount_paise`` over the schedule. Raises ValueError when it exceeds what is owed;
-    the service checks that first and answers OVERPAYMENT, so reaching it here is a bug."""
+    the service checks that first and answers OVERPAYMENT, so reaching it here is a bug.
+
+    A payment's replay runs this once for every standing payment, two or three times over (the ledger
+    check, the allocation, the delinquency history), so it reads the instalments' fields directly
+    rather than through their derived properties, and stops looking once the money is spent."""
     if amount_paise <= 0:
         raise ValueError("a payment must be positive")
-    if amount_paise > total_unpaid_paise(schedule):
+    ordered = sorted(schedule, key=_DUE_ORDER)
+    owed = 0
+    for inst in ordered:
+        owed += inst.principal_paise + inst.interest_paise - inst.paid_principal_paise - inst.paid_interest_paise
+    if amount_paise > owed:
         raise ValueError("payment exceeds everything owed")
     remaining = amount_paise
     lines: list[AllocationLine] = []
     updated: list[Instalment] = []
-    for inst in sorted(schedule, key=lambda i: (i.due_date, i.seq)):
-        if remaining == 0 or inst.is_settled:
+    for n, inst in enumerate(ordered):
+        if remaining == 0:
+            updated.extend(ordered[n:])
+            break
+        interest_owed = inst.interest_paise - inst.paid_interest_paise
+        principal_owed = inst.principal_paise - inst.paid_principal_paise
+        if interest_owed == 0 and principal_owed == 0:  # settled
             updated.append(inst)
             continue
-        interest = min(remaining, inst.interest_paise - inst.paid_interest_paise)
+        interest = min(remaining, interest_owed)
         remaining -= interest
-        principal = min(remaining, inst.principal_paise - inst.paid_principal_paise)
+        principal = min(remaining, principal_owed)
         remaining -= principal
         lines.append(AllocationLine(inst.seq, interest, principal))
         updated.append(inst.with_paid(inst.paid_principal_paise + principal, inst.paid_interest_paise + interest))
-    updated.sort(key=lambda i: i.seq)
+    updated.sort(key=_SEQ)
     return tuple(updated), Allocation(tuple(lines))
 
 

@@ -100,4 +100,6 @@ def allocate(
 
 
 def _unpaid(schedule: Sequence[Instalment]) -> tuple[Instalment, ...]:
-    return tuple(i.with_paid(0, 0) for i in schedule)
+    """The schedule with nothing paid (an instalment with nothing paid is kept as it is: instalments are
+    immutable, and a replay starts from this two or three times)."""
+    return tuple(i if i.paid_principal_paise == 0 == i.paid_interest_paise else i.with_paid(0, 0) for i in schedule)
