@@ -107,6 +107,11 @@ class Flags(Protocol):
 class LoanRepository(Protocol):
     def get(self, loan_id: str) -> Loan | None: ...
 
+    def get_many(self, loan_ids: Sequence[str]) -> dict[str, Loan]:
+        """The loans of these ids that exist, by id, each read as :meth:`get` reads it (strongly
+        consistent), a hundred to a request."""
+        ...
+
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         """Store a new loan, its audit entry and its portfolio counters atomically; LoanExists if the
         id is taken."""

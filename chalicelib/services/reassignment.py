@@ -160,8 +160,9 @@ class ReassignmentService:
     ) -> ReassignmentProgress:
         """Move the loans named to ``to_collector`` (an active collector, 400 otherwise), whatever their
         status, exactly as :meth:`LoanService.assign` would one by one: the manager named each loan. An
-        id named twice counts once. Every id must name a loan: when any does not, nothing moves and the
-        answer is 404 ``NOT_FOUND`` with ``details.loan_ids`` listing them.
+        id named twice counts once. The loans are read a hundred to a request first, and every id must
+        name a loan: when any does not, nothing moves and the answer is 404 ``NOT_FOUND`` with
+        ``details.loan_ids`` listing them.
 
         ``time_left_ms`` (None: no limit) is asked after each page of loans to move; when the call stops
         for time, ``remaining`` counts the loans not reached, so ``moved + already + remaining`` is every
@@ -175,16 +176,14 @@ class ReassignmentService:
         def move(batch: list[Loan]) -> list[bool | None]:
             return self.loans.reassign_many(ctx, batch, to_collector)
 
+        found = self.loans.loans.get_many(unique)
+        missing = [loan_id for loan_id in unique if loan_id not in found]
+        if missing:
+            raise NotFound(f"{len(missing)} of the loans named do not exist; nothing was moved", {"loan_ids": missing})
         with self._pool() as pool:
-            found = dict(zip(unique, pool.map(self.loans.loans.get, unique), strict=True))
-            missing = [loan_id for loan_id, loan in found.items() if loan is None]
-            if missing:
-                raise NotFound(
-                    f"{len(missing)} of the loans named do not exist; nothing was moved", {"loan_ids": missing}
-                )
             # Loans found with the target just now count as already without another read; every page
             # after that is real work, so a call that stops after one page still gets further than the last.
-            todo = [loan for loan in found.values() if loan is not None and loan.collector_id != to_collector]
+            todo = [found[loan_id] for loan_id in unique if found[loan_id].collector_id != to_collector]
             tally.already = len(unique) - len(todo)
             for start in range(0, len(todo), self.page_size):
                 tally.add(self._in_batches(pool, move, todo[start : start + self.page_size]))

@@ -244,6 +244,19 @@ def test_get_of_a_missing_loan_is_none(backend: Backend) -> None:
     assert backend.loans.get("NOT-THERE") is None
 
 
+def test_get_many_answers_the_loans_that_exist_as_get_does_beyond_one_request(backend: Backend) -> None:
+    """More ids than one BatchGetItem takes, some missing and one named twice: each loan that exists,
+    once, equal to what ``get`` reads; the missing ones absent."""
+    stored = backend.loans.create_many([(bulk_loan(n), entry(f"BULK-{n:02d}")) for n in range(0, 120, 2)])
+    asked = [f"BULK-{n:02d}" for n in range(120)] + ["BULK-04"]
+
+    found = backend.loans.get_many(asked)
+
+    assert sorted(found) == sorted(loan.loan_id for loan in stored if isinstance(loan, Loan))
+    assert all(found[loan_id] == backend.loans.get(loan_id) for loan_id in found)
+    assert backend.loans.get_many([]) == {}
+
+
 def test_create_writes_the_audit_entry_with_the_loan(backend: Backend) -> None:
     audit = entry("AUD-1", Action.LOAN_CREATED, ADMIN, before=None, after={"principal_paise": 10**12, "n": [1, 2]})
     backend.loans.create(imported_loan("AUD-1"), audit)

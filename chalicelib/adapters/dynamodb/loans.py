@@ -59,6 +59,11 @@ class DynamoLoanRepository:
             return None
 
     @storage_call
+    def get_many(self, loan_ids: Sequence[str]) -> dict[str, Loan]:
+        found = batch_get(LoanModel, list(dict.fromkeys(loan_ids)), consistent_read=True)
+        return {item.loan_id: item_to_loan(item) for item in found}
+
+    @storage_call
     def create(self, loan: Loan, audit: AuditEntry) -> Loan:
         item = loan_to_item(loan)
         create_all(
