@@ -45,6 +45,7 @@ import moto.kms.models
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.config import default_user_config
+from moto.core.utils import unix_time, utcnow
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -267,7 +268,12 @@ class StageTemplate:
     """One stage provisioned in moto once per process, by ``infra.provision`` as every stage is, and put
     back into each test's fresh moto (the module docstring says why). The stage's name is the same for
     every test of the process, which moto allows because each test's moto starts empty; the DynamoDB
-    Local tests share one server per process and keep a stage per test."""
+    Local tests share one server per process and keep a stage per test.
+
+    What is put back: the tables (with their indexes, TTL and backup settings, created and restorable
+    from the moment they are put back), the topics and the flags. Not the KMS key moto makes for the
+    encrypted tables: the tables still name it, but nothing reads it, and a table encrypted later (a
+    restore) gets a key of its own, as it would in a stage that had never seen one."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -284,6 +290,14 @@ class StageTemplate:
         assert saved is not None, "StageTemplate.prepare() first"
         dynamodb = dynamodb_backends[DEFAULT_ACCOUNT_ID][saved.region]
         dynamodb.__dict__.update(pickle.loads(saved.dynamodb))
+        # Made now, as a provisioning now would make them: a restore to a point in time is refused
+        # before the earliest restorable one, which would otherwise depend on when the template was made.
+        made = utcnow()
+        for table in dynamodb.tables.values():
+            table.created_at = made
+            recovery = table.continuous_backups["PointInTimeRecoveryDescription"]
+            if recovery.get("PointInTimeRecoveryStatus") == "ENABLED":
+                recovery["EarliestRestorableDateTime"] = recovery["LatestRestorableDateTime"] = unix_time()
         sns = sns_backends[DEFAULT_ACCOUNT_ID][saved.region]
         for name, attributes in saved.topics:
             sns.create_topic(name, dict(attributes), {})

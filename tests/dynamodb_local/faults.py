@@ -1,7 +1,9 @@
 """Botocore hooks that make one DynamoDB call fail, for the crash-resume tests on DynamoDB Local.
 
-A hook is registered on the botocore client of one PynamoDB model: each model class has its own
-connection, so its client serves that model's table only.
+A hook is registered on the botocore client a PynamoDB model sends through. Every table shares that one
+client (``adapters/dynamodb/models.py``, ``_shared_client``), so a hook on ``UpdateItem`` sees the
+updates of every table: a test counts calls of a kind only one table gets during what it watches (the
+run record's updates during a day-end run, with reconciliation and reminders off).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ a DynamoDB Local server, moto lets that server's requests through and keeps answ
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,9 +225,18 @@ def test_a_stage_put_back_from_the_template_is_what_provisioning_leaves() -> Non
         provisioned = _stage_as_seen("tmplcheck")
     template = moto_speedups.StageTemplate("tmplcheck")
     template.prepare()
+    time.sleep(0.01)
     with mock_aws():
+        before = dt.datetime.now(dt.UTC)
         template.put_back()
         assert _stage_as_seen("tmplcheck") == provisioned
+        # Times as a provisioning now would set them, not the template's.
+        ddb = boto3.client("dynamodb")
+        table = ddb.describe_table(TableName="loan-crm-tmplcheck-loans")["Table"]
+        recovery = ddb.describe_continuous_backups(TableName="loan-crm-tmplcheck-loans")
+        earliest = recovery["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+        assert table["CreationDateTime"] >= before - dt.timedelta(milliseconds=1)
+        assert earliest["EarliestRestorableDateTime"] >= before - dt.timedelta(milliseconds=1)
     assert len(provisioned["tables"]) == 13 and len(provisioned["parameters"]) == 4 and provisioned["topics"]
 
 
