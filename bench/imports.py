@@ -30,10 +30,9 @@ from contextlib import contextmanager
 import boto3
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench import summary
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
 from bench.floor import WritePricer
-from bench.side_by_side import Way, per_loan, print_ways
+from bench.side_by_side import Way, print_ways, record_headlines
 from chalicelib import wiring
 from chalicelib.adapters.dynamodb import loans as loans_adapter
 from chalicelib.domain.roles import Role
@@ -132,25 +131,9 @@ def main() -> None:
 
 
 def report_ways(ways: dict[str, Way], args: argparse.Namespace) -> None:
-    base = ways[WAYS[0][0]]
     title = f"{args.rows:,} rows each way ({args.collectors} collectors, 7 branches); DynamoDB Local"
     print_ways(ways, title, "importer")
-    new = ways[WAYS[-1][0]]
-    summary.record(
-        f"bulk import, {args.rows:,} rows: wall time",
-        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.loans:.3f} requests a loan",
-        new.seconds / base.seconds,
-        "one loan to a transaction",
-    )
-    summary.record(
-        "bulk import: DynamoDB Local CPU a loan",
-        f"{1000 * new.server_cpu / new.loans:.2f} ms",
-        new.server_cpu / base.server_cpu,
-        "one loan to a transaction",
-    )
-    if args.priced:
-        per, then = per_loan(new.priced, args.priced), per_loan(base.priced, args.priced)
-        summary.record("bulk import: write units a loan", f"{per:.2f}", per / then, "one loan to a transaction")
+    record_headlines("bulk import", f"{args.rows:,} rows", ways[WAYS[0][0]], ways[WAYS[-1][0]])
 
 
 if __name__ == "__main__":

@@ -26,11 +26,10 @@ from contextlib import contextmanager
 import boto3
 
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench import summary
 from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
 from bench.floor import WritePricer
 from bench.imports import rows_csv
-from bench.side_by_side import Way, per_loan, print_ways
+from bench.side_by_side import Way, print_ways, record_headlines
 from chalicelib import wiring
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.roles import Role
@@ -111,23 +110,8 @@ def main() -> None:
 
 
 def report(ways: dict[str, Way], args: argparse.Namespace) -> None:
-    base, new = ways[WAYS[0][0]], ways[WAYS[-1][0]]
     print_ways(ways, f"{args.loans:,} loans of one collector moved each way; DynamoDB Local", "service")
-    summary.record(
-        f"bulk reassignment, {args.loans:,} loans: wall time",
-        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.loans:.3f} requests a loan",
-        new.seconds / base.seconds,
-        "one loan to a transaction",
-    )
-    summary.record(
-        "bulk reassignment: DynamoDB Local CPU a loan",
-        f"{1000 * new.server_cpu / new.loans:.2f} ms",
-        new.server_cpu / base.server_cpu,
-        "one loan to a transaction",
-    )
-    if args.priced:
-        per, then = per_loan(new.priced, args.priced), per_loan(base.priced, args.priced)
-        summary.record("bulk reassignment: write units a loan", f"{per:.2f}", per / then, "one loan to a transaction")
+    record_headlines("bulk reassignment", f"{args.loans:,} loans", ways[WAYS[0][0]], ways[WAYS[-1][0]])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench import summary
 from bench.floor import Priced
 
 
@@ -46,3 +47,24 @@ def print_ways(ways: dict[str, Way], title: str, cpu_label: str) -> None:
     line("DynamoDB Local CPU ms a loan", lambda w: 1000 * w.server_cpu / w.loans, ".2f")
     if any(way.priced is not None for way in ways.values()):
         line("write units a loan (priced from the items)", lambda w: per_loan(w.priced, w.priced_loans), ".2f")
+
+
+def record_headlines(name: str, size: str, base: Way, new: Way) -> None:
+    """The new way's headlines for bench/RESULTS.md, each with its ratio to the base way: wall time,
+    the server's CPU a loan and, when priced, write units a loan."""
+    against = "one loan to a transaction"
+    summary.record(
+        f"{name}, {size}: wall time",
+        f"{new.seconds:.1f} s, {sum(new.requests.values()) / new.loans:.3f} requests a loan",
+        new.seconds / base.seconds,
+        against,
+    )
+    summary.record(
+        f"{name}: DynamoDB Local CPU a loan",
+        f"{1000 * new.server_cpu / new.loans:.2f} ms",
+        new.server_cpu / base.server_cpu,
+        against,
+    )
+    if new.priced is not None and base.priced is not None:
+        per, then = per_loan(new.priced, new.priced_loans), per_loan(base.priced, base.priced_loans)
+        summary.record(f"{name}: write units a loan", f"{per:.2f}", per / then, against)
