@@ -20,23 +20,14 @@ import argparse
 import csv
 import datetime as dt
 import io
-import os
 import random
-import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import boto3
-
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
-from bench.floor import WritePricer
-from bench.side_by_side import Way, print_ways, record_headlines
+from bench.side_by_side import Way, fresh_stage, measure, price, print_ways, record_headlines, rig
 from chalicelib import wiring
 from chalicelib.adapters.dynamodb import loans as loans_adapter
-from chalicelib.domain.roles import Role
-from infra.provision import provision
 from ops import csv_io
 
 WAYS = (("one loan to a transaction", 1), ("25 loans to a transaction", loans_adapter.LOANS_PER_TRANSACTION))
@@ -86,46 +77,22 @@ def main() -> None:
     parser.add_argument("--priced", type=int, default=200)
     parser.add_argument("--collectors", type=int, default=20)
     args = parser.parse_args()
-    meter = DynamoMeter()
-    install_meter(meter)
     ways: dict[str, Way] = {}
-    with dynamodb_local() as server:
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
-        pricer = WritePricer(unmetered_client(server.endpoint), "loan-crm-")
+
+    def imported(first: int, count: int) -> int:
+        report = csv_io.import_loans(
+            io.StringIO(rows_csv(first, count, args.collectors)), wiring.services().loans, stored=csv_io.stored_loan_ids
+        )
+        assert (report.stored, report.error_rows) == (count, 0), report.summary()
+        return report.stored
+
+    with rig() as bench:
         for n, (label, per_transaction) in enumerate(WAYS):
-            stage = f"bulk{n}"
-            os.environ["STAGE"] = stage
-            wiring.reset()
-            provision(stage, boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
-            for c in range(args.collectors):
-                wiring.services().auth.add_user(f"col-{c:03d}", "collector-password-1", Role.COLLECTOR)
-            loans = wiring.services().loans
+            fresh_stage(f"bulk{n}", (f"col-{c:03d}" for c in range(args.collectors)))
             with loans_per_transaction(per_transaction):
-                meter.reset("")
-                cpu, local_cpu, started = time.process_time(), server.cpu_seconds(), time.perf_counter()
-                report = csv_io.import_loans(
-                    io.StringIO(rows_csv(0, args.rows, args.collectors)), loans, stored=csv_io.stored_loan_ids
-                )
-                seconds = time.perf_counter() - started
-                way = Way(
-                    loans=report.stored,
-                    seconds=seconds,
-                    requests=Counter(meter.requests),
-                    python_cpu=time.process_time() - cpu,
-                    server_cpu=server.cpu_seconds() - local_cpu,
-                )
-                assert (report.stored, report.error_rows) == (args.rows, 0), report.summary()
+                way = measure(bench, lambda: imported(0, args.rows))
                 if args.priced:
-                    meter.pricer = pricer
-                    with pricer.fresh() as way.priced:
-                        priced = csv_io.import_loans(
-                            io.StringIO(rows_csv(args.rows, args.priced, args.collectors)),
-                            loans,
-                            stored=csv_io.stored_loan_ids,
-                        )
-                    meter.pricer = None
-                    way.priced_loans = priced.stored
-                    assert priced.stored == args.priced, priced.summary()
+                    price(bench, way, lambda: imported(args.rows, args.priced))
             ways[label] = way
     report_ways(ways, args)
 

@@ -17,25 +17,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import boto3
-
 import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
-from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
-from bench.floor import WritePricer
 from bench.imports import rows_csv
-from bench.side_by_side import Way, print_ways, record_headlines
+from bench.side_by_side import Way, fresh_stage, measure, price, print_ways, record_headlines, rig
 from chalicelib import wiring
 from chalicelib.domain.audit import Actor
 from chalicelib.domain.roles import Role
 from chalicelib.services import reassignment
 from chalicelib.services.context import RequestContext
-from infra.provision import provision
 from ops import csv_io
 
 WAYS = (("one loan to a transaction", 1), ("25 loans to a transaction", reassignment.BATCH))
@@ -63,9 +55,10 @@ def load(first: int, count: int) -> None:
     assert (report.stored, report.error_rows) == (count, 0), report.summary()
 
 
-def move(count: int) -> None:
+def move(count: int) -> int:
     progress = wiring.services().reassignment.move_collector_loans(MANAGER, LEAVING, TAKING, None)
     assert (progress.moved, progress.already, progress.remaining) == (count, 0, 0), progress
+    return progress.moved
 
 
 def main() -> None:
@@ -73,38 +66,16 @@ def main() -> None:
     parser.add_argument("--loans", type=int, default=3000)
     parser.add_argument("--priced", type=int, default=200)
     args = parser.parse_args()
-    meter = DynamoMeter()
-    install_meter(meter)
     ways: dict[str, Way] = {}
-    with dynamodb_local() as server:
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
-        pricer = WritePricer(unmetered_client(server.endpoint), "loan-crm-")
+    with rig() as bench:
         for n, (label, per_batch) in enumerate(WAYS):
-            stage = f"move{n}"
-            os.environ["STAGE"] = stage
-            wiring.reset()
-            provision(stage, boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
-            for collector in (LEAVING, TAKING):
-                wiring.services().auth.add_user(collector, "collector-password-1", Role.COLLECTOR)
+            fresh_stage(f"move{n}", (LEAVING, TAKING))
             load(0, args.loans)
             with loans_per_batch(per_batch):
-                meter.reset("")
-                cpu, local_cpu, started = time.process_time(), server.cpu_seconds(), time.perf_counter()
-                move(args.loans)
-                way = Way(
-                    loans=args.loans,
-                    seconds=time.perf_counter() - started,
-                    requests=Counter(meter.requests),
-                    python_cpu=time.process_time() - cpu,
-                    server_cpu=server.cpu_seconds() - local_cpu,
-                )
+                way = measure(bench, lambda: move(args.loans))
                 if args.priced:
                     load(args.loans, args.priced)
-                    meter.pricer = pricer
-                    with pricer.fresh() as way.priced:
-                        move(args.priced)
-                    meter.pricer = None
-                    way.priced_loans = args.priced
+                    price(bench, way, lambda: move(args.priced))
             ways[label] = way
     report(ways, args)
 

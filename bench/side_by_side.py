@@ -3,12 +3,23 @@ and printed side by side with their ratio (``bench.imports``, ``bench.reassignme
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import boto3
+
+import bench.environment  # noqa: F401  (sets the environment before any client or the settings read it)
 from bench import summary
-from bench.floor import Priced
+from bench.dynamo import DynamoMeter, NoSsm, dynamodb_local, install_meter, unmetered_client
+from bench.floor import Priced, WritePricer
+from chalicelib import wiring
+from chalicelib.domain.roles import Role
+from infra.provision import provision
+from local.dynamodb_local import Server
 
 
 @dataclass
@@ -22,6 +33,57 @@ class Way:
     """CPU of the DynamoDB Local server."""
     priced: Priced | None = None
     priced_loans: int = 0
+
+
+@dataclass(frozen=True)
+class Rig:
+    """One DynamoDB Local for both ways, every request metered, and a pricer for the priced runs."""
+
+    server: Server
+    meter: DynamoMeter
+    pricer: WritePricer
+
+
+@contextmanager
+def rig() -> Iterator[Rig]:
+    meter = DynamoMeter()
+    install_meter(meter)
+    with dynamodb_local() as server:
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = server.endpoint
+        yield Rig(server, meter, WritePricer(unmetered_client(server.endpoint), "loan-crm-"))
+
+
+def fresh_stage(stage: str, collectors: Iterable[str]) -> None:
+    """A stage of its own for one way (its own tables, so each way starts from the same empty book),
+    with these collectors."""
+    os.environ["STAGE"] = stage
+    wiring.reset()
+    provision(stage, boto3.client("dynamodb"), ssm=NoSsm(), quiet=True)
+    for collector in collectors:
+        wiring.services().auth.add_user(collector, "collector-password-1", Role.COLLECTOR)
+
+
+def measure(bench: Rig, action: Callable[[], int]) -> Way:
+    """``action`` (which answers how many loans it wrote) timed, its requests counted, and the CPU it
+    cost this process and the server."""
+    bench.meter.reset("")
+    cpu, server_cpu, started = time.process_time(), bench.server.cpu_seconds(), time.perf_counter()
+    loans = action()
+    return Way(
+        loans=loans,
+        seconds=time.perf_counter() - started,
+        requests=Counter(bench.meter.requests),
+        python_cpu=time.process_time() - cpu,
+        server_cpu=bench.server.cpu_seconds() - server_cpu,
+    )
+
+
+def price(bench: Rig, way: Way, action: Callable[[], int]) -> None:
+    """``action`` again on other loans with every write priced from its items (not timed)."""
+    bench.meter.pricer = bench.pricer
+    with bench.pricer.fresh() as way.priced:
+        way.priced_loans = action()
+    bench.meter.pricer = None
 
 
 def per_loan(priced: Priced | None, loans: int) -> float:
