@@ -10,8 +10,8 @@ These failures are worth another attempt, and each has its policy here, stated o
   its items (``TransactionConflict``), not because a condition failed. The same write is simply sent
   again once the other settles. ``BULK_CONTENTION`` is the same for the bulk import's and the bulk
   reassignment's transactions of many loans, which meet each other more often.
-- ``UNPROCESSED_KEYS``: DynamoDB read part of a batched read and handed the other keys back (it does
-  so when a partition is throttled); those keys are asked for again.
+- ``UNPROCESSED_KEYS``: DynamoDB did part of a batched read or write and handed the rest back (it
+  does so when a partition is throttled); the rest is sent again.
 - ``REMINDER_PUBLISH``: a reminder's publish to its topic did not get an answer.
 
 All pause with *full jitter* (a random wait between 0 and an exponentially growing cap), so writers
@@ -68,9 +68,10 @@ most about 2.3 s of pauses; a reassignment then moves that transaction's loans o
 
 UNPROCESSED_KEYS = RetryPolicy(attempts=8, base_seconds=0.05, cap_seconds=1.0)
 """A batched read's keys that DynamoDB handed back unread (a throttled partition, or an answer past
-16 MB), sent again after a pause, as AWS asks of clients. The attempts are one budget for the whole
-read, however many requests it takes: at most 3.55 s of pauses in all, so a request inside the API's
-time limit gives up with 503 rather than a timeout."""
+16 MB), or a batched write's puts it handed back undone, sent again after a pause, as AWS asks of
+clients. The attempts are one budget for the whole read or write, however many requests it takes: at
+most 3.55 s of pauses in all, so a request inside the API's time limit gives up with 503 rather than a
+timeout."""
 
 
 def retry(

@@ -1,15 +1,18 @@
-"""Batched reads by key (BatchGetItem): the one way the product and its ops tools make them.
+"""Batched reads by key (BatchGetItem) and batched writes (BatchWriteItem): the one way the product
+makes them, and the ops tools make its reads.
 
 DynamoDB answers a batch read with what it could read and hands the rest back as unprocessed keys,
-when a partition is throttled or the answer would pass 16 MB. botocore does not retry such an answer
-(it succeeded), and PynamoDB's ``Model.batch_get`` sends the keys straight back, again and again, with
-no pause and no limit: against a throttled table, a tight loop of requests that are refused in turn,
-which is what AWS asks clients not to do. Here the keys handed back are sent again after the pause of
-``retry.UNPROCESSED_KEYS``; its attempts are one budget for the whole read, however many requests of
-100 keys it takes, and once they are spent the read fails as unavailable (503).
+when a partition is throttled or the answer would pass 16 MB; a batch write likewise hands back the
+requests it did not carry out. botocore does not retry such an answer (it succeeded), and PynamoDB's
+``Model.batch_get`` and ``batch_write`` send the rest straight back, again and again, with no pause:
+against a throttled table, a tight loop of requests that are refused in turn, which is what AWS asks
+clients not to do. Here what is handed back is sent again after the pause of
+``retry.UNPROCESSED_KEYS``; its attempts are one budget for the whole read or write, however many
+requests it takes, and once they are spent it fails as unavailable (503).
 
 :func:`batch_get` reads one model's items; :func:`read_by_keys` is the same loop for a caller that
 builds its own requests, such as :func:`client_sender`'s over a raw client and several tables.
+:func:`batch_put` writes one model's items.
 """
 
 from __future__ import annotations
@@ -28,29 +31,51 @@ M = TypeVar("M", bound=Model)
 
 BATCH_GET_LIMIT = 100
 """Keys per request: DynamoDB's limit for one BatchGetItem."""
+BATCH_WRITE_LIMIT = 25
+"""Requests per request: DynamoDB's limit for one BatchWriteItem."""
 
 
 class _KeysHandedBack(Exception):
     """Some keys of a request came back unread; the next attempt starts with them."""
 
 
-def read_by_keys(send: Callable[[list[K]], tuple[list[T], list[K]]], keys: Sequence[K]) -> list[T]:
-    """Everything ``send`` reads for ``keys``, sent ``BATCH_GET_LIMIT`` at a time. ``send`` makes one
-    request and answers what it read and the keys handed back; those are sent again after a pause."""
+def read_by_keys(
+    send: Callable[[list[K]], tuple[list[T], list[K]]], keys: Sequence[K], limit: int = BATCH_GET_LIMIT
+) -> list[T]:
+    """Everything ``send`` reads for ``keys``, sent ``limit`` at a time. ``send`` makes one request and
+    answers what it read and the keys handed back; those are sent again, first, after a pause. (A batch
+    write is the same loop with nothing read: :func:`batch_put`.)"""
     pending = list(keys)
     found: list[T] = []
 
     def read_pending() -> None:
         nonlocal pending
         while pending:
-            items, handed_back = send(pending[:BATCH_GET_LIMIT])
+            items, handed_back = send(pending[:limit])
             found.extend(items)
-            pending = [*handed_back, *pending[BATCH_GET_LIMIT:]]
+            pending = [*handed_back, *pending[limit:]]
             if handed_back:
                 raise _KeysHandedBack
 
     retry(UNPROCESSED_KEYS, read_pending, _KeysHandedBack, unavailable)
     return found
+
+
+def batch_put(items: Sequence[Model]) -> None:
+    """Put these items, all of one model, ``BATCH_WRITE_LIMIT`` to a BatchWriteItem; the puts DynamoDB
+    hands back unprocessed are sent again after a pause, as :func:`read_by_keys` does with keys. Unlike
+    a transaction, the puts are not all-or-nothing: a failure leaves some written."""
+    if not items:
+        return
+    model = type(items[0])
+    table = model.Meta.table_name
+    client = model._get_connection().connection.client
+
+    def send(chunk: list[dict[str, Any]]) -> tuple[list[None], list[dict[str, Any]]]:
+        answer = client.batch_write_item(RequestItems={table: chunk})
+        return [], (answer.get("UnprocessedItems") or {}).get(table, [])
+
+    read_by_keys(send, [{"PutRequest": {"Item": item.serialize()}} for item in items], BATCH_WRITE_LIMIT)
 
 
 TableKey = tuple[str, dict[str, Any]]

@@ -13,7 +13,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PutError
 
 from chalicelib.adapters.dynamodb import paging
-from chalicelib.adapters.dynamodb.batch import batch_get
+from chalicelib.adapters.dynamodb.batch import batch_get, batch_put
 from chalicelib.adapters.dynamodb.errors import conditional_check_failed, storage_call
 from chalicelib.adapters.dynamodb.mapping import item_to_loan, item_to_payment
 from chalicelib.adapters.dynamodb.models import LoanModel, PaymentModel, ReconciliationModel, UtrClaimModel
@@ -113,11 +113,12 @@ def _segment_from(item: Any) -> SegmentProgress:
 class DynamoReconciliationRuns:
     @storage_call
     def create(self, run: ReconciliationRun, segments: Sequence[SegmentProgress]) -> None:
-        with ReconciliationModel.batch_write() as batch:
-            for segment in segments:
-                batch.save(
-                    ReconciliationModel(run.run_id, segment.name, pages=0, body=_pack(dataclasses.asdict(segment)))
-                )
+        batch_put(
+            [
+                ReconciliationModel(run.run_id, segment.name, pages=0, body=_pack(dataclasses.asdict(segment)))
+                for segment in segments
+            ]
+        )
         item = ReconciliationModel(
             run.run_id, RUN_PART, status=run.status.value, continuations=0, body=_pack(_run_body(run))
         )
