@@ -39,11 +39,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from chalicelib import clock, wiring
-from chalicelib.adapters.dynamodb.batch import client_sender, read_by_keys
+from chalicelib.adapters.dynamodb.batch import (
+    BATCH_GET_LIMIT,
+    BATCH_WRITE_LIMIT,
+    client_sender,
+    read_by_keys,
+    write_requests,
+)
 from chalicelib.adapters.dynamodb.mapping import item_to_audit
 from chalicelib.adapters.dynamodb.models import AuditModel
 from chalicelib.api.routes.audit import audit_dict
 from chalicelib.config import check_table_prefix, settings, stage_prefix
+from chalicelib.domain.errors import Unavailable
 from chalicelib.domain.reconciliation import ReconciliationRun, ReconciliationStatus, SegmentProgress
 from chalicelib.services.reconciliation import RunHere
 from infra.provision import TableSpec, table_layout, table_specs
@@ -55,8 +62,6 @@ from ops.target import target
 SEGMENTS = 8
 """Parallel scan segments: a restore is done in a maintenance window, so speed matters, and one
 on-demand table takes eight scanners easily."""
-BATCH_WRITE = 25
-BATCH_GET = 100
 RESTORABLE = ("loans", "payments", "utr-claims", "dpd-runs", "legal-cases", "users")
 """Never ``audit`` (evidence, append-only), nor the TTL tables (their rows are disposable), nor
 ``reminders`` (a reminder put back as it stood before it was sent would be sent again). The derived tables
@@ -82,15 +87,6 @@ def _scan(ddb: Any, table: str, segment: int, keys: list[str] | None) -> Iterato
         yield from page["Items"]
 
 
-def _write(ddb: Any, table: str, requests: list[dict[str, Any]]) -> None:
-    """One BatchWriteItem, repeating whatever DynamoDB hands back unprocessed (throttling) until done."""
-    while requests:
-        answer = ddb.batch_write_item(RequestItems={table: requests})
-        requests = answer.get("UnprocessedItems", {}).get(table, [])
-        if requests:
-            time.sleep(0.2)
-
-
 def _key_of(item: dict[str, Any], keys: list[str]) -> str:
     return json.dumps({k: item[k] for k in keys}, sort_keys=True)
 
@@ -106,12 +102,12 @@ def _copy_segment(ddb: Any, live: str, restored: str, segment: int, dry_run: boo
     for item in _scan(ddb, restored, segment, None):
         count += 1
         batch.append({"PutRequest": {"Item": item}})
-        if len(batch) == BATCH_WRITE:
+        if len(batch) == BATCH_WRITE_LIMIT:
             if not dry_run:
-                _write(ddb, live, batch)
+                write_requests(ddb, live, batch)
             batch = []
     if batch and not dry_run:
-        _write(ddb, live, batch)
+        write_requests(ddb, live, batch)
     return count
 
 
@@ -120,7 +116,7 @@ def _prune_segment(ddb: Any, live: str, restored: str, keys: list[str], segment:
     chunk: list[dict[str, Any]] = []
     for key in _scan(ddb, live, segment, keys):
         chunk.append(key)
-        if len(chunk) == BATCH_GET:
+        if len(chunk) == BATCH_GET_LIMIT:
             have = _present(ddb, restored, chunk, keys)
             gone.extend(k for k in chunk if _key_of(k, keys) not in have)
             chunk = []
@@ -128,8 +124,8 @@ def _prune_segment(ddb: Any, live: str, restored: str, keys: list[str], segment:
         have = _present(ddb, restored, chunk, keys)
         gone.extend(k for k in chunk if _key_of(k, keys) not in have)
     if not dry_run:
-        for i in range(0, len(gone), BATCH_WRITE):
-            _write(ddb, live, [{"DeleteRequest": {"Key": k}} for k in gone[i : i + BATCH_WRITE]])
+        for i in range(0, len(gone), BATCH_WRITE_LIMIT):
+            write_requests(ddb, live, [{"DeleteRequest": {"Key": k}} for k in gone[i : i + BATCH_WRITE_LIMIT]])
     return len(gone)
 
 
@@ -159,6 +155,11 @@ def copy_back_command(
     live = settings().table_name(name)
     try:
         done = copy_back(_ddb(), live, f"{live}-restored", dry_run)
+    except Unavailable:
+        raise fail(
+            f"DynamoDB kept handing requests back unprocessed (throttled) and {live} is partly copied back: "
+            "run the same command again, which puts every restored item again and deletes what the copy lacks"
+        ) from None
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
@@ -183,8 +184,8 @@ def clear_idempotency(
         for item in page["Items"]
     ]
     if not dry_run:
-        for i in range(0, len(keys), BATCH_WRITE):
-            _write(ddb, table, [{"DeleteRequest": {"Key": k}} for k in keys[i : i + BATCH_WRITE]])
+        for i in range(0, len(keys), BATCH_WRITE_LIMIT):
+            write_requests(ddb, table, [{"DeleteRequest": {"Key": k}} for k in keys[i : i + BATCH_WRITE_LIMIT]])
     out.print(f"{table}: {'would delete' if dry_run else 'deleted'} {len(keys)} records", highlight=False)
     if not dry_run:
         err.print("wait 2 minutes before reopening: API containers keep flags and the latest run date up to 60 s")

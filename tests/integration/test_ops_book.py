@@ -10,16 +10,17 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from typer.testing import CliRunner, Result
 
-from chalicelib import clock
+from chalicelib import clock, retry
 from chalicelib.config import settings
 from chalicelib.domain.roles import Role
 from chalicelib.services.auth import verify_password
 from chalicelib.services.ports import AuditFilter, LoanFilter
 from chalicelib.wiring import services
 from local.demo import seed
-from ops import checks
+from ops import checks, restore
 from ops.cli import app
 
 BOOK = 20
@@ -255,6 +256,42 @@ def test_copy_back_makes_the_live_table_equal_to_the_restored_copy(moto_stack: s
     assert refused.exit_code == 2 and "not restored in place" in refused.stderr
     missing = run("restore", "copy-back", "payments")
     assert missing.exit_code == 1 and "payments-restored" in missing.stderr
+
+
+def test_a_copy_back_throttled_to_the_end_says_to_run_it_again_and_the_rerun_finishes(
+    moto_stack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB hands one put of every BatchWriteItem back unprocessed, every time (a table throttled
+    throughout): the copy-back gives up after its pauses, says the table is partly copied and to run
+    it again; run again, it makes the live table equal to the copy."""
+    seed(BOOK)
+    live = _loans_table()
+    _copy_table(live, f"{live}-restored")
+    restored = _items(f"{live}-restored")
+    _set("DEMO-00004", "notes", {"S": "written by a bad release"})
+    monkeypatch.setattr(retry.time, "sleep", lambda _seconds: None)
+    client = boto3.client("dynamodb")
+    sent: list[int] = []
+
+    def hand_all_back(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        # Answered before it is sent (a before-call handler's answer replaces the request): nothing done.
+        requests = json.loads(params["body"])["RequestItems"][live]
+        sent.append(len(requests))
+        return AWSResponse("", 200, {}, None), {"UnprocessedItems": {live: requests}}
+
+    client.meta.events.register("before-call.dynamodb.BatchWriteItem", hand_all_back)
+    monkeypatch.setattr(restore, "_ddb", lambda: client)
+
+    throttled = run("restore", "copy-back", "loans")
+
+    assert throttled.exit_code == 1, throttled.output
+    assert "partly copied back" in throttled.stderr and "run the same command again" in throttled.stderr
+    assert sent and len(sent) % retry.UNPROCESSED_KEYS.attempts == 0  # each write gave up after its attempts
+    assert _items(live) != restored
+    client.meta.events.unregister("before-call.dynamodb.BatchWriteItem", hand_all_back)
+    done = run("restore", "copy-back", "loans")
+    assert done.exit_code == 0, done.output
+    assert _items(live) == restored
 
 
 def test_clear_idempotency_empties_the_retry_records(moto_stack: str) -> None:

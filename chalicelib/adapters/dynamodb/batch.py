@@ -12,7 +12,8 @@ requests it takes, and once they are spent it fails as unavailable (503).
 
 :func:`batch_get` reads one model's items; :func:`read_by_keys` is the same loop for a caller that
 builds its own requests, such as :func:`client_sender`'s over a raw client and several tables.
-:func:`batch_put` writes one model's items.
+:func:`write_requests` writes over a raw client (the restore tool's), :func:`batch_put` one model's
+items.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def read_by_keys(
 ) -> list[T]:
     """Everything ``send`` reads for ``keys``, sent ``limit`` at a time. ``send`` makes one request and
     answers what it read and the keys handed back; those are sent again, first, after a pause. (A batch
-    write is the same loop with nothing read: :func:`batch_put`.)"""
+    write is the same loop with nothing read: :func:`write_requests`.)"""
     pending = list(keys)
     found: list[T] = []
 
@@ -61,21 +62,31 @@ def read_by_keys(
     return found
 
 
-def batch_put(items: Sequence[Model]) -> None:
-    """Put these items, all of one model, ``BATCH_WRITE_LIMIT`` to a BatchWriteItem; the puts DynamoDB
-    hands back unprocessed are sent again after a pause, as :func:`read_by_keys` does with keys. Unlike
-    a transaction, the puts are not all-or-nothing: a failure leaves some written."""
-    if not items:
-        return
-    model = type(items[0])
-    table = model.Meta.table_name
-    client = model._get_connection().connection.client
+WriteRequest = dict[str, Any]
+"""One request of a BatchWriteItem as DynamoDB spells it: ``{"PutRequest": {"Item": ...}}`` or
+``{"DeleteRequest": {"Key": ...}}``."""
 
-    def send(chunk: list[dict[str, Any]]) -> tuple[list[None], list[dict[str, Any]]]:
+
+def write_requests(client: Any, table: str, requests: Sequence[WriteRequest]) -> None:
+    """Carry out every request on ``table`` over a botocore DynamoDB client, ``BATCH_WRITE_LIMIT`` to a
+    BatchWriteItem; the requests DynamoDB hands back unprocessed are sent again, first, after a pause,
+    as :func:`read_by_keys` does with keys. Unlike a transaction, the requests are not all-or-nothing: a
+    failure leaves some carried out (each is a whole put or delete, so sending them all again is safe)."""
+
+    def send(chunk: list[WriteRequest]) -> tuple[list[None], list[WriteRequest]]:
         answer = client.batch_write_item(RequestItems={table: chunk})
         return [], (answer.get("UnprocessedItems") or {}).get(table, [])
 
-    read_by_keys(send, [{"PutRequest": {"Item": item.serialize()}} for item in items], BATCH_WRITE_LIMIT)
+    read_by_keys(send, requests, BATCH_WRITE_LIMIT)
+
+
+def batch_put(items: Sequence[Model]) -> None:
+    """Put these items, all of one model, through :func:`write_requests` on the model's table."""
+    if not items:
+        return
+    model = type(items[0])
+    client = model._get_connection().connection.client
+    write_requests(client, model.Meta.table_name, [{"PutRequest": {"Item": item.serialize()}} for item in items])
 
 
 TableKey = tuple[str, dict[str, Any]]
