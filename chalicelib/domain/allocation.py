@@ -40,8 +40,9 @@ class Allocation:
 
 
 def total_unpaid_paise(schedule: Sequence[Instalment]) -> int:
-    """Everything still owed on the schedule, due or not: the ceiling for one payment."""
-    return sum(i.unpaid_paise for i in schedule)
+    """Everything still owed on the schedule, due or not: the ceiling for one payment. The sum of each
+    instalment's ``unpaid_paise``, read from its fields at once: every replayed payment asks it."""
+    return sum(i.principal_paise + i.interest_paise - i.paid_principal_paise - i.paid_interest_paise for i in schedule)
 
 
 _DUE_ORDER = attrgetter("due_date", "seq")
@@ -57,12 +58,9 @@ def apply_payment(schedule: Sequence[Instalment], amount_paise: int) -> tuple[tu
     rather than through their derived properties, and stops looking once the money is spent."""
     if amount_paise <= 0:
         raise ValueError("a payment must be positive")
-    ordered = sorted(schedule, key=_DUE_ORDER)
-    owed = 0
-    for inst in ordered:
-        owed += inst.principal_paise + inst.interest_paise - inst.paid_principal_paise - inst.paid_interest_paise
-    if amount_paise > owed:
+    if amount_paise > total_unpaid_paise(schedule):
         raise ValueError("payment exceeds everything owed")
+    ordered = sorted(schedule, key=_DUE_ORDER)
     remaining = amount_paise
     lines: list[AllocationLine] = []
     updated: list[Instalment] = []
