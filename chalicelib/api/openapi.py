@@ -12,6 +12,7 @@ its path names an id, 413 and 415 when it takes a body, and the idempotency refu
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import typing
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from chalicelib.api import responses
 from chalicelib.api.errors import status_for_kind
 from chalicelib.api.http import ANY_ID_PATTERN, BODY_METHODS, PATH_PARAMETER_PATTERNS
 from chalicelib.api.idempotency import KEY_PATTERN
-from chalicelib.api.operations import OPERATIONS, Operation
+from chalicelib.api.operations import OPERATIONS, Answer, Operation
 from chalicelib.domain.errors import (
     DomainError,
     Forbidden,
@@ -107,6 +108,20 @@ def _models_of(answer: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(answer) for m in _models_of(arg)]
 
 
+def _resolved(op: Operation, answer: Answer) -> Any:
+    """The type an operation's answer names (a response model or an alias such as ``RunList``, a choice
+    of several), or ``str``."""
+    if not isinstance(answer, str):
+        return answer
+    models: list[Any] = []
+    for name in (part.strip() for part in answer.split("|")):
+        model = getattr(responses, name, None)
+        if model is None or not _models_of(model):
+            raise TypeError(f"{op.method} {op.path} answers {name!r}, which names no response model")
+        models.append(model)
+    return functools.reduce(operator.or_, models)
+
+
 def _schema_of(answer: Any) -> dict[str, Any]:
     """A reference to a model, an array of one, a choice between several, or text."""
     if answer is str:
@@ -124,7 +139,7 @@ def _schema_of(answer: Any) -> dict[str, Any]:
 
 def _components(ops: Iterable[Operation]) -> dict[str, Any]:
     inputs = {op.body for op in ops if op.body is not None}
-    outputs = {m for op in ops for answer in op.answers.values() for m in _models_of(answer)}
+    outputs = {m for op in ops for answer in op.answers.values() for m in _models_of(_resolved(op, answer))}
     outputs.add(responses.ErrorOut)
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in sorted(inputs, key=lambda m: m.__name__)
@@ -192,7 +207,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         answers[str(status)] = {
             "description": "OK" if status < 300 else "See the description",
             "headers": headers,
-            "content": {op.media_type: {"schema": _schema_of(answer)}},
+            "content": {op.media_type: {"schema": _schema_of(_resolved(op, answer))}},
         }
     for status, kinds in refusals(op).items():
         codes = ", ".join(f"`{kind.code}`" for kind in kinds)

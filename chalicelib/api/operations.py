@@ -95,9 +95,13 @@ def enum_param(name: str, values: Any, description: str) -> QueryParam:
     return QueryParam(name, {"type": "string", "enum": sorted(str(v) for v in values)}, description)
 
 
-Answer = type[BaseModel] | Any
-"""What a success status answers: a response model (``chalicelib.api.responses``), or a type pydantic
-can describe (``list[RunOut]``)."""
+Answer = str | type[str]
+"""What a success status answers: the name of a response model in ``chalicelib.api.responses``
+(``"LoanOut"``, or an alias of a list of one, ``"RunList"``), several names joined by ``|`` for a
+choice (``"UserOut | OffboardedUserOut"``), or ``str`` for text. Named rather than imported: only the
+OpenAPI document reads the response models, and declaring them cost every cold container about 11 ms
+(docs/architecture.md, "Cold start"). ``chalicelib.api.openapi`` looks the names up, and refuses one it
+cannot find."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from chalice.test import Client
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 import app as app_module
+from chalicelib.api import openapi
 from chalicelib.api.http import is_catch_all, served_methods, served_paths
 from chalicelib.api.openapi import document
 from chalicelib.api.operations import OPERATIONS
@@ -136,3 +137,21 @@ def test_a_token_is_not_needed_but_a_bad_one_is_still_refused_elsewhere(client: 
     refused = client.http.get("/api/v1/loans", headers={"Authorization": "Bearer junk"})
     assert refused.status_code == 401
     assert json.loads(refused.body)["error"]["code"] == Unauthenticated.code
+
+
+def test_answers_named_by_the_routes_resolve_to_their_models() -> None:
+    # Routes name their response models rather than import them (chalicelib.api.operations.Answer):
+    # a choice, a list alias and text each come out as the document describes them.
+    users = DOC["paths"]["/api/v1/users/{username}"]["patch"]["responses"]
+    assert users["200"]["content"]["application/json"]["schema"] == {
+        "anyOf": [{"$ref": "#/components/schemas/UserOut"}, {"$ref": "#/components/schemas/OffboardedUserOut"}]
+    }
+    runs = DOC["paths"]["/api/v1/jobs/dpd/runs"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert runs["schema"] == {"type": "array", "items": {"$ref": "#/components/schemas/RunOut"}}
+
+
+@pytest.mark.parametrize("name", ["NoSuchOut", "Paise", "LoanOut | NoSuchOut"])
+def test_an_answer_naming_no_response_model_is_refused(name: str) -> None:
+    op = next(iter(OPERATIONS.values()))
+    with pytest.raises(TypeError, match="names no response model"):
+        openapi._resolved(op, name)

@@ -1,6 +1,7 @@
 """What a cold container imports and builds before its first request (docs/architecture.md, "Cold
-start"): powertools' idempotency package waits for the first request that carries a key, and the
-request and response models build their validators on first use. Each check is a fresh interpreter,
+start"): powertools' idempotency package waits for the first request that carries a key, the
+response models are declared only when the OpenAPI document is written, and the request models build
+their validators on first use. Each check is a fresh interpreter,
 as a new Lambda container is; ``bench/cold_start.py`` measures what this saves."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 import app
+responses_declared = "chalicelib.api.responses" in sys.modules
 from chalicelib.api import responses, schemas
 from pydantic import BaseModel
 
@@ -29,6 +31,7 @@ def built(module):
 
 print(json.dumps({
     "idempotency": "aws_lambda_powertools.utilities.idempotency" in sys.modules,
+    "responses_declared": responses_declared,
     "schemas_built": built(schemas),
     "responses_built": built(responses),
 }))
@@ -44,7 +47,16 @@ def _after_import(code: str) -> dict[str, object]:
 
 def test_import_app_leaves_the_idempotency_package_and_the_models_for_later() -> None:
     found = _after_import(PROBE)
-    assert found == {"idempotency": False, "schemas_built": [], "responses_built": []}
+    assert found == {"idempotency": False, "responses_declared": False, "schemas_built": [], "responses_built": []}
+
+
+def test_the_first_request_for_the_contract_declares_the_response_models() -> None:
+    code = PROBE.replace(
+        "import app\n",
+        "import app\nfrom chalicelib.api import openapi\nopenapi.document('test')\n",
+    )
+    found = _after_import(code)
+    assert found["responses_declared"] is True
 
 
 def test_a_model_is_built_by_its_first_use_and_validates_as_before() -> None:

@@ -8,7 +8,6 @@ from chalice.app import Blueprint
 
 from chalicelib.api.http import Call, endpoint
 from chalicelib.api.operations import QueryParam
-from chalicelib.api.responses import SummaryOut
 from chalicelib.api.schemas import IDENTIFIER_PATTERN
 from chalicelib.domain.errors import Forbidden, ValidationFailed
 from chalicelib.services.views import summary_dict
@@ -27,7 +26,7 @@ bp = Blueprint(__name__)
         ),
         QueryParam("branch", {"type": "string", "minLength": 1, "maxLength": 200}, "One branch's portfolio."),
     ),
-    answers={200: SummaryOut},
+    answers={200: "SummaryOut"},
     errors=(Forbidden,),
     tag="dashboard",
 )

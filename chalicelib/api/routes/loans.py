@@ -9,7 +9,6 @@ from chalice.app import Blueprint, Response
 from chalicelib.api.http import Call, created, endpoint
 from chalicelib.api.operations import PAGING, QueryParam, enum_param
 from chalicelib.api.paging import page_params
-from chalicelib.api.responses import LoanOut, LoanPage, RemindersOut
 from chalicelib.api.schemas import IDENTIFIER_PATTERN, AssignIn, CreateLoanIn, PatchLoanIn
 from chalicelib.domain.delinquency import Bucket, Classification
 from chalicelib.domain.errors import Conflict, FinancialFieldProtected, InvalidSchedule, LoanExists, ValidationFailed
@@ -49,7 +48,7 @@ LIST_QUERY = (
     roles=MANAGE_LOANS,
     summary="Create a loan: a generated EMI schedule, or an imported one",
     body=CreateLoanIn,
-    answers={201: LoanOut},
+    answers={201: "LoanOut"},
     errors=(LoanExists, InvalidSchedule),
     tag="loans",
 )
@@ -67,7 +66,7 @@ def create_loan(call: Call) -> Response:
     methods=("GET",),
     summary="List loans, filtered and paged",
     query=LIST_QUERY,
-    answers={200: LoanPage},
+    answers={200: "LoanPage"},
     tag="loans",
 )
 def list_loans(call: Call) -> dict[str, Any]:
@@ -97,7 +96,7 @@ def list_loans(call: Call) -> dict[str, Any]:
     "/api/v1/loans/{loan_id}",
     methods=("GET",),
     summary="Read a loan with its schedule and delinquency",
-    answers={200: LoanOut},
+    answers={200: "LoanOut"},
     tag="loans",
 )
 def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
@@ -110,7 +109,7 @@ def get_loan(call: Call, loan_id: str) -> dict[str, Any]:
     "/api/v1/loans/{loan_id}/reminders",
     methods=("GET",),
     summary="A loan's borrower reminders, queued and sent",
-    answers={200: RemindersOut},
+    answers={200: "RemindersOut"},
     tag="loans",
 )
 def list_loan_reminders(call: Call, loan_id: str) -> dict[str, Any]:
@@ -127,7 +126,7 @@ def list_loan_reminders(call: Call, loan_id: str) -> dict[str, Any]:
     check_roles_in_view=True,
     summary="Change a borrower's contact data or the notes (a merge)",
     body=PatchLoanIn,
-    answers={200: LoanOut},
+    answers={200: "LoanOut"},
     errors=(FinancialFieldProtected, Conflict),
     tag="loans",
 )
@@ -160,7 +159,7 @@ def patch_loan(call: Call, loan_id: str) -> dict[str, Any]:
     roles=MANAGE_LOANS,
     summary="Assign a loan to a collector",
     body=AssignIn,
-    answers={200: LoanOut},
+    answers={200: "LoanOut"},
     errors=(Conflict,),
     tag="loans",
 )

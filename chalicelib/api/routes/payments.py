@@ -10,7 +10,6 @@ from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, created, endpoint
 from chalicelib.api.operations import PAGING
 from chalicelib.api.paging import page_params
-from chalicelib.api.responses import PaymentOut, PaymentPage, PostedPaymentOut
 from chalicelib.api.schemas import PaymentIn, ReverseIn
 from chalicelib.domain.errors import (
     AlreadyReversed,
@@ -53,7 +52,7 @@ def posted_dict(result: PostedPayment) -> dict[str, Any]:
     roles=PAY_LOANS,
     summary="Record a payment against a loan",
     body=PaymentIn,
-    answers={201: PostedPaymentOut},
+    answers={201: "PostedPaymentOut"},
     errors=(
         AmountOutOfRange,
         PaymentDateInFuture,
@@ -97,7 +96,7 @@ def post_payment(call: Call) -> Response:
     roles=MANAGE_LOANS,
     summary="Reverse (bounce) a payment",
     body=ReverseIn,
-    answers={200: PostedPaymentOut},
+    answers={200: "PostedPaymentOut"},
     errors=(AlreadyReversed, Conflict),
     tag="payments",
 )
@@ -113,7 +112,7 @@ def reverse_payment(call: Call, payment_id: str) -> dict[str, Any]:
     bp,
     "/api/v1/payments/{payment_id}",
     summary="Read a payment",
-    answers={200: PaymentOut},
+    answers={200: "PaymentOut"},
     tag="payments",
 )
 def get_payment(call: Call, payment_id: str) -> dict[str, Any]:
@@ -125,7 +124,7 @@ def get_payment(call: Call, payment_id: str) -> dict[str, Any]:
     "/api/v1/loans/{loan_id}/payments",
     summary="A loan's payments, reversed ones included",
     query=PAGING,
-    answers={200: PaymentPage},
+    answers={200: "PaymentPage"},
     tag="payments",
 )
 def list_loan_payments(call: Call, loan_id: str) -> dict[str, Any]:

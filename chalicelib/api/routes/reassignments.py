@@ -15,7 +15,6 @@ from pydantic import Field
 
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, endpoint, time_left_ms
-from chalicelib.api.responses import ReassignmentOut
 from chalicelib.api.schemas import Identifier, LoanId, StrictModel
 from chalicelib.domain.errors import NotFound, ValidationFailed
 from chalicelib.domain.roles import MANAGE_LOANS
@@ -60,7 +59,7 @@ def _answer(progress: ReassignmentProgress) -> Response:
     roles=MANAGE_LOANS,
     summary="Move a collector's active loans, or listed loans, to another collector",
     body=ReassignIn,
-    answers={200: ReassignmentOut, 202: ReassignmentOut},
+    answers={200: "ReassignmentOut", 202: "ReassignmentOut"},
     errors=(NotFound,),
     tag="loans",
 )

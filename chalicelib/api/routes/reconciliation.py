@@ -8,7 +8,6 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, endpoint
-from chalicelib.api.responses import ReconciliationOut
 from chalicelib.api.schemas import StartReconciliationIn
 from chalicelib.domain.errors import NotFound
 from chalicelib.domain.reconciliation import ReconciliationStatus
@@ -27,7 +26,7 @@ bp = Blueprint(__name__)
     summary="Check the ledger's invariants now",
     body=StartReconciliationIn,
     body_required=False,
-    answers={200: ReconciliationOut, 202: ReconciliationOut},
+    answers={200: "ReconciliationOut", 202: "ReconciliationOut"},
     tag="reconciliation",
 )
 def start_reconciliation(call: Call) -> Response:
@@ -45,7 +44,7 @@ def start_reconciliation(call: Call) -> Response:
     "/api/v1/reconciliation/latest",
     roles=READ_ALL,
     summary="The latest finished reconciliation report",
-    answers={200: ReconciliationOut},
+    answers={200: "ReconciliationOut"},
     errors=(NotFound,),
     tag="reconciliation",
 )

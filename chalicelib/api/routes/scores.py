@@ -8,7 +8,6 @@ from chalice.app import Blueprint
 
 from chalicelib.api.http import Call, endpoint
 from chalicelib.api.operations import QueryParam
-from chalicelib.api.responses import ScoresOut
 from chalicelib.domain.scoring import READ_SCORES
 from chalicelib.services.scoring import score_row_dict
 from chalicelib.wiring import services
@@ -26,7 +25,7 @@ bp = Blueprint(__name__)
             "month", {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}$"}, "YYYY-MM (IST); this month when absent."
         ),
     ),
-    answers={200: ScoresOut},
+    answers={200: "ScoresOut"},
     tag="scores",
 )
 def collector_scores(call: Call) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from chalicelib.api.errors import json_response
 from chalicelib.api.http import Call, created, endpoint, time_left_ms
 from chalicelib.api.operations import PAGING, enum_param
 from chalicelib.api.paging import page_params
-from chalicelib.api.responses import OffboardedUserOut, OffboardingPendingOut, UserOut, UserPage
 from chalicelib.api.schemas import CreateUserIn, PatchUserIn
 from chalicelib.domain.errors import Conflict, ValidationFailed
 from chalicelib.domain.roles import MANAGE_USERS, READ_USERS, Role
@@ -37,7 +36,7 @@ REPEAT_MESSAGE = "loans remain to move: send the same request again to continue"
     roles=MANAGE_USERS,
     summary="Create a user",
     body=CreateUserIn,
-    answers={201: UserOut},
+    answers={201: "UserOut"},
     errors=(Conflict,),
     tag="users",
 )
@@ -59,7 +58,7 @@ def create_user(call: Call) -> Response:
         enum_param("active", _ACTIVE, "Only active (`true`) or deactivated (`false`) users."),
         *PAGING,
     ),
-    answers={200: UserPage},
+    answers={200: "UserPage"},
     tag="users",
 )
 def list_users(call: Call) -> dict[str, Any]:
@@ -85,7 +84,7 @@ def list_users(call: Call) -> dict[str, Any]:
     methods=("GET",),
     roles=READ_USERS,
     summary="Read a user",
-    answers={200: UserOut},
+    answers={200: "UserOut"},
     tag="users",
 )
 def get_user(call: Call, username: str) -> dict[str, Any]:
@@ -99,7 +98,7 @@ def get_user(call: Call, username: str) -> dict[str, Any]:
     roles=MANAGE_USERS,
     summary="Change a user: name, branch, role, password, or deactivate (offboard)",
     body=PatchUserIn,
-    answers={200: UserOut | OffboardedUserOut, 202: OffboardingPendingOut},
+    answers={200: "UserOut | OffboardedUserOut", 202: "OffboardingPendingOut"},
     errors=(Conflict,),
     tag="users",
 )
