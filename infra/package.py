@@ -45,6 +45,36 @@ keeps these only. A client for any other service fails with ``UnknownServiceErro
 function, so ``tests/unit/test_package.py`` checks every client the code makes against this list."""
 
 
+UNUSED_PACKAGES = (
+    "aws_lambda_powertools/event_handler",
+    "aws_lambda_powertools/utilities/auth_alpha",
+    "aws_lambda_powertools/utilities/batch",
+    "aws_lambda_powertools/utilities/circuit_breaker",
+    "aws_lambda_powertools/utilities/data_classes",
+    "aws_lambda_powertools/utilities/data_masking",
+    "aws_lambda_powertools/utilities/feature_flags",
+    "aws_lambda_powertools/utilities/idempotency",
+    "aws_lambda_powertools/utilities/kafka",
+    "aws_lambda_powertools/utilities/parser",
+    "aws_lambda_powertools/utilities/streaming",
+    "aws_lambda_powertools/utilities/validation",
+)
+"""Parts of powertools the functions never import, dropped from the package: its HTTP and GraphQL
+resolvers (the app routes with Chalice), its event classes and parsers, and the utilities the app does
+not use (its idempotency among them: the app keeps its own records). They were about a fifth of the
+package. The app uses powertools' logger, metrics and parameters, and powertools imports its tracer
+whenever it is imported, so those stay.
+
+``tests/unit/test_package.py`` fails if the app, or any part of powertools the package keeps, imports
+one of these anywhere, a function-level import included, except at :data:`UNREACHED_IMPORTS`."""
+
+UNREACHED_IMPORTS = frozenset({("aws_lambda_powertools.shared.functions", "aws_lambda_powertools.event_handler")})
+"""(importer, dropped package) pairs known never to run in these functions. ``shared.functions``
+imports the event handler inside ``pydantic_to_dict``, which powertools calls only to log or store a
+pydantic model handed to it (its Logger's ``log_event``, its JSON encoder when a secret is written):
+the app hands it none."""
+
+
 class PackageError(Exception):
     pass
 
@@ -60,6 +90,12 @@ def drop_unused_service_models(tree: Path) -> None:
         if service.is_dir() and service.name not in AWS_SERVICES:
             shutil.rmtree(service)
     trim_endpoints(data)
+
+
+def drop_unused_packages(tree: Path) -> None:
+    """Remove :data:`UNUSED_PACKAGES` from the unzipped package."""
+    for package in UNUSED_PACKAGES:
+        shutil.rmtree(tree / package, ignore_errors=True)
 
 
 def trim_endpoints(data: Path) -> None:
@@ -122,8 +158,8 @@ def check_runtime(sam_template: Path, version: tuple[int, int] = sys.version_inf
 
 def compile_zip(code_zip: Path) -> Sizes:
     """Rewrite ``code_zip`` in place: every ``__pycache__`` it holds dropped, the service models of
-    botocore the functions do not use dropped, every ``.py`` compiled next to its source as
-    unchecked-hash bytecode for this Python."""
+    botocore and the parts of powertools the functions do not use dropped, every ``.py`` compiled next
+    to its source as unchecked-hash bytecode for this Python."""
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work) / "tree"
         with zipfile.ZipFile(code_zip) as source:
@@ -131,6 +167,7 @@ def compile_zip(code_zip: Path) -> Sizes:
         for cache in sorted(tree.rglob("__pycache__"), reverse=True):
             shutil.rmtree(cache)
         drop_unused_service_models(tree)
+        drop_unused_packages(tree)
         ok = compileall.compile_dir(
             tree,
             quiet=2,

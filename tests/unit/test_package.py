@@ -4,6 +4,7 @@ functions' runtime is refused. ``make test`` runs the whole step on the real pac
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -13,12 +14,21 @@ import sys
 import zipfile
 from pathlib import Path
 
+import aws_lambda_powertools
 import botocore
 import botocore.session
 import pytest
 from botocore.loaders import Loader
 
-from infra.package import AWS_SERVICES, PackageError, check_runtime, compile_zip, trim_endpoints
+from infra.package import (
+    AWS_SERVICES,
+    UNREACHED_IMPORTS,
+    UNUSED_PACKAGES,
+    PackageError,
+    check_runtime,
+    compile_zip,
+    trim_endpoints,
+)
 
 FLAGS_UNCHECKED_HASH = 0b01  # PEP 552: hash-based, check_source off
 
@@ -100,6 +110,71 @@ def test_only_the_service_models_the_functions_use_are_kept(tmp_path: Path) -> N
     assert "botocore/data/endpoints.json" in names
     assert "botocore/data/dynamodb/2012-08-10/service-2.json" in names
     assert not any(name.startswith("botocore/data/ec2/") for name in names)
+
+
+def test_the_unused_parts_of_powertools_are_dropped_and_the_rest_kept(tmp_path: Path) -> None:
+    code = tmp_path / "deployment.zip"
+    _zip(
+        code,
+        {
+            "aws_lambda_powertools/__init__.py": "",
+            "aws_lambda_powertools/utilities/parameters/__init__.py": "",
+            "aws_lambda_powertools/utilities/idempotency/__init__.py": "",
+            "aws_lambda_powertools/event_handler/api_gateway.py": "",
+            "app.py": "",
+        },
+    )
+    compile_zip(code)
+    with zipfile.ZipFile(code) as z:
+        names = set(z.namelist())
+    assert {"aws_lambda_powertools/__init__.py", "aws_lambda_powertools/utilities/parameters/__init__.py"} <= names
+    assert not any(
+        n.startswith(("aws_lambda_powertools/event_handler", "aws_lambda_powertools/utilities/idem")) for n in names
+    )
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every module ``path`` names in an import statement, at any depth (function-level ones too),
+    relative imports resolved against ``module``."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_nothing_the_package_keeps_imports_a_part_of_powertools_it_drops() -> None:
+    # A dropped module the deployed code imports would fail only in AWS, and only on the path that
+    # imports it; so every import statement of the app and of the kept powertools counts, reached or not.
+    dropped = [p.replace("/", ".") for p in UNUSED_PACKAGES]
+
+    def dropped_package(name: str) -> str | None:
+        return next((d for d in dropped if name == d or name.startswith(d + ".")), None)
+
+    def module_of(path: Path, top: Path) -> str:
+        return ".".join(path.relative_to(top).with_suffix("").parts).removesuffix(".__init__")
+
+    root = Path(__file__).resolve().parents[2]
+    powertools = Path(aws_lambda_powertools.__file__).parent
+    sources = [(p, module_of(p, root)) for p in [root / "app.py", *(root / "chalicelib").rglob("*.py")]]
+    kept = [(p, module_of(p, powertools.parent)) for p in powertools.rglob("*.py")]
+    sources += [(p, m) for p, m in kept if dropped_package(m) is None]
+    assert len(sources) > 150, "the walk no longer finds powertools' modules"
+    found = {
+        (module, package)
+        for path, module in sources
+        for name in _imports(path, module)
+        if (package := dropped_package(name)) is not None
+    }
+    assert found == UNREACHED_IMPORTS
 
 
 def test_every_client_the_code_makes_is_for_a_service_the_package_keeps() -> None:
