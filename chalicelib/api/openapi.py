@@ -116,8 +116,12 @@ def _resolved(op: Operation, answer: Answer) -> Any:
     models: list[Any] = []
     for name in (part.strip() for part in answer.split("|")):
         model = getattr(responses, name, None)
-        if model is None or not _models_of(model):
-            raise TypeError(f"{op.method} {op.path} answers {name!r}, which names no response model")
+        named = _models_of(model) if model is not None else []
+        if not named or not all(m.__module__ == responses.__name__ and m is not responses.Out for m in named):
+            raise TypeError(
+                f"{op.method} {op.path} answers {name!r}, which names no response model"
+                " (text is answered as the type str, on its own)"
+            )
         models.append(model)
     return functools.reduce(operator.or_, models)
 

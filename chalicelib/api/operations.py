@@ -99,7 +99,7 @@ Answer = str | type[str]
 """What a success status answers: the name of a response model in ``chalicelib.api.responses``
 (``"LoanOut"``, or an alias of a list of one, ``"RunList"``), several names joined by ``|`` for a
 choice (``"UserOut | OffboardedUserOut"``), or ``str`` for text. Named rather than imported: only the
-OpenAPI document reads the response models, and declaring them cost every cold container about 11 ms
+OpenAPI document reads the response models, and declaring them cost every cold container about 10 ms
 (docs/architecture.md, "Cold start"). ``chalicelib.api.openapi`` looks the names up, and refuses one it
 cannot find."""
 

@@ -148,9 +148,11 @@ def test_answers_named_by_the_routes_resolve_to_their_models() -> None:
     }
     runs = DOC["paths"]["/api/v1/jobs/dpd/runs"]["get"]["responses"]["200"]["content"]["application/json"]
     assert runs["schema"] == {"type": "array", "items": {"$ref": "#/components/schemas/RunOut"}}
+    page = DOC["paths"]["/api/v1/docs"]["get"]["responses"]["200"]["content"]
+    assert page == {"text/html": {"schema": {"type": "string"}}}
 
 
-@pytest.mark.parametrize("name", ["NoSuchOut", "Paise", "LoanOut | NoSuchOut"])
+@pytest.mark.parametrize("name", ["NoSuchOut", "Paise", "LoanOut | NoSuchOut", "BaseModel", "Out", "LoanOut | str"])
 def test_an_answer_naming_no_response_model_is_refused(name: str) -> None:
     op = next(iter(OPERATIONS.values()))
     with pytest.raises(TypeError, match="names no response model"):

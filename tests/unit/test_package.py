@@ -133,6 +133,12 @@ def test_the_unused_parts_of_powertools_are_dropped_and_the_rest_kept(tmp_path: 
     )
 
 
+def test_every_part_of_powertools_the_build_drops_exists() -> None:
+    # A misspelt or renamed entry would drop nothing, silently.
+    installed = Path(aws_lambda_powertools.__file__).parent.parent
+    assert [p for p in UNUSED_PACKAGES if not (installed / p / "__init__.py").is_file()] == []
+
+
 def _imports(path: Path, module: str) -> set[str]:
     """Every module ``path`` names in an import statement, at any depth (function-level ones too),
     relative imports resolved against ``module``."""
